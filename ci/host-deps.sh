@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs, idempotently, everything armada's build and test suite need on a Debian 12
+# x86_64 host, as root. On a machine that already has it all this takes seconds.
+#   ci/host-deps.sh            everything (build + tests)
+#   ci/host-deps.sh --build    only what `armada build` needs
+set -euo pipefail
+
+want_tests=1
+[ "${1:-}" = "--build" ] && want_tests=0
+
+log() { printf '[host-deps] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci/host-deps.sh must run as root (it installs Debian packages)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+
+build_pkgs=(
+  # cross toolchain: Debian's Rust with an arm64 std, and a C cross compiler
+  rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+  # arm64 rootfs under emulation
+  mmdebstrap qemu-user-static binfmt-support arch-test debian-archive-keyring
+  # image assembly without mounts
+  e2fsprogs dosfstools mtools xz-utils zstd fdisk
+  ca-certificates
+)
+test_pkgs=(
+  qemu-user qemu-system-arm ipxe-qemu
+  docker.io iproute2 util-linux
+  prometheus prometheus-node-exporter bmap-tools
+  chromium dnsmasq-base
+  jq curl file
+)
+
+pkgs=("${build_pkgs[@]}")
+[ "$want_tests" = 1 ] && pkgs+=("${test_pkgs[@]}")
+
+# arm64 as a foreign architecture, for libstd-rust-web-dev:arm64
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  log "adding the arm64 foreign architecture"
+  dpkg --add-architecture arm64
+  rm -f /var/lib/apt/lists/.armada-updated
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+  name=${p%%:*}; arch=${p#*:}; [ "$arch" = "$p" ] && arch=""
+  q=$name; [ -n "$arch" ] && q="$name:$arch"
+  if ! dpkg-query -W -f='${Status}' "$q" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "all packages present"
+fi
+
+# binfmt_misc: needed to run arm64 programs inside the rootfs under mmdebstrap
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  log "mounting binfmt_misc"
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  log "registering qemu-aarch64 with binfmt"
+  if command -v update-binfmts >/dev/null; then
+    update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+  fi
+  if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    # fall back to the format line Debian ships for qemu-user-static
+    printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:PF' > /proc/sys/fs/binfmt_misc/register 2>/dev/null || \
+    printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' > /proc/sys/fs/binfmt_misc/register
+  fi
+fi
+if ! arch-test arm64 >/dev/null 2>&1; then
+  echo "arm64 binaries do not run under binfmt here (arch-test arm64 failed)" >&2
+  exit 1
+fi
+
+# rustfmt and clippy for the lint tier (the rustup toolchain ships them as components)
+if [ "$want_tests" = 1 ] && command -v rustup >/dev/null; then
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
+fi
+log "done"

@@ -1,0 +1,337 @@
+//! The first-boot config, `armada.toml`, on the FAT boot partition.
+//!
+//! One schema, in one place: `armada build` writes it with the build's defaults,
+//! `armada flash` personalises it per card, an operator may edit it from any OS, and the
+//! agent reads it at every start. Unknown keys are errors that name the key and line, so
+//! a typo (`hostnme`) is never silently ignored. Edits go through [`ConfigEdit`], which
+//! keeps the operator's comments and layout.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::Role;
+
+/// Where the agent finds the file on a running board.
+pub const BOOT_CONFIG_PATHS: &[&str] = &["/boot/firmware/armada.toml", "/boot/armada.toml"];
+/// File name on the FAT partition.
+pub const BOOT_CONFIG_FILE: &str = "armada.toml";
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirstBootConfig {
+    /// Hostname applied at first boot; empty keeps the image's default.
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub role: Role,
+    /// Board name, set by `armada build`.
+    #[serde(default)]
+    pub board: String,
+    #[serde(default)]
+    pub manager: ManagerConfig,
+    /// Operator labels, put on the swarm node as given.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Public keys for root's (and the admin user's) authorized_keys.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    #[serde(default)]
+    pub agent: AgentConfig,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerConfig {
+    /// `host[:port]` of the manager's API; empty means discover it over mDNS.
+    #[serde(default)]
+    pub address: String,
+    /// Bootstrap token; the agent removes it from this file once registered.
+    #[serde(default)]
+    pub token: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u32,
+    /// Address of the Prometheus endpoint; empty disables it.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
+    /// Reports kept in memory while the manager is unreachable (default one hour at 10 s).
+    #[serde(default = "default_backlog")]
+    pub backlog_reports: usize,
+}
+
+fn default_interval() -> u32 {
+    10
+}
+fn default_metrics_listen() -> String {
+    crate::DEFAULT_AGENT_METRICS_ADDR.to_string()
+}
+fn default_backlog() -> usize {
+    360
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            interval_seconds: default_interval(),
+            metrics_listen: default_metrics_listen(),
+            backlog_reports: default_backlog(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: `{key}`: {message}")]
+    Invalid { file: String, key: String, message: String },
+}
+
+impl FirstBootConfig {
+    /// Parses and validates `text`; `file` names it in errors (a path or `armada.toml`).
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let cfg: FirstBootConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: describe_toml_error(text, &e),
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+            file: file.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        if !self.hostname.is_empty() && !is_valid_hostname(&self.hostname) {
+            return Err(invalid(
+                "hostname",
+                format!(
+                    "`{}` is not a valid hostname (letters, digits and '-', 1-63 characters, not starting or ending with '-')",
+                    self.hostname
+                ),
+            ));
+        }
+        if !self.manager.token.is_empty() {
+            if let Err(e) = self.manager.token.parse::<crate::token::BootstrapToken>() {
+                return Err(invalid("manager.token", e.to_string()));
+            }
+        }
+        for key in self.labels.keys() {
+            if key.is_empty() || key.starts_with("armada.") || key.contains(char::is_whitespace) {
+                return Err(invalid(
+                    &format!("labels.{key}"),
+                    "label keys must be non-empty, without spaces, and not in the reserved `armada.` namespace".into(),
+                ));
+            }
+        }
+        for (i, k) in self.ssh_authorized_keys.iter().enumerate() {
+            if k.lines().count() != 1 || k.split_whitespace().count() < 2 {
+                return Err(invalid(
+                    &format!("ssh_authorized_keys[{i}]"),
+                    "expected one public key line such as `ssh-ed25519 AAAA... user@host`".into(),
+                ));
+            }
+        }
+        if !(1..=3600).contains(&self.agent.interval_seconds) {
+            return Err(invalid("agent.interval_seconds", "must be between 1 and 3600".into()));
+        }
+        Ok(())
+    }
+
+    /// The file as `armada build` writes it, with a comment per section.
+    pub fn to_toml(&self) -> String {
+        let body = toml::to_string_pretty(self).unwrap_or_default();
+        format!(
+            "# armada first-boot config. Edit from any OS; read by armada-agent at every start.\n\
+             # Keys: hostname, role (worker|manager), board, [manager] address/token,\n\
+             # [labels] key = \"value\", ssh_authorized_keys = [\"ssh-ed25519 ...\"], [agent].\n\n{body}"
+        )
+    }
+}
+
+/// Lossless edits of an existing `armada.toml` (comments and order kept).
+pub struct ConfigEdit {
+    doc: toml_edit::DocumentMut,
+    file: String,
+}
+
+impl ConfigEdit {
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        // Validate against the schema first, so an edit never launders a bad file.
+        FirstBootConfig::parse(text, file)?;
+        let doc = text.parse::<toml_edit::DocumentMut>().map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(ConfigEdit { doc, file: file.to_string() })
+    }
+
+    pub fn set_str(&mut self, dotted_key: &str, value: &str) -> &mut Self {
+        let (table, key) = self.table_for(dotted_key);
+        table[key] = toml_edit::value(value);
+        self
+    }
+
+    pub fn set_role(&mut self, role: Role) -> &mut Self {
+        self.set_str("role", &role.to_string())
+    }
+
+    pub fn set_label(&mut self, key: &str, value: &str) -> &mut Self {
+        let labels = self.doc.entry("labels").or_insert(toml_edit::table());
+        if let Some(t) = labels.as_table_like_mut() {
+            t.insert(key, toml_edit::value(value));
+        }
+        self
+    }
+
+    pub fn set_ssh_keys(&mut self, keys: &[String]) -> &mut Self {
+        let mut arr = toml_edit::Array::new();
+        for k in keys {
+            arr.push(k.as_str());
+        }
+        self.doc["ssh_authorized_keys"] = toml_edit::value(arr);
+        self
+    }
+
+    /// Removes `manager.token`: done by the agent once it holds its own credential.
+    pub fn remove_token(&mut self) -> &mut Self {
+        if let Some(m) = self.doc.get_mut("manager").and_then(|m| m.as_table_like_mut()) {
+            m.remove("token");
+        }
+        self
+    }
+
+    /// The edited text, validated against the schema again.
+    pub fn finish(&self) -> Result<(String, FirstBootConfig), ConfigError> {
+        let text = self.doc.to_string();
+        let cfg = FirstBootConfig::parse(&text, &self.file)?;
+        Ok((text, cfg))
+    }
+
+    fn table_for<'a>(&'a mut self, dotted_key: &'a str) -> (&'a mut toml_edit::Item, &'a str) {
+        match dotted_key.split_once('.') {
+            Some((section, key)) => {
+                let item = self.doc.entry(section).or_insert(toml_edit::table());
+                (item, key)
+            }
+            None => (self.doc.as_item_mut(), dotted_key),
+        }
+    }
+}
+
+/// RFC 1123 label: what `hostnamectl` accepts as a static hostname part.
+pub fn is_valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 63
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !h.starts_with('-')
+        && !h.ends_with('-')
+}
+
+/// "line 7, column 3: unknown field `hostnme`, expected one of ...".
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::{BootstrapToken, CaFingerprint};
+
+    fn token() -> String {
+        BootstrapToken::generate(CaFingerprint::of_der(b"ca")).expose()
+    }
+
+    #[test]
+    fn defaults_round_trip() {
+        let cfg = FirstBootConfig {
+            hostname: "pine-01".into(),
+            board: "pine64".into(),
+            manager: ManagerConfig { address: "10.1.0.1:7443".into(), token: token() },
+            ..Default::default()
+        };
+        let text = cfg.to_toml();
+        let back = FirstBootConfig::parse(&text, "armada.toml").unwrap();
+        assert_eq!(back, cfg);
+        assert_eq!(back.agent.interval_seconds, 10);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "hostname = \"a\"\n\n[manager]\nadress = \"x\"\n";
+        let err = FirstBootConfig::parse(text, "/boot/armada.toml").unwrap_err().to_string();
+        assert!(err.contains("/boot/armada.toml"), "{err}");
+        assert!(err.contains("line 4"), "{err}");
+        assert!(err.contains("adress"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = FirstBootConfig::parse("hostname = \"-bad\"", "f").unwrap_err().to_string();
+        assert!(err.contains("`hostname`"), "{err}");
+        let err = FirstBootConfig::parse("[manager]\ntoken = \"nope\"", "f").unwrap_err().to_string();
+        assert!(err.contains("manager.token"), "{err}");
+        let err = FirstBootConfig::parse("[labels]\n\"armada.board\" = \"x\"", "f").unwrap_err().to_string();
+        assert!(err.contains("labels.armada.board"), "{err}");
+        let err = FirstBootConfig::parse("role = \"boss\"", "f").unwrap_err().to_string();
+        assert!(err.contains("boss"), "{err}");
+    }
+
+    #[test]
+    fn edits_keep_comments_and_remove_the_token() {
+        let text = format!(
+            "# operator's note\nhostname = \"old\"\n\n[manager]\naddress = \"m:7443\"\ntoken = \"{}\"\n",
+            token()
+        );
+        let mut edit = ConfigEdit::parse(&text, "armada.toml").unwrap();
+        edit.set_str("hostname", "pine-07").set_label("zone", "shelf-2").set_role(Role::Manager);
+        edit.set_ssh_keys(&["ssh-ed25519 AAAAC3Nza user@host".into()]);
+        let (out, cfg) = edit.finish().unwrap();
+        assert!(out.contains("# operator's note"));
+        assert_eq!(cfg.hostname, "pine-07");
+        assert_eq!(cfg.labels["zone"], "shelf-2");
+        assert_eq!(cfg.role, Role::Manager);
+        assert_eq!(cfg.ssh_authorized_keys.len(), 1);
+        assert!(!cfg.manager.token.is_empty());
+
+        let mut edit = ConfigEdit::parse(&out, "armada.toml").unwrap();
+        edit.remove_token();
+        let (out2, cfg2) = edit.finish().unwrap();
+        assert!(cfg2.manager.token.is_empty());
+        assert!(!out2.contains("armada1."));
+        assert_eq!(cfg2.manager.address, "m:7443");
+    }
+
+    #[test]
+    fn an_edit_cannot_write_an_invalid_file() {
+        let mut edit = ConfigEdit::parse("hostname = \"a\"", "f").unwrap();
+        edit.set_str("hostname", "not a hostname");
+        assert!(edit.finish().is_err());
+    }
+}
