@@ -30,7 +30,7 @@ test_pkgs=(
   docker.io iproute2 util-linux
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
-  jq curl file
+  jq curl file busybox-static
 )
 
 pkgs=("${build_pkgs[@]}")

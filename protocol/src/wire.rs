@@ -20,6 +20,9 @@ pub const PATH_HEALTH: &str = "/v1/health";
 pub const PATH_REGISTER: &str = "/v1/register";
 /// `POST` gzip'd [`ReportBatch`] -> [`ReportAck`].
 pub const PATH_REPORT: &str = "/v1/report";
+/// `POST` [`JoinedRequest`] (node credential): the agent's engine joined the swarm as
+/// this swarm node; the manager then labels it.
+pub const PATH_JOINED: &str = "/v1/joined";
 /// `GET` -> `Vec<NodeSummary>`.
 pub const PATH_NODES: &str = "/v1/nodes";
 /// `GET`: Prometheus text of every node's latest snapshot plus the manager's own metrics.
@@ -99,6 +102,12 @@ pub struct RegisterResponse {
     pub report_interval_seconds: u32,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JoinedRequest {
+    /// The local engine's `Swarm.NodeID` after `POST /swarm/join`.
+    pub swarm_node_id: String,
+}
+
 /// One push: snapshots oldest first.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ReportBatch {
@@ -140,6 +149,8 @@ pub struct NodeSummary {
     pub arch: String,
     pub status: NodeStatus,
     pub swarm_node_id: Option<String>,
+    /// The swarm's view of the node (`ready`, `down`, `unknown`), polled by the manager.
+    pub swarm_state: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub registered_at_ms: u64,
     pub last_report_ms: Option<u64>,
