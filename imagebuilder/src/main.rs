@@ -12,11 +12,15 @@
 //! - `inspect`: `armada inspect IMAGE`.
 //! - `flash`: `armada flash IMAGE DEVICE`: bmap-aware write, verify, personalise.
 //! - `boot`: `armada boot IMAGE`: qemu-system-aarch64 smoke boot with milestones.
+//! - `bmap`: bmaptool-compatible block maps: create from a sparse image, write, parse.
+//! - `fatfile`: read/write one file on a FAT partition inside an image or device, no mount.
 //! - `progress`: stage spinners and byte bars on a terminal, plain lines elsewhere.
 
+mod bmap;
 mod boot;
 mod build;
 mod cluster;
+mod fatfile;
 mod flash;
 mod inspect;
 mod progress;
