@@ -1,0 +1,302 @@
+//! Joining the Docker Swarm through the local engine's unix socket (never TCP).
+//!
+//! `POST /swarm/join` with the worker token and manager addresses the registration gave.
+//! An engine that answers 503 "already part of a swarm" is fine when that swarm is ours
+//! (one of its managers is one we were given); in another swarm it is an error that
+//! says how to leave. A join token the swarm rejects is an error that says so. After
+//! the join the swarm node id is read from `GET /info` and reported to the manager with
+//! `POST /v1/joined`, which then labels the node.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bollard::errors::Error as DockerError;
+use bollard::models::{LocalNodeState, SwarmJoinRequest};
+use bollard::Docker;
+use protocol::token::NodeCredential;
+use protocol::wire::{JoinedRequest, PATH_JOINED};
+
+use crate::register::{error_chain, error_message, ManagerAddress};
+
+/// Swarm's default management port, used when the manager gives a bare host.
+const SWARM_PORT: u16 = 2377;
+
+/// Connects to the local engine. Only `unix://` addresses are accepted: the engine API
+/// is never reached over the network.
+pub async fn connect(docker_host: &str) -> anyhow::Result<Docker> {
+    let path = docker_host.strip_prefix("unix://").with_context(|| {
+        format!("docker host `{docker_host}`: only unix:///path sockets are supported")
+    })?;
+    let docker = Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
+        .with_context(|| format!("connecting to the Docker engine at {docker_host}"))?;
+    // Debian's engine speaks an older API than bollard's default: agree on one.
+    docker
+        .negotiate_version()
+        .await
+        .with_context(|| format!("asking the Docker engine at {docker_host} for its API version"))
+}
+
+/// Waits, bounded, for the engine to answer (it may start after the agent).
+pub async fn connect_with_wait(docker_host: &str, wait: Duration) -> anyhow::Result<Docker> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match connect(docker_host).await {
+            Ok(d) => return Ok(d),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(e) => {
+                tracing::info!("waiting for the Docker engine: {e:#}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// The engine's version, for the node's facts.
+pub async fn engine_version(docker: &Docker) -> Option<String> {
+    docker.version().await.ok().and_then(|v| v.version)
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    AlreadyMember,
+}
+
+/// Why a join failed; only `Unavailable` is worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("the swarm managers {managers:?} rejected the join token from the manager: {message}")]
+    TokenRejected {
+        managers: Vec<String>,
+        message: String,
+    },
+    #[error(
+        "the local engine is already part of another swarm (its managers: {theirs:?}, ours: {ours:?}); \
+         run `docker swarm leave` on this board to let armada join it"
+    )]
+    OtherSwarm {
+        theirs: Vec<String>,
+        ours: Vec<String>,
+    },
+    #[error("joining the swarm through the local engine failed: {0}")]
+    Unavailable(String),
+}
+
+impl JoinError {
+    pub fn is_final(&self) -> bool {
+        !matches!(self, JoinError::Unavailable(_))
+    }
+}
+
+/// Joins the swarm of `managers` with `join_token`.
+pub async fn join(
+    docker: &Docker,
+    join_token: &str,
+    managers: &[String],
+) -> Result<JoinOutcome, JoinError> {
+    let advertise = managers
+        .iter()
+        .find_map(|m| local_address_towards(m))
+        .map(|ip| ip.to_string());
+    let req = SwarmJoinRequest {
+        listen_addr: Some(format!("0.0.0.0:{SWARM_PORT}")),
+        advertise_addr: advertise,
+        data_path_addr: None,
+        remote_addrs: Some(managers.to_vec()),
+        join_token: Some(join_token.to_string()),
+    };
+    match docker.join_swarm(req).await {
+        Ok(()) => Ok(JoinOutcome::Joined),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 503,
+            message,
+        }) if message.contains("already part of a swarm") => {
+            let info = docker
+                .info()
+                .await
+                .map_err(|e| JoinError::Unavailable(error_chain(&e)))?;
+            let theirs: Vec<String> = info
+                .swarm
+                .and_then(|s| s.remote_managers)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|p| p.addr)
+                .collect();
+            if is_our_swarm(&theirs, managers) {
+                Ok(JoinOutcome::AlreadyMember)
+            } else {
+                Err(JoinError::OtherSwarm {
+                    theirs,
+                    ours: managers.to_vec(),
+                })
+            }
+        }
+        Err(DockerError::DockerResponseServerError {
+            status_code: 400,
+            message,
+        }) => Err(JoinError::TokenRejected {
+            managers: managers.to_vec(),
+            message,
+        }),
+        Err(e) => {
+            let text = error_chain(&e);
+            if looks_like_token_rejection(&text) {
+                Err(JoinError::TokenRejected {
+                    managers: managers.to_vec(),
+                    message: text,
+                })
+            } else {
+                Err(JoinError::Unavailable(text))
+            }
+        }
+    }
+}
+
+/// Swarm's wording when a manager refuses a join token (it may come back as a 500).
+fn looks_like_token_rejection(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("invalid join token")
+        || m.contains("valid join token is necessary")
+        || m.contains("token is invalid")
+}
+
+/// True when the engine's swarm managers include one of ours (compared by host, since
+/// a manager may advertise another port than the one handed out).
+pub fn is_our_swarm(theirs: &[String], ours: &[String]) -> bool {
+    let host = |a: &str| -> String {
+        match a.parse::<SocketAddr>() {
+            Ok(sa) => sa.ip().to_string(),
+            Err(_) => a
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .unwrap_or(a)
+                .trim_matches(['[', ']'])
+                .to_string(),
+        }
+    };
+    theirs
+        .iter()
+        .any(|t| ours.iter().any(|o| t == o || host(t) == host(o)))
+}
+
+/// The local address the kernel would use to reach `manager` (`ip:port`): the address
+/// to advertise, found without sending anything (a UDP connect only picks a route).
+pub fn local_address_towards(manager: &str) -> Option<IpAddr> {
+    let target: SocketAddr = manager
+        .parse()
+        .ok()
+        .or_else(|| format!("{manager}:{SWARM_PORT}").parse().ok())?;
+    let bind = if target.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let sock = UdpSocket::bind(bind).ok()?;
+    sock.connect(target).ok()?;
+    sock.local_addr()
+        .ok()
+        .map(|a| a.ip())
+        .filter(|ip| !ip.is_unspecified())
+}
+
+/// Waits, bounded, until the engine is an active swarm node, and returns its node id.
+pub async fn wait_for_node_id(docker: &Docker, wait: Duration) -> anyhow::Result<String> {
+    let deadline = Instant::now() + wait;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match docker.info().await {
+            Ok(info) => {
+                let swarm = info.swarm.unwrap_or_default();
+                let state = swarm.local_node_state;
+                match (state, swarm.node_id.filter(|id| !id.is_empty())) {
+                    (Some(LocalNodeState::ACTIVE), Some(id)) => return Ok(id),
+                    (state, _) => {
+                        last = format!(
+                            "local node state {:?}, error {:?}",
+                            state,
+                            swarm.error.unwrap_or_default()
+                        )
+                    }
+                }
+            }
+            Err(e) => last = error_chain(&e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!(
+        "the local engine did not become an active swarm node within {}s: {last}",
+        wait.as_secs()
+    )
+}
+
+/// Tells the manager which swarm node this is, so it can label it.
+pub async fn report_joined(
+    client: &reqwest::Client,
+    manager: &ManagerAddress,
+    credential: &NodeCredential,
+    swarm_node_id: &str,
+) -> anyhow::Result<()> {
+    let resp = client
+        .post(format!("{}{PATH_JOINED}", manager.base_url()))
+        .bearer_auth(credential.expose())
+        .json(&JoinedRequest {
+            swarm_node_id: swarm_node_id.to_string(),
+        })
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "telling the manager at {manager} that we joined: {}",
+                error_chain(&e)
+            )
+        })?;
+    let status = resp.status();
+    if !status.is_success() {
+        let message = error_message(resp).await;
+        anyhow::bail!("the manager at {manager} answered {status} to {PATH_JOINED}: {message}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_swarm_is_recognised_by_manager_host() {
+        let ours = vec!["172.30.1.1:2377".to_string()];
+        assert!(is_our_swarm(&["172.30.1.1:2377".into()], &ours));
+        assert!(is_our_swarm(
+            &["172.30.1.9:2377".into(), "172.30.1.1:4000".into()],
+            &ours
+        ));
+        assert!(!is_our_swarm(&["192.168.7.1:2377".into()], &ours));
+        assert!(!is_our_swarm(&[], &ours));
+        assert!(is_our_swarm(
+            &["[fd00::1]:2377".into()],
+            &["[fd00::1]:2377".into()]
+        ));
+    }
+
+    #[test]
+    fn token_rejections_are_recognised() {
+        assert!(looks_like_token_rejection(
+            "rpc error: code = InvalidArgument desc = A valid join token is necessary to join this cluster"
+        ));
+        assert!(!looks_like_token_rejection("context deadline exceeded"));
+    }
+
+    #[test]
+    fn advertise_address_is_the_route_source() {
+        assert_eq!(
+            local_address_towards("127.0.0.1:2377"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            local_address_towards("127.0.0.1"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(local_address_towards("not an address"), None);
+    }
+}
