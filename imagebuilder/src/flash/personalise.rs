@@ -1,0 +1,295 @@
+//! Per-card settings in `armada.toml` on the card's FAT boot partition, written
+//! in-process after the image (no mount), through the one schema in
+//! `protocol::config` so the agent reads exactly what was written.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use protocol::config::{ConfigEdit, FirstBootConfig, BOOT_CONFIG_FILE};
+use protocol::wire::Role;
+
+use crate::fatfile;
+
+/// What to change on the card; `None`/empty fields leave the image's value.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Personalisation {
+    pub hostname: Option<String>,
+    pub role: Option<Role>,
+    pub labels: Vec<(String, String)>,
+    /// Added to the image's keys (duplicates dropped).
+    pub ssh_keys: Vec<String>,
+    pub manager: Option<String>,
+    /// The bootstrap token (a secret: never printed).
+    pub token: Option<String>,
+}
+
+impl Personalisation {
+    pub fn is_empty(&self) -> bool {
+        *self == Personalisation::default()
+    }
+}
+
+/// The flags as given on the command line.
+pub struct Inputs<'a> {
+    pub hostname: Option<&'a str>,
+    pub index: Option<u32>,
+    pub role: Option<Role>,
+    pub labels: &'a [String],
+    pub ssh_key_files: &'a [PathBuf],
+    pub manager: Option<&'a str>,
+    pub cluster: Option<&'a Path>,
+}
+
+/// Reads the key and token files and checks every value, before anything is written.
+pub fn from_inputs(i: &Inputs) -> Result<Personalisation> {
+    let hostname = match i.hostname {
+        Some(t) => Some(expand_hostname(t, i.index)?),
+        None if i.index.is_some() => {
+            bail!("--index needs --hostname with {{n}} in it, e.g. --hostname 'pine-{{nn}}'")
+        }
+        None => None,
+    };
+    if let Some(h) = &hostname {
+        if !protocol::config::is_valid_hostname(h) {
+            bail!("hostname `{h}` is not valid (letters, digits and '-', 1-63 characters, not starting or ending with '-')");
+        }
+    }
+    let labels = i
+        .labels
+        .iter()
+        .map(|l| parse_label(l))
+        .collect::<Result<Vec<_>>>()?;
+    let mut ssh_keys = Vec::new();
+    for f in i.ssh_key_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("reading ssh key file {}", f.display()))?;
+        let keys = parse_key_file(&text);
+        if keys.is_empty() {
+            bail!("ssh key file {} holds no public key", f.display());
+        }
+        ssh_keys.extend(keys);
+    }
+    let token = match i.cluster {
+        Some(dir) => {
+            let path = dir.join(crate::cluster::TOKEN);
+            let tokens = crate::cluster::read_tokens(&path).with_context(|| {
+                format!("reading the bootstrap token of cluster {}", dir.display())
+            })?;
+            match tokens.into_iter().next() {
+                Some(t) => Some(t.expose()),
+                None => bail!(
+                    "cluster {} has no bootstrap token (revoked?): `armada cluster token rotate {}` makes one",
+                    dir.display(),
+                    dir.display()
+                ),
+            }
+        }
+        None => None,
+    };
+    Ok(Personalisation {
+        hostname,
+        role: i.role,
+        labels,
+        ssh_keys,
+        manager: i.manager.map(str::to_string),
+        token,
+    })
+}
+
+/// `pine-{n}` with index 7 is `pine-7`; `pine-{nn}` is `pine-07` (as many digits as n's).
+pub fn expand_hostname(template: &str, index: Option<u32>) -> Result<String> {
+    let Some(open) = template.find('{') else {
+        if index.is_some() {
+            bail!("--index given but --hostname `{template}` has no {{n}} placeholder");
+        }
+        return Ok(template.to_string());
+    };
+    let close = template[open..]
+        .find('}')
+        .map(|c| open + c)
+        .with_context(|| format!("hostname `{template}`: unclosed {{"))?;
+    let inner = &template[open + 1..close];
+    if inner.is_empty() || !inner.chars().all(|c| c == 'n') {
+        bail!("hostname `{template}`: the placeholder must be {{n}}, {{nn}} or {{nnn}}");
+    }
+    let Some(n) = index else {
+        bail!("hostname `{template}` has a placeholder: give the card's number with --index N");
+    };
+    let rest = &template[close + 1..];
+    if rest.contains('{') {
+        bail!("hostname `{template}`: only one placeholder is allowed");
+    }
+    Ok(format!(
+        "{}{:0width$}{}",
+        &template[..open],
+        n,
+        rest,
+        width = inner.len()
+    ))
+}
+
+fn parse_label(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => bail!("label `{s}` is not key=value"),
+    }
+}
+
+/// Public key lines of an `authorized_keys`-style file (blank and `#` lines skipped).
+pub fn parse_key_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Applies `p` to the text of an `armada.toml`; the result is validated by the schema.
+pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, FirstBootConfig)> {
+    let current = FirstBootConfig::parse(text, file)?;
+    let mut edit = ConfigEdit::parse(text, file)?;
+    if let Some(h) = &p.hostname {
+        edit.set_str("hostname", h);
+    }
+    if let Some(r) = p.role {
+        edit.set_role(r);
+    }
+    for (k, v) in &p.labels {
+        edit.set_label(k, v);
+    }
+    if !p.ssh_keys.is_empty() {
+        let mut keys = current.ssh_authorized_keys.clone();
+        for k in &p.ssh_keys {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        edit.set_ssh_keys(&keys);
+    }
+    if let Some(m) = &p.manager {
+        edit.set_str("manager.address", m);
+    }
+    if let Some(t) = &p.token {
+        edit.set_str("manager.token", t);
+    }
+    Ok(edit.finish()?)
+}
+
+/// Edits `armada.toml` on the first FAT partition of the open target, then reads it
+/// back and parses it as the agent will.
+pub fn personalise_card(file: &File, dev: &Path, p: &Personalisation) -> Result<FirstBootConfig> {
+    let part =
+        fatfile::first_fat_partition_in(file, dev).context("finding the card's boot partition")?;
+    let text = fatfile::read_file_in(file, dev, part, BOOT_CONFIG_FILE).with_context(|| {
+        format!("the image has no readable {BOOT_CONFIG_FILE} on its boot partition: is it an armada image?")
+    })?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("{BOOT_CONFIG_FILE} on {} is not UTF-8", dev.display()))?;
+    let name = format!("{}:{BOOT_CONFIG_FILE}", dev.display());
+    let (new_text, _) = apply(&text, &name, p)?;
+    fatfile::write_file_in(file, dev, part, BOOT_CONFIG_FILE, new_text.as_bytes())?;
+    file.sync_all()
+        .with_context(|| format!("syncing {}", dev.display()))?;
+    let back = fatfile::read_file_in(file, dev, part, BOOT_CONFIG_FILE)?;
+    if back != new_text.as_bytes() {
+        bail!(
+            "{BOOT_CONFIG_FILE} read back from {} differs from what was written",
+            dev.display()
+        );
+    }
+    let text = String::from_utf8(back)
+        .with_context(|| format!("{BOOT_CONFIG_FILE} on {} is not UTF-8", dev.display()))?;
+    Ok(FirstBootConfig::parse(&text, &name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_templates() {
+        assert_eq!(expand_hostname("pine-{n}", Some(7)).unwrap(), "pine-7");
+        assert_eq!(expand_hostname("pine-{nn}", Some(7)).unwrap(), "pine-07");
+        assert_eq!(expand_hostname("rpi{nnn}-a", Some(12)).unwrap(), "rpi012-a");
+        assert_eq!(expand_hostname("plain", None).unwrap(), "plain");
+        assert!(expand_hostname("pine-{n}", None)
+            .unwrap_err()
+            .to_string()
+            .contains("--index"));
+        assert!(expand_hostname("plain", Some(1))
+            .unwrap_err()
+            .to_string()
+            .contains("no {n}"));
+        assert!(expand_hostname("p-{x}", Some(1)).is_err());
+        assert!(expand_hostname("p-{n}-{n}", Some(1)).is_err());
+    }
+
+    #[test]
+    fn inputs_are_checked_before_writing() {
+        let bad = Inputs {
+            hostname: Some("bad_name"),
+            index: None,
+            role: None,
+            labels: &[],
+            ssh_key_files: &[],
+            manager: None,
+            cluster: None,
+        };
+        assert!(from_inputs(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid"));
+        let labels = ["zone".to_string()];
+        let bad = Inputs {
+            hostname: None,
+            labels: &labels,
+            ..bad
+        };
+        assert!(from_inputs(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("key=value"));
+        let none = Inputs { labels: &[], ..bad };
+        assert!(from_inputs(&none).unwrap().is_empty());
+    }
+
+    #[test]
+    fn apply_keeps_comments_and_merges_keys() {
+        let text = "# note\nhostname = \"\"\nssh_authorized_keys = [\"ssh-ed25519 AAAA old@x\"]\n\n[manager]\naddress = \"\"\n";
+        let p = Personalisation {
+            hostname: Some("pine-03".into()),
+            role: Some(Role::Manager),
+            labels: vec![("zone".into(), "shelf-2".into())],
+            ssh_keys: vec!["ssh-ed25519 AAAA old@x".into(), "ssh-rsa BBBB new@y".into()],
+            manager: Some("192.168.1.10:7443".into()),
+            token: None,
+        };
+        let (out, cfg) = apply(text, "armada.toml", &p).unwrap();
+        assert!(out.starts_with("# note"));
+        assert_eq!(cfg.hostname, "pine-03");
+        assert_eq!(cfg.role, Role::Manager);
+        assert_eq!(cfg.labels["zone"], "shelf-2");
+        assert_eq!(
+            cfg.ssh_authorized_keys,
+            vec!["ssh-ed25519 AAAA old@x", "ssh-rsa BBBB new@y"]
+        );
+        assert_eq!(cfg.manager.address, "192.168.1.10:7443");
+        let bad = Personalisation {
+            token: Some("not-a-token".into()),
+            ..Default::default()
+        };
+        assert!(apply(text, "armada.toml", &bad)
+            .unwrap_err()
+            .to_string()
+            .contains("manager.token"));
+    }
+
+    #[test]
+    fn key_files_skip_comments() {
+        assert_eq!(
+            parse_key_file("# c\n\nssh-ed25519 AAAA a@b\n  ssh-rsa BBB c@d  \n"),
+            vec!["ssh-ed25519 AAAA a@b", "ssh-rsa BBB c@d"]
+        );
+    }
+}
