@@ -1,0 +1,114 @@
+//! Per-container resource usage read straight from cgroup files, v1 and v2, whichever
+//! the host runs, and for both Docker cgroup drivers (cgroupfs: `<parent>/<id>`;
+//! systemd: `<parent>.slice/docker-<id>.scope`).
+//!
+//! Layout:
+//! - `detect`: which version, and whether the memory controller is on at all.
+//! - `discover`: where each container's cgroup is (found by walking once, then cached).
+//! - `v1`, `v2`: one container's CPU, memory, IO and pids from that version's files.
+
+pub mod detect;
+pub mod discover;
+pub mod v1;
+pub mod v2;
+
+use std::path::{Path, PathBuf};
+
+use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
+
+use super::pseudofile::{lines, parse_u64, trim, PseudoFile, ReadError};
+
+pub use detect::{detect, Layout, Version};
+
+/// Where one container's cgroup files are: one folder per v1 controller, or the one
+/// v2 folder.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ContainerDirs {
+    V1(V1Dirs),
+    V2 { dir: PathBuf },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct V1Dirs {
+    pub cpu: PathBuf,
+    pub cpuacct: PathBuf,
+    pub memory: PathBuf,
+    pub blkio: PathBuf,
+    pub pids: PathBuf,
+}
+
+impl ContainerDirs {
+    /// The folders of the cgroup at `rel` (relative to each hierarchy's root).
+    pub fn at(layout: &Layout, rel: &Path) -> ContainerDirs {
+        match layout.version {
+            Version::V1 => {
+                let c = |controller: &str| layout.base.join(controller).join(rel);
+                ContainerDirs::V1(V1Dirs {
+                    cpu: c("cpu"),
+                    cpuacct: c("cpuacct"),
+                    memory: c("memory"),
+                    blkio: c("blkio"),
+                    pids: c("pids"),
+                })
+            }
+            Version::V2 => ContainerDirs::V2 {
+                dir: layout.base.join(rel),
+            },
+        }
+    }
+
+    /// The folder whose `cgroup.procs` lists the container's processes.
+    pub fn procs_dir(&self) -> &Path {
+        match self {
+            ContainerDirs::V1(d) => &d.cpuacct,
+            ContainerDirs::V2 { dir } => dir,
+        }
+    }
+}
+
+/// What one cycle read of a container's cgroup.
+#[derive(Debug, Default, PartialEq)]
+pub struct Usage {
+    pub cpu: Option<ContainerCpu>,
+    pub memory: Option<ContainerMemory>,
+    pub io: Option<ContainerIo>,
+    pub pids: Option<ContainerPids>,
+}
+
+/// The container's cgroup is gone (it stopped between the list and the read).
+#[derive(Debug)]
+pub struct Gone;
+
+/// Reads a container's usage. `memory_enabled` false skips memory (it would read 0).
+pub fn read(
+    dirs: &ContainerDirs,
+    file: &mut PseudoFile,
+    ticks_per_second: f64,
+    memory_enabled: bool,
+    warn: &mut dyn FnMut(ReadError),
+) -> Result<Usage, Gone> {
+    match dirs {
+        ContainerDirs::V1(d) => v1::read(d, file, ticks_per_second, memory_enabled, warn),
+        ContainerDirs::V2 { dir } => v2::read(dir, file, memory_enabled, warn),
+    }
+}
+
+/// The first process id in `dir/cgroup.procs`, for the container's network namespace.
+pub fn first_pid(dir: &Path, file: &mut PseudoFile) -> Result<Option<u32>, ReadError> {
+    let bytes = file.read_in(dir, "cgroup.procs")?;
+    Ok(lines(bytes)
+        .find_map(|l| parse_u64(trim(l)))
+        .and_then(|p| u32::try_from(p).ok()))
+}
+
+/// Turns a per-file result into a value, reporting faults; a missing file of a
+/// container that exists is reported too (controller off, old kernel).
+fn ok_or_warn<T>(r: Result<T, ReadError>, warn: &mut dyn FnMut(ReadError)) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warn(e);
+            None
+        }
+    }
+}

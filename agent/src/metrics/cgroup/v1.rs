@@ -1,0 +1,169 @@
+//! One container's usage from cgroup v1 files (one folder per controller).
+//!
+//! cpuacct: `cpuacct.usage` (ns), `cpuacct.stat` (user/system in USER_HZ ticks);
+//! cpu: `cpu.stat` (nr_periods, nr_throttled, throttled_time ns), CFS quota and period;
+//! memory: `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`
+//! (`total_*` when hierarchical, plain names otherwise), `memory.oom_control`;
+//! blkio: `blkio.throttle.io_service_bytes` / `io_serviced`; pids: `pids.current`/`max`.
+
+use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
+
+use super::{ok_or_warn, Gone, Usage, V1Dirs};
+use crate::metrics::pseudofile::{
+    fields, keyed_u64, lines, parse_u64, trim, PseudoFile, ReadError,
+};
+
+/// v1 reports "no limit" as PAGE_COUNTER_MAX pages, about 2^63: anything this large is none.
+const UNLIMITED: u64 = 1 << 60;
+
+pub fn read(
+    d: &V1Dirs,
+    file: &mut PseudoFile,
+    ticks_per_second: f64,
+    memory_enabled: bool,
+    warn: &mut dyn FnMut(ReadError),
+) -> Result<Usage, Gone> {
+    let usage_ns = match file.read_u64(&d.cpuacct, "cpuacct.usage") {
+        Ok(v) => v,
+        Err(e) if e.is_missing() => return Err(Gone),
+        Err(e) => {
+            warn(e);
+            None
+        }
+    };
+    let mut out = Usage::default();
+    if let Some(ns) = usage_ns {
+        let mut cpu = ContainerCpu {
+            usage_seconds: ns as f64 / 1e9,
+            ..Default::default()
+        };
+        if let Some(b) = ok_or_warn(file.read_in(&d.cpuacct, "cpuacct.stat"), warn) {
+            let (user, system) = parse_cpuacct_stat(b);
+            cpu.user_seconds = user as f64 / ticks_per_second;
+            cpu.system_seconds = system as f64 / ticks_per_second;
+        }
+        if let Some(b) = ok_or_warn(file.read_in(&d.cpu, "cpu.stat"), warn) {
+            cpu.periods = keyed_u64(b, b"nr_periods").unwrap_or(0);
+            cpu.throttled_periods = keyed_u64(b, b"nr_throttled").unwrap_or(0);
+            cpu.throttled_seconds = keyed_u64(b, b"throttled_time").unwrap_or(0) as f64 / 1e9;
+        }
+        let quota = file
+            .read_in(&d.cpu, "cpu.cfs_quota_us")
+            .ok()
+            .map(|b| trim(b).to_vec());
+        let period = file.read_u64(&d.cpu, "cpu.cfs_period_us").ok().flatten();
+        cpu.limit_cpus = quota.as_deref().and_then(|q| cpu_limit(q, period));
+        out.cpu = Some(cpu);
+    }
+    if memory_enabled {
+        out.memory = read_memory(d, file, warn);
+    }
+    out.io = read_io(d, file, warn);
+    if let Some(current) = ok_or_warn(file.read_u64(&d.pids, "pids.current"), warn).flatten() {
+        let max = file.read_u64(&d.pids, "pids.max").ok().flatten();
+        out.pids = Some(ContainerPids { current, max });
+    }
+    Ok(out)
+}
+
+fn read_memory(
+    d: &V1Dirs,
+    file: &mut PseudoFile,
+    warn: &mut dyn FnMut(ReadError),
+) -> Option<ContainerMemory> {
+    let usage = ok_or_warn(file.read_u64(&d.memory, "memory.usage_in_bytes"), warn)??;
+    let limit = file
+        .read_u64(&d.memory, "memory.limit_in_bytes")
+        .ok()
+        .flatten()
+        .filter(|&l| l < UNLIMITED);
+    let stat = ok_or_warn(file.read_in(&d.memory, "memory.stat"), warn)?;
+    let mut m = parse_memory_stat(stat, usage);
+    m.limit_bytes = limit;
+    if let Some(b) = ok_or_warn(file.read_in(&d.memory, "memory.oom_control"), warn) {
+        m.oom_kills = keyed_u64(b, b"oom_kill").unwrap_or(0);
+    }
+    Some(m)
+}
+
+fn read_io(
+    d: &V1Dirs,
+    file: &mut PseudoFile,
+    warn: &mut dyn FnMut(ReadError),
+) -> Option<ContainerIo> {
+    let mut io = ContainerIo::default();
+    let bytes = ok_or_warn(
+        file.read_in(&d.blkio, "blkio.throttle.io_service_bytes"),
+        warn,
+    )?;
+    (io.read_bytes, io.written_bytes) = sum_read_write(bytes);
+    let ops = ok_or_warn(file.read_in(&d.blkio, "blkio.throttle.io_serviced"), warn)?;
+    (io.reads, io.writes) = sum_read_write(ops);
+    Some(io)
+}
+
+/// `user N` and `system N` of `cpuacct.stat`, in ticks.
+pub fn parse_cpuacct_stat(b: &[u8]) -> (u64, u64) {
+    (
+        keyed_u64(b, b"user").unwrap_or(0),
+        keyed_u64(b, b"system").unwrap_or(0),
+    )
+}
+
+/// CPUs allowed by `cpu.cfs_quota_us` (`-1`: unlimited) over the period.
+pub fn cpu_limit(quota: &[u8], period_us: Option<u64>) -> Option<f64> {
+    let quota = parse_u64(quota)?;
+    let period = period_us.filter(|&p| p > 0)?;
+    Some(quota as f64 / period as f64)
+}
+
+/// Memory from `memory.stat` plus `memory.usage_in_bytes`; working set is usage minus
+/// inactive file pages, as cAdvisor and the kubelet compute it.
+pub fn parse_memory_stat(stat: &[u8], usage: u64) -> ContainerMemory {
+    let get =
+        |total: &[u8], plain: &[u8]| keyed_u64(stat, total).or_else(|| keyed_u64(stat, plain));
+    let inactive_file = get(b"total_inactive_file", b"inactive_file").unwrap_or(0);
+    ContainerMemory {
+        usage_bytes: usage,
+        working_set_bytes: usage.saturating_sub(inactive_file),
+        rss_bytes: get(b"total_rss", b"rss").unwrap_or(0),
+        cache_bytes: get(b"total_cache", b"cache").unwrap_or(0),
+        limit_bytes: None,
+        oom_kills: 0,
+    }
+}
+
+/// Sums the `Read` and `Write` rows over every device of a blkio throttle file.
+pub fn sum_read_write(b: &[u8]) -> (u64, u64) {
+    let (mut read, mut write) = (0, 0);
+    for line in lines(b) {
+        let mut f = fields(line);
+        let (Some(_dev), Some(op), Some(v)) = (f.next(), f.next(), f.next().and_then(parse_u64))
+        else {
+            continue;
+        };
+        match op {
+            b"Read" => read += v,
+            b"Write" => write += v,
+            _ => {}
+        }
+    }
+    (read, write)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quota_minus_one_is_unlimited() {
+        assert_eq!(cpu_limit(b"-1", Some(100_000)), None);
+        assert_eq!(cpu_limit(b"150000", Some(100_000)), Some(1.5));
+    }
+
+    #[test]
+    fn blkio_rows_sum_over_devices_and_skip_totals() {
+        let b = b"8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Async 12288\n8:0 Discard 0\n8:0 Total 12288\n8:16 Read 1\n8:16 Write 2\nTotal 12291\n";
+        assert_eq!(sum_read_write(b), (4097, 8194));
+    }
+}

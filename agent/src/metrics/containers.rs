@@ -1,0 +1,295 @@
+//! Containers: who they are from the Docker Engine (one list call, cached between
+//! cycles), what they use from their cgroups, and their traffic from their own network
+//! namespace (`/proc/<pid>/net/dev`). Never the Docker stats API: it costs seconds per
+//! container.
+//!
+//! Each cycle lists only the few cgroup folders known to hold containers; the engine is
+//! asked again when that shows a change, or when the cache is older than `LIST_EVERY`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::ListContainersOptions;
+use bollard::{ClientVersion, Docker};
+use protocol::snapshot::{ContainerMetrics, NetDev};
+
+use super::cgroup::{self, discover, ContainerDirs, Layout};
+use super::network;
+use super::pseudofile::{PseudoFile, ReadError};
+
+/// The cache of names is refreshed at least this often even when nothing seems to change.
+const LIST_EVERY: Duration = Duration::from_secs(30);
+/// Docker API version asked for: Debian 12's engine (20.10) speaks up to 1.41, and newer
+/// engines still accept it.
+const API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
+const TASK_LABEL: &str = "com.docker.swarm.task.name";
+
+/// Connects to an engine at `unix:///path` (or a bare path) without touching it yet.
+pub fn connect_docker(host: &str) -> Result<Docker, bollard::errors::Error> {
+    Docker::connect_with_unix(host, 10, &API_VERSION)
+}
+
+struct Known {
+    id: String,
+    name: String,
+    image: String,
+    service: Option<String>,
+    task: Option<String>,
+    host_network: bool,
+    dirs: Option<ContainerDirs>,
+    /// The pid whose `net/dev` we read, and that file's folder.
+    net: Option<(u32, PathBuf)>,
+}
+
+pub struct Containers {
+    docker: Option<Docker>,
+    known: Vec<Known>,
+    listed_at: Option<Instant>,
+    /// Absolute cgroup folders that held containers at the last walk.
+    parents: Vec<PathBuf>,
+    walked_at: Option<Instant>,
+    scratch_ids: Vec<String>,
+    net_scratch: Vec<NetDev>,
+}
+
+impl Containers {
+    pub fn new(docker: Option<Docker>) -> Self {
+        Containers {
+            docker,
+            known: Vec::new(),
+            listed_at: None,
+            parents: Vec::new(),
+            walked_at: None,
+            scratch_ids: Vec::new(),
+            net_scratch: Vec::new(),
+        }
+    }
+
+    /// One cycle: refresh names when needed, then read every container's cgroup.
+    pub async fn collect(
+        &mut self,
+        root: &Path,
+        layout: &Layout,
+        file: &mut PseudoFile,
+        ticks_per_second: f64,
+        warn: &mut dyn FnMut(String),
+        out: &mut Vec<ContainerMetrics>,
+    ) {
+        out.clear();
+        let changed = self.cgroups_changed();
+        let stale = self.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY);
+        if self.docker.is_some() && (changed || stale) {
+            self.refresh_list(warn).await;
+        } else if self.docker.is_none()
+            && (changed || self.walked_at.is_none_or(|t| t.elapsed() >= LIST_EVERY))
+        {
+            self.adopt_cgroups_only(layout);
+        }
+        if self.known.iter().any(|k| k.dirs.is_none()) && self.needs_walk() {
+            self.locate(layout, warn);
+        }
+
+        let mut gone = false;
+        for k in &mut self.known {
+            let Some(dirs) = &k.dirs else { continue };
+            let mut warn_read = |e: ReadError| warn(e.to_string());
+            let usage = match cgroup::read(
+                dirs,
+                file,
+                ticks_per_second,
+                layout.memory_enabled,
+                &mut warn_read,
+            ) {
+                Ok(u) => u,
+                Err(cgroup::Gone) => {
+                    k.dirs = None;
+                    gone = true;
+                    continue;
+                }
+            };
+            let mut m = ContainerMetrics {
+                id: k.id.clone(),
+                name: k.name.clone(),
+                image: k.image.clone(),
+                service: k.service.clone(),
+                task: k.task.clone(),
+                cpu: usage.cpu,
+                memory: usage.memory,
+                io: usage.io,
+                pids: usage.pids,
+                network: Vec::new(),
+            };
+            if !k.host_network {
+                read_network(
+                    root,
+                    dirs,
+                    &mut k.net,
+                    file,
+                    &mut self.net_scratch,
+                    &mut warn_read,
+                );
+                m.network.extend(self.net_scratch.drain(..));
+            }
+            out.push(m);
+        }
+        if gone {
+            // A container stopped: ask the engine again next cycle.
+            self.listed_at = None;
+            self.known.retain(|k| k.dirs.is_some());
+        }
+    }
+
+    /// Whether the known parent folders now hold a different set of containers.
+    fn cgroups_changed(&mut self) -> bool {
+        if self.parents.is_empty() {
+            return false;
+        }
+        self.scratch_ids.clear();
+        for p in &self.parents {
+            // A vanished parent (e.g. a removed --cgroup-parent) is a change too.
+            if discover::ids_in(p, &mut self.scratch_ids).is_err() {
+                return true;
+            }
+        }
+        let located = self.known.iter().filter(|k| k.dirs.is_some()).count();
+        located != self.scratch_ids.len()
+            || self
+                .scratch_ids
+                .iter()
+                .any(|id| !self.known.iter().any(|k| k.dirs.is_some() && &k.id == id))
+    }
+
+    fn needs_walk(&self) -> bool {
+        // After a list call new containers may be unlocated: walk at most every few
+        // seconds so an unlocatable container does not cost a walk per cycle.
+        self.walked_at
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            || self
+                .listed_at
+                .is_some_and(|l| self.walked_at.is_some_and(|w| l > w))
+    }
+
+    async fn refresh_list(&mut self, warn: &mut dyn FnMut(String)) {
+        let Some(docker) = &self.docker else { return };
+        let listed = docker
+            .list_containers(Some(ListContainersOptions::default()))
+            .await;
+        self.listed_at = Some(Instant::now());
+        let summaries = match listed {
+            Ok(s) => s,
+            Err(e) => {
+                warn(format!("listing containers on the Docker engine: {e}"));
+                return;
+            }
+        };
+        let mut old: HashMap<String, Known> =
+            self.known.drain(..).map(|k| (k.id.clone(), k)).collect();
+        for s in summaries {
+            let Some(id) = s.id else { continue };
+            let prev = old.remove(&id);
+            let labels = s.labels.unwrap_or_default();
+            let name = s
+                .names
+                .and_then(|n| n.into_iter().next())
+                .map(|n| n.trim_start_matches('/').to_string())
+                .unwrap_or_default();
+            let host_network =
+                s.host_config.and_then(|h| h.network_mode).as_deref() == Some("host");
+            let (dirs, net) = prev.map(|p| (p.dirs, p.net)).unwrap_or((None, None));
+            self.known.push(Known {
+                id,
+                name,
+                image: s.image.unwrap_or_default(),
+                service: labels.get(SERVICE_LABEL).cloned(),
+                task: labels.get(TASK_LABEL).cloned(),
+                host_network,
+                dirs,
+                net,
+            });
+        }
+        self.known
+            .sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+    }
+
+    /// Without an engine: every container-like cgroup is a container, named by its id.
+    fn adopt_cgroups_only(&mut self, layout: &Layout) {
+        let top = discover::walk_root(layout);
+        let found = discover::find_all(&top);
+        self.walked_at = Some(Instant::now());
+        self.set_parents(&top, &found);
+        self.known = found
+            .into_iter()
+            .map(|f| Known {
+                name: String::new(),
+                image: String::new(),
+                service: None,
+                task: None,
+                host_network: false,
+                dirs: Some(ContainerDirs::at(layout, &f.rel)),
+                net: None,
+                id: f.id,
+            })
+            .collect();
+    }
+
+    /// Walks the hierarchy once and gives every listed container its cgroup folders.
+    fn locate(&mut self, layout: &Layout, warn: &mut dyn FnMut(String)) {
+        let top = discover::walk_root(layout);
+        let found = discover::find_all(&top);
+        self.walked_at = Some(Instant::now());
+        self.set_parents(&top, &found);
+        for k in self.known.iter_mut().filter(|k| k.dirs.is_none()) {
+            match found.iter().find(|f| f.id == k.id) {
+                Some(f) => k.dirs = Some(ContainerDirs::at(layout, &f.rel)),
+                None => warn(format!(
+                    "no cgroup found under {} for container {}",
+                    top.display(),
+                    &k.id[..k.id.len().min(12)]
+                )),
+            }
+        }
+    }
+
+    fn set_parents(&mut self, top: &Path, found: &[discover::Found]) {
+        self.parents.clear();
+        for f in found {
+            let parent = top.join(f.rel.parent().unwrap_or(Path::new("")));
+            if !self.parents.contains(&parent) {
+                self.parents.push(parent);
+            }
+        }
+    }
+}
+
+/// Reads the container's `net/dev` through one of its processes, skipping `lo`.
+fn read_network(
+    root: &Path,
+    dirs: &ContainerDirs,
+    net: &mut Option<(u32, PathBuf)>,
+    file: &mut PseudoFile,
+    scratch: &mut Vec<NetDev>,
+    warn: &mut dyn FnMut(ReadError),
+) {
+    scratch.clear();
+    let pid = match cgroup::first_pid(dirs.procs_dir(), file) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return,
+        Err(e) => return warn(e),
+    };
+    if net.as_ref().is_none_or(|(p, _)| *p != pid) {
+        *net = Some((pid, root.join(format!("proc/{pid}/net"))));
+    }
+    let Some((_, dir)) = net.as_ref() else { return };
+    match file.read_in(dir, "dev") {
+        Ok(bytes) => network::parse(bytes, false, scratch),
+        // The process may have exited between the two reads: next cycle picks another.
+        Err(e) if e.is_missing() => {}
+        Err(e) => warn(e),
+    }
+}

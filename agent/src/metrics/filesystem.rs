@@ -1,0 +1,140 @@
+//! Size and free space of real mounted filesystems (from the mount table and
+//! `statvfs`), and ext4's lifetime written bytes per device (SD card wear).
+//!
+//! "Real" means disk-backed: pseudo filesystems (proc, sysfs, cgroup, tmpfs, overlay)
+//! and network filesystems (whose `statvfs` can hang on a dead server) are left out,
+//! and each device is reported once, at its first mount point.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use protocol::snapshot::Filesystem;
+
+use super::pseudofile::{fields, lines, parse_u64, trim, PseudoFile, ReadError};
+
+const DISK_FILESYSTEMS: &[&[u8]] = &[
+    b"ext2", b"ext3", b"ext4", b"xfs", b"btrfs", b"vfat", b"exfat", b"f2fs", b"ntfs", b"ntfs3",
+    b"jfs", b"zfs", b"fuseblk", b"nilfs2",
+];
+
+/// One line of the mount table that names a disk-backed filesystem.
+#[derive(Debug, PartialEq)]
+pub struct Mount {
+    pub device: String,
+    pub mountpoint: String,
+    pub fstype: String,
+}
+
+/// Reads the mount table at `root/proc/self/mounts` and `statvfs`es each real one.
+/// A filesystem that cannot be `statvfs`ed (permission, vanished) is skipped.
+pub fn collect(
+    root: &Path,
+    file: &mut PseudoFile,
+    out: &mut Vec<Filesystem>,
+) -> Result<(), ReadError> {
+    out.clear();
+    let bytes = file.read_in(root, "proc/self/mounts")?;
+    for m in parse_mounts(bytes) {
+        let at = root.join(m.mountpoint.trim_start_matches('/'));
+        let Ok(st) = nix::sys::statvfs::statvfs(&at) else {
+            continue;
+        };
+        let unit = st.fragment_size() as u64;
+        out.push(Filesystem {
+            device: m.device,
+            mountpoint: m.mountpoint,
+            fstype: m.fstype,
+            size_bytes: st.blocks() as u64 * unit,
+            free_bytes: st.blocks_free() as u64 * unit,
+            avail_bytes: st.blocks_available() as u64 * unit,
+            files: st.files() as u64,
+            files_free: st.files_free() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Disk-backed mounts of a `/proc/mounts` table, one per device, in table order.
+pub fn parse_mounts(table: &[u8]) -> Vec<Mount> {
+    let mut out: Vec<Mount> = Vec::new();
+    for line in lines(table) {
+        let mut f = fields(line);
+        let (Some(dev), Some(mnt), Some(fstype)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        if !DISK_FILESYSTEMS.contains(&fstype) {
+            continue;
+        }
+        let device = unescape(dev);
+        // Docker's per-container bind mounts of the same device come after the host's.
+        if out.iter().any(|m| m.device == device) {
+            continue;
+        }
+        out.push(Mount {
+            device,
+            mountpoint: unescape(mnt),
+            fstype: String::from_utf8_lossy(fstype).into_owned(),
+        });
+    }
+    out
+}
+
+/// Undoes the kernel's octal escapes in mount fields (`\040` for a space).
+fn unescape(field: &[u8]) -> String {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\'
+            && i + 3 < field.len()
+            && field[i + 1..i + 4]
+                .iter()
+                .all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (field[i + 1] - b'0') * 64 + (field[i + 2] - b'0') * 8 + (field[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The ext4 devices under `root/sys/fs/ext4` (those with a lifetime counter).
+pub fn ext4_devices(root: &Path) -> Vec<(String, PathBuf)> {
+    let dir = root.join("sys/fs/ext4");
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut devs: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().join("lifetime_write_kbytes").is_file())
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+        .collect();
+    devs.sort();
+    devs
+}
+
+/// `lifetime_write_kbytes` of one ext4 device, in bytes.
+pub fn ext4_lifetime_written(dir: &Path, file: &mut PseudoFile) -> Result<u64, ReadError> {
+    let bytes = file.read_in(dir, "lifetime_write_kbytes")?;
+    match parse_u64(trim(bytes)) {
+        Some(kb) => Ok(kb * 1024),
+        None => Err(ReadError::parse(file.last_path(), "expected kilobytes")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_disk_filesystems_once_per_device() {
+        let table = b"sysfs /sys sysfs rw 0 0\nproc /proc proc rw 0 0\n/dev/mmcblk0p2 / ext4 rw,noatime 0 0\ntmpfs /run tmpfs rw 0 0\n/dev/mmcblk0p1 /boot/firmware vfat rw 0 0\noverlay /var/lib/docker/overlay2/x/merged overlay rw 0 0\n/dev/mmcblk0p2 /var/lib/docker/containers/abc/hostname ext4 rw 0 0\n/dev/sda1 /mnt/my\\040disk ext4 rw 0 0\n";
+        let m = parse_mounts(table);
+        let points: Vec<&str> = m.iter().map(|m| m.mountpoint.as_str()).collect();
+        assert_eq!(points, ["/", "/boot/firmware", "/mnt/my disk"]);
+        assert_eq!(m[1].fstype, "vfat");
+    }
+}

@@ -1,0 +1,206 @@
+//! Reading /proc, /sys and cgroup pseudo-files into one reused buffer, and the small
+//! hand-written parsers every family shares.
+//!
+//! A collection cycle reads a few hundred tiny files; opening each into a fresh `String`
+//! and splitting it into `Vec<&str>` would allocate for every one. Here a file lands in
+//! a buffer that lives as long as the collector, and numbers are parsed straight from
+//! its bytes.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+/// Why a source could not be read; its text is the warning's cause, so it names the
+/// path and the operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("parsing {path}: {what}")]
+    Parse { path: PathBuf, what: &'static str },
+}
+
+impl ReadError {
+    /// True when the file or folder simply does not exist (an absent feature, not a fault).
+    pub fn is_missing(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+
+    pub fn parse(path: &Path, what: &'static str) -> Self {
+        ReadError::Parse {
+            path: path.to_path_buf(),
+            what,
+        }
+    }
+}
+
+/// A reusable read buffer plus a reusable path buffer.
+pub struct PseudoFile {
+    buf: Vec<u8>,
+    path: PathBuf,
+}
+
+impl Default for PseudoFile {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PseudoFile {
+    pub fn new() -> Self {
+        PseudoFile {
+            buf: Vec::with_capacity(64 * 1024),
+            path: PathBuf::with_capacity(256),
+        }
+    }
+
+    /// Reads `dir/name` whole. The returned bytes live until the next read.
+    pub fn read_in(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
+        let path = self.path.as_mut_os_string();
+        path.clear();
+        path.push(dir.as_os_str());
+        self.path.push(name);
+        self.buf.clear();
+        let result = File::open(&self.path).and_then(|mut f| f.read_to_end(&mut self.buf));
+        match result {
+            Ok(_) => Ok(&self.buf),
+            Err(source) => Err(ReadError::Io {
+                path: self.path.clone(),
+                source,
+            }),
+        }
+    }
+
+    /// The path of the last read, for error messages.
+    pub fn last_path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads `dir/name` and parses it as one unsigned number (`max` gives `None`).
+    pub fn read_u64(&mut self, dir: &Path, name: &str) -> Result<Option<u64>, ReadError> {
+        let bytes = self.read_in(dir, name)?;
+        let text = trim(bytes);
+        if text == b"max" {
+            return Ok(None);
+        }
+        match parse_u64(text) {
+            Some(v) => Ok(Some(v)),
+            None => Err(ReadError::parse(&self.path, "expected a number")),
+        }
+    }
+
+    /// Reads `dir/name` as one trimmed line of text.
+    pub fn read_string(&mut self, dir: &Path, name: &str) -> Result<String, ReadError> {
+        let bytes = self.read_in(dir, name)?;
+        Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
+    }
+}
+
+/// Strips ASCII whitespace at both ends.
+pub fn trim(mut b: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = b {
+        if first.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = b {
+        if last.is_ascii_whitespace() {
+            b = rest;
+        } else {
+            break;
+        }
+    }
+    b
+}
+
+/// Parses an unsigned decimal; `None` on anything else (including an empty field).
+pub fn parse_u64(b: &[u8]) -> Option<u64> {
+    if b.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(v)
+}
+
+/// Parses a signed decimal (hwmon and thermal values may be negative).
+pub fn parse_i64(b: &[u8]) -> Option<i64> {
+    match b {
+        [b'-', rest @ ..] => parse_u64(rest)
+            .and_then(|v| i64::try_from(v).ok())
+            .map(|v| -v),
+        _ => parse_u64(b).and_then(|v| i64::try_from(v).ok()),
+    }
+}
+
+/// Parses a decimal with an optional fraction (`/proc/loadavg`, PSI averages).
+pub fn parse_f64(b: &[u8]) -> Option<f64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Whitespace-separated fields of a line, without allocating.
+pub fn fields(line: &[u8]) -> impl Iterator<Item = &[u8]> {
+    line.split(|c| c.is_ascii_whitespace())
+        .filter(|f| !f.is_empty())
+}
+
+/// Lines of a buffer.
+pub fn lines(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    b.split(|&c| c == b'\n').filter(|l| !l.is_empty())
+}
+
+/// `key value` lines (memory.stat, cpu.stat, vmstat): the value of `key`, if present.
+pub fn keyed_u64(b: &[u8], key: &[u8]) -> Option<u64> {
+    lines(b).find_map(|line| {
+        let mut f = fields(line);
+        (f.next()? == key)
+            .then(|| f.next().and_then(parse_u64))
+            .flatten()
+    })
+}
+
+/// Lossy text of a field, for names.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_by_hand() {
+        assert_eq!(parse_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(parse_u64(b"18446744073709551616"), None);
+        assert_eq!(parse_u64(b""), None);
+        assert_eq!(parse_u64(b"12a"), None);
+        assert_eq!(parse_i64(b"-4500"), Some(-4500));
+        assert_eq!(parse_f64(b"0.52"), Some(0.52));
+        assert_eq!(trim(b"  42\n"), b"42");
+    }
+
+    #[test]
+    fn keyed_values_are_found_by_whole_key() {
+        let text = b"total_rss 10\nrss 7\ninactive_file 3\n";
+        assert_eq!(keyed_u64(text, b"rss"), Some(7));
+        assert_eq!(keyed_u64(text, b"total_rss"), Some(10));
+        assert_eq!(keyed_u64(text, b"file"), None);
+    }
+
+    #[test]
+    fn missing_files_are_told_apart_from_faults() {
+        let mut f = PseudoFile::new();
+        let err = f
+            .read_in(Path::new("/nonexistent-armada"), "x")
+            .unwrap_err();
+        assert!(err.is_missing());
+        assert!(err.to_string().contains("/nonexistent-armada/x"), "{err}");
+    }
+}
