@@ -11,14 +11,44 @@
 //!
 //! Layout:
 //! - `metrics/`: one module per metric family, each a pure parse from a root path.
-//! - `main.rs`: command line, wiring.
+//! - `facts`: what the node says about itself when it registers.
+//! - `pinning`: TLS to the manager pinned to the token's CA, then to the stored CA.
+//! - `register`: `POST /v1/register` with retry and backoff, manager address, clock step.
+//! - `swarm`: `POST /swarm/join` through the local engine, `POST /v1/joined`.
+//! - `report`: the bounded backlog and the push loop.
+//! - `serve`: the Prometheus endpoint.
+//! - `state`: `/var/lib/armada` (credential, CA, registration).
+//! - `firstboot`: hostname and ssh keys from `armada.toml`.
+//! - `main.rs`: command line and wiring.
 
+mod facts;
+mod firstboot;
 mod metrics;
+mod pinning;
+mod register;
+mod report;
+mod serve;
+mod state;
+mod swarm;
 
-use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use protocol::config::{ConfigEdit, FirstBootConfig, BOOT_CONFIG_PATHS};
+use protocol::token::{BootstrapToken, NodeCredential};
+
+use crate::register::{backoff_delay, ManagerAddress};
+use crate::state::{Registration, RegistrationInfo, StateDir};
 
 #[derive(Parser)]
-#[command(name = "armada-agent", version, about = "armada's board agent: register, join the swarm, report metrics")]
+#[command(
+    name = "armada-agent",
+    version,
+    about = "armada's board agent: register, join the swarm, report metrics"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,13 +56,417 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Register (once), join the swarm and report metrics until stopped.
+    Run(RunArgs),
+    /// Apply armada.toml's hostname and ssh keys (run once by the first-boot unit).
+    Firstboot(FirstbootArgs),
+    /// Show this node's registration and swarm state.
+    Status(StatusArgs),
     /// Collect and print metrics.
     Metrics(metrics::MetricsArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// armada.toml to read; default: /boot/firmware/armada.toml or /boot/armada.toml
+    /// under --root.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root of the system to read facts and metrics from.
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Where the credential, CA and registration are kept.
+    #[arg(long, default_value = "/var/lib/armada")]
+    state_dir: PathBuf,
+    /// The local engine's socket (unix:// only: the engine is never reached over TCP).
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    docker_host: String,
+}
+
+#[derive(Args)]
+struct FirstbootArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    #[arg(long, default_value = "/var/lib/armada")]
+    state_dir: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(run(args))
+        }
+        Command::Firstboot(args) => {
+            let (path, cfg) = load_config(&args.cfg)?;
+            for line in firstboot::apply(&args.cfg.root, &cfg)? {
+                println!("{line}");
+            }
+            println!("first boot settings from {} applied", path.display());
+            Ok(())
+        }
+        Command::Status(args) => status(&args),
         Command::Metrics(args) => metrics::run_cli(args),
     }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// `--config`, or the first of the boot partition's paths that exists under `--root`.
+fn find_config(args: &ConfigArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.config {
+        return Ok(p.clone());
+    }
+    let candidates: Vec<PathBuf> = BOOT_CONFIG_PATHS
+        .iter()
+        .map(|p| args.root.join(p.trim_start_matches('/')))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no armada.toml found (looked at {}); pass --config PATH",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn load_config(args: &ConfigArgs) -> anyhow::Result<(PathBuf, FirstBootConfig)> {
+    let path = find_config(args)?;
+    let cfg = FirstBootConfig::load(&path)?;
+    Ok((path, cfg))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let (cfg_path, cfg) = load_config(&args.cfg)?;
+    let state = StateDir::new(&args.state_dir);
+    let docker = swarm::connect_with_wait(&args.docker_host, Duration::from_secs(120)).await?;
+
+    let reg = match state.load()? {
+        Some(reg) => {
+            tracing::info!(
+                "registered as node {} with the manager at {} (credential in {})",
+                reg.credential.node_id,
+                reg.info.manager,
+                state.path().display()
+            );
+            reg
+        }
+        None => register_new(&cfg_path, &cfg, &args, &docker, &state).await?,
+    };
+    if !cfg.manager.token.is_empty() {
+        remove_token(&cfg_path)?;
+        tracing::info!("removed the bootstrap token from {}", cfg_path.display());
+    }
+
+    let manager: ManagerAddress = reg.info.manager.parse().map_err(anyhow::Error::msg)?;
+    let client = pinning::client_for_ca(&reg.ca_pem)?;
+    join_swarm(&docker, &reg, &state).await?;
+    tokio::spawn(acknowledge_join(
+        docker.clone(),
+        client.clone(),
+        manager.clone(),
+        reg.credential.clone(),
+        state.clone(),
+    ));
+
+    let interval_s = if reg.info.report_interval_seconds > 0 {
+        reg.info.report_interval_seconds
+    } else {
+        cfg.agent.interval_seconds
+    };
+    let interval = Duration::from_secs(u64::from(interval_s.max(1)));
+    let shared = report::Shared::new(cfg.agent.backlog_reports);
+    if !cfg.agent.metrics_listen.is_empty() {
+        let listener = serve::bind(&cfg.agent.metrics_listen).await?;
+        tracing::info!(
+            "serving Prometheus metrics on http://{}/metrics",
+            cfg.agent.metrics_listen
+        );
+        tokio::spawn(serve::serve(listener, shared.clone()));
+    }
+    let instance = hex::encode(rand::random::<[u8; 8]>());
+    let source = MetricsSource(metrics::Collector::new(
+        args.cfg.root.clone(),
+        Some(docker.clone()),
+    ));
+    tracing::info!(
+        "reporting to {manager} every {interval_s}s as instance {instance} (backlog of {} in memory)",
+        cfg.agent.backlog_reports
+    );
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    // The collector holds non-Send readers: it runs here, not in a spawned task.
+    let collect = report::collect_loop(source, shared.clone(), interval, instance.clone());
+    tokio::select! {
+        _ = collect => Ok(()),
+        err = report::deliver_loop(client, manager, reg.credential.clone(), shared, interval) => Err(err.into()),
+        _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); Ok(()) }
+    }
+}
+
+/// The metrics collector as the report loop's snapshot source.
+struct MetricsSource(metrics::Collector);
+
+impl report::SnapshotSource for MetricsSource {
+    async fn collect(&mut self, instance: &str, seq: u64) -> protocol::snapshot::Snapshot {
+        self.0.collect(instance, seq).await
+    }
+}
+
+async fn register_new(
+    cfg_path: &Path,
+    cfg: &FirstBootConfig,
+    args: &RunArgs,
+    docker: &bollard::Docker,
+    state: &StateDir,
+) -> anyhow::Result<Registration> {
+    if cfg.manager.token.is_empty() {
+        anyhow::bail!(
+            "this node is not registered ({} holds no credential) and {} has no manager.token: \
+             put the cluster's bootstrap token there (armada flash does)",
+            state.path().display(),
+            cfg_path.display()
+        );
+    }
+    let token: BootstrapToken = cfg
+        .manager
+        .token
+        .parse()
+        .with_context(|| format!("{}: manager.token", cfg_path.display()))?;
+    if cfg.manager.address.is_empty() {
+        anyhow::bail!(
+            "{}: manager.address is empty and zero-config discovery is not available in this build: \
+             set it to the manager's host[:port]",
+            cfg_path.display()
+        );
+    }
+    let manager: ManagerAddress = cfg.manager.address.parse().map_err(anyhow::Error::msg)?;
+    let mut facts = facts::read(&args.cfg.root, cfg)?;
+    facts.docker_version = swarm::engine_version(docker).await;
+    tracing::info!(
+        "registering {} (board {}, {}) with the manager at {manager}, pinned to CA {}",
+        facts.hostname,
+        if facts.board.is_empty() {
+            "?"
+        } else {
+            &facts.board
+        },
+        facts.role,
+        token.ca
+    );
+    let verifier = Arc::new(pinning::PinnedCaVerifier::new(token.ca.clone()));
+    let client = pinning::client_for_pin(verifier.clone())?;
+    let done =
+        register::register_with_retry(&client, &verifier, &manager, &token, &facts, &cfg.labels)
+            .await?;
+    register::maybe_step_clock(done.response.server_time_ms);
+    let credential: NodeCredential = done
+        .response
+        .credential
+        .parse()
+        .context("the manager sent a malformed node credential")?;
+    if credential.node_id != done.response.node_id {
+        anyhow::bail!(
+            "the manager's reply names node {} but its credential is for node {}",
+            done.response.node_id,
+            credential.node_id
+        );
+    }
+    let reg = Registration {
+        credential,
+        ca_pem: done.ca_pem,
+        info: RegistrationInfo {
+            manager: manager.to_string(),
+            swarm_join_token: done.response.swarm_join_token,
+            swarm_managers: done.response.swarm_managers,
+            report_interval_seconds: done.response.report_interval_seconds,
+        },
+    };
+    state.save(&reg)?;
+    tracing::info!(
+        "registered as node {}; credential stored in {}",
+        reg.credential.node_id,
+        state.path().display()
+    );
+    Ok(reg)
+}
+
+/// Takes the bootstrap token out of armada.toml, keeping everything else as written.
+fn remove_token(path: &Path) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut edit = ConfigEdit::parse(&text, &path.display().to_string())?;
+    edit.remove_token();
+    let (new_text, _) = edit.finish()?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .permissions(),
+    ) & 0o777;
+    state::write_file_atomic(path, new_text.as_bytes(), mode)
+        .with_context(|| format!("removing the bootstrap token from {}", path.display()))
+}
+
+/// Joins the swarm unless the engine already is an active node of it; retries while
+/// the swarm managers are unreachable, stops on a rejected token or a foreign swarm.
+async fn join_swarm(
+    docker: &bollard::Docker,
+    reg: &Registration,
+    state: &StateDir,
+) -> anyhow::Result<()> {
+    if let (Ok(info), Some(known)) = (docker.info().await, state.swarm_node_id()) {
+        let sw = info.swarm.unwrap_or_default();
+        if sw.local_node_state == Some(bollard::models::LocalNodeState::ACTIVE)
+            && sw.node_id.as_deref() == Some(known.as_str())
+        {
+            tracing::info!("the local engine already is swarm node {known}");
+            return Ok(());
+        }
+    }
+    let mut attempt = 0u32;
+    loop {
+        match swarm::join(docker, &reg.info.swarm_join_token, &reg.info.swarm_managers).await {
+            Ok(outcome) => {
+                tracing::info!("swarm join via the local engine: {outcome:?}");
+                return Ok(());
+            }
+            Err(e) if e.is_final() => return Err(e.into()),
+            Err(e) => {
+                let delay = backoff_delay(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(60),
+                    rand::random(),
+                );
+                tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+/// Tells the manager our swarm node id (it labels the node), retrying in the
+/// background while it is away; remembers the acknowledged id.
+async fn acknowledge_join(
+    docker: bollard::Docker,
+    client: reqwest::Client,
+    manager: ManagerAddress,
+    credential: NodeCredential,
+    state: StateDir,
+) {
+    let node_id = match swarm::wait_for_node_id(&docker, Duration::from_secs(120)).await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            return;
+        }
+    };
+    if state.swarm_node_id().as_deref() == Some(node_id.as_str()) {
+        return;
+    }
+    let mut attempt = 0u32;
+    loop {
+        match swarm::report_joined(&client, &manager, &credential, &node_id).await {
+            Ok(()) => {
+                tracing::info!("the manager knows this node as swarm node {node_id}");
+                if let Err(e) = state.save_swarm_node_id(&node_id) {
+                    tracing::warn!("{e:#}");
+                }
+                return;
+            }
+            Err(e) => {
+                let delay = backoff_delay(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(60),
+                    rand::random(),
+                );
+                tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
+}
+
+fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    match load_config(&args.cfg) {
+        Ok((path, cfg)) => {
+            println!("config:        {}", path.display());
+            println!("hostname:      {}", facts::hostname(&args.cfg.root, &cfg));
+            println!("role:          {}", cfg.role);
+            println!(
+                "manager:       {}",
+                if cfg.manager.address.is_empty() {
+                    "(discover)"
+                } else {
+                    &cfg.manager.address
+                }
+            );
+            println!(
+                "token in file: {}",
+                if cfg.manager.token.is_empty() {
+                    "no"
+                } else {
+                    "yes"
+                }
+            );
+        }
+        Err(e) => println!("config:        {e:#}"),
+    }
+    let state = StateDir::new(&args.state_dir);
+    match state.load()? {
+        Some(reg) => {
+            println!(
+                "registered:    yes, node {} with {}",
+                reg.credential.node_id, reg.info.manager
+            );
+            println!(
+                "swarm node:    {}",
+                state
+                    .swarm_node_id()
+                    .unwrap_or_else(|| "(not acknowledged by the manager yet)".into())
+            );
+        }
+        None => println!(
+            "registered:    no ({} holds no credential)",
+            state.path().display()
+        ),
+    }
+    Ok(())
 }
