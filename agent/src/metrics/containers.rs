@@ -49,10 +49,13 @@ struct Known {
 
 pub struct Containers {
     docker: Option<Docker>,
+    list_every: Duration,
     known: Vec<Known>,
     listed_at: Option<Instant>,
     /// Absolute cgroup folders that held containers at the last walk.
     parents: Vec<PathBuf>,
+    /// Sorted container ids those folders held at the last look.
+    parent_ids: Vec<String>,
     walked_at: Option<Instant>,
     scratch_ids: Vec<String>,
     net_scratch: Vec<NetDev>,
@@ -62,13 +65,20 @@ impl Containers {
     pub fn new(docker: Option<Docker>) -> Self {
         Containers {
             docker,
+            list_every: LIST_EVERY,
             known: Vec::new(),
             listed_at: None,
             parents: Vec::new(),
+            parent_ids: Vec::new(),
             walked_at: None,
             scratch_ids: Vec::new(),
             net_scratch: Vec::new(),
         }
+    }
+
+    /// How long names are cached before the engine is asked again (default 30 s).
+    pub fn set_list_interval(&mut self, every: Duration) {
+        self.list_every = every;
     }
 
     /// One cycle: refresh names when needed, then read every container's cgroup.
@@ -78,16 +88,21 @@ impl Containers {
         layout: &Layout,
         file: &mut PseudoFile,
         ticks_per_second: f64,
-        warn: &mut dyn FnMut(String),
+        warn: &mut (dyn FnMut(String) + Send),
         out: &mut Vec<ContainerMetrics>,
     ) {
         out.clear();
         let changed = self.cgroups_changed();
-        let stale = self.listed_at.is_none_or(|t| t.elapsed() >= LIST_EVERY);
+        let stale = self
+            .listed_at
+            .is_none_or(|t| t.elapsed() >= self.list_every);
         if self.docker.is_some() && (changed || stale) {
             self.refresh_list(warn).await;
         } else if self.docker.is_none()
-            && (changed || self.walked_at.is_none_or(|t| t.elapsed() >= LIST_EVERY))
+            && (changed
+                || self
+                    .walked_at
+                    .is_none_or(|t| t.elapsed() >= self.list_every))
         {
             self.adopt_cgroups_only(layout);
         }
@@ -145,7 +160,8 @@ impl Containers {
         }
     }
 
-    /// Whether the known parent folders now hold a different set of containers.
+    /// Whether the known parent folders now hold a different set of containers than
+    /// at the last look (one `getdents` per parent folder).
     fn cgroups_changed(&mut self) -> bool {
         if self.parents.is_empty() {
             return false;
@@ -154,15 +170,16 @@ impl Containers {
         for p in &self.parents {
             // A vanished parent (e.g. a removed --cgroup-parent) is a change too.
             if discover::ids_in(p, &mut self.scratch_ids).is_err() {
+                self.parents.clear();
                 return true;
             }
         }
-        let located = self.known.iter().filter(|k| k.dirs.is_some()).count();
-        located != self.scratch_ids.len()
-            || self
-                .scratch_ids
-                .iter()
-                .any(|id| !self.known.iter().any(|k| k.dirs.is_some() && &k.id == id))
+        self.scratch_ids.sort_unstable();
+        if self.scratch_ids == self.parent_ids {
+            return false;
+        }
+        std::mem::swap(&mut self.scratch_ids, &mut self.parent_ids);
+        true
     }
 
     fn needs_walk(&self) -> bool {
@@ -175,7 +192,7 @@ impl Containers {
                 .is_some_and(|l| self.walked_at.is_some_and(|w| l > w))
     }
 
-    async fn refresh_list(&mut self, warn: &mut dyn FnMut(String)) {
+    async fn refresh_list(&mut self, warn: &mut (dyn FnMut(String) + Send)) {
         let Some(docker) = &self.docker else { return };
         let listed = docker
             .list_containers(Some(ListContainersOptions::default()))
@@ -222,7 +239,7 @@ impl Containers {
         let top = discover::walk_root(layout);
         let found = discover::find_all(&top);
         self.walked_at = Some(Instant::now());
-        self.set_parents(&top, &found);
+        self.set_parents(&top, found.iter());
         self.known = found
             .into_iter()
             .map(|f| Known {
@@ -243,7 +260,6 @@ impl Containers {
         let top = discover::walk_root(layout);
         let found = discover::find_all(&top);
         self.walked_at = Some(Instant::now());
-        self.set_parents(&top, &found);
         for k in self.known.iter_mut().filter(|k| k.dirs.is_none()) {
             match found.iter().find(|f| f.id == k.id) {
                 Some(f) => k.dirs = Some(ContainerDirs::at(layout, &f.rel)),
@@ -254,9 +270,16 @@ impl Containers {
                 )),
             }
         }
+        let known = &self.known;
+        let ours: Vec<&discover::Found> = found
+            .iter()
+            .filter(|f| known.iter().any(|k| k.id == f.id))
+            .collect();
+        self.set_parents(&top, ours.into_iter());
     }
 
-    fn set_parents(&mut self, top: &Path, found: &[discover::Found]) {
+    /// Remembers the folders holding the containers we report, and what they hold now.
+    fn set_parents<'f>(&mut self, top: &Path, found: impl Iterator<Item = &'f discover::Found>) {
         self.parents.clear();
         for f in found {
             let parent = top.join(f.rel.parent().unwrap_or(Path::new("")));
@@ -264,6 +287,11 @@ impl Containers {
                 self.parents.push(parent);
             }
         }
+        self.parent_ids.clear();
+        for p in &self.parents {
+            let _ = discover::ids_in(p, &mut self.parent_ids);
+        }
+        self.parent_ids.sort_unstable();
     }
 }
 

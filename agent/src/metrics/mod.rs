@@ -104,6 +104,12 @@ impl Collector {
         }
     }
 
+    /// How long container names are cached before the engine is listed again; the
+    /// default is 30 s, and a start or stop seen in the cgroup tree relists at once.
+    pub fn set_container_list_interval(&mut self, every: std::time::Duration) {
+        self.containers.set_list_interval(every);
+    }
+
     /// One snapshot. Never fails: what cannot be read is absent and named in `warnings`.
     pub async fn collect(&mut self, instance: &str, seq: u64) -> Snapshot {
         let mut snap = Snapshot {
@@ -276,6 +282,9 @@ pub struct MetricsArgs {
     /// Collect this many times back to back and print the last (benchmarking).
     #[arg(long, hide = true, default_value_t = 1)]
     pub cycles: u64,
+    /// Ask the Docker Engine for the container list every cycle (benchmarking the worst case).
+    #[arg(long, hide = true)]
+    pub list_every_cycle: bool,
     /// After the cycles, print the process's CPU time and RSS to stderr (benchmarking).
     #[arg(long, hide = true)]
     pub stats: bool,
@@ -312,6 +321,9 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
     let cycles = args.cycles.max(1);
     let (snap, stats) = runtime.block_on(async {
         let mut collector = Collector::new(args.root.clone(), docker);
+        if args.list_every_cycle {
+            collector.set_container_list_interval(std::time::Duration::ZERO);
+        }
         let mut snap = collector.collect("cli", 0).await;
         let after_first = ProcessStats::read();
         for seq in 1..cycles {

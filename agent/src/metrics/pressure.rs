@@ -52,9 +52,9 @@ pub fn parse(resource: &str, text: &[u8]) -> Option<Pressure> {
             };
             let (k, v) = (&kv[..eq], &kv[eq + 1..]);
             match k {
-                b"avg10" => a10 = parse_f64(v).map(|x| x / 100.0),
-                b"avg60" => a60 = parse_f64(v).map(|x| x / 100.0),
-                b"avg300" => a300 = parse_f64(v).map(|x| x / 100.0),
+                b"avg10" => a10 = parse_f64(v).map(percent_to_ratio),
+                b"avg60" => a60 = parse_f64(v).map(percent_to_ratio),
+                b"avg300" => a300 = parse_f64(v).map(percent_to_ratio),
                 b"total" => total = parse_u64(v).map(|us| us as f64 / 1e6),
                 _ => {}
             }
@@ -77,6 +77,11 @@ pub fn parse(resource: &str, text: &[u8]) -> Option<Pressure> {
         }
     }
     saw_some.then_some(p)
+}
+
+/// `86.55` (percent, two decimals) to `0.8655` without binary noise in the output.
+fn percent_to_ratio(percent: f64) -> f64 {
+    (percent * 100.0).round() / 10_000.0
 }
 
 #[cfg(test)]
