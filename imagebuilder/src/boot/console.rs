@@ -10,8 +10,10 @@
 //! - kernel: `Booting Linux on physical CPU` / `Linux version`
 //! - systemd: `systemd[1]: ... running in system mode` / `Welcome to ...!`
 //! - multi-user: `Reached target ... Multi-User System` / `multi-user.target` / a `login:` prompt
-//! - registered: an `armada-agent` line saying `registered` (not `not registered`)
-//! - joined: an `armada-agent` line saying `joined` the swarm
+//! - registered: an agent line `registered as node ID` (a fresh registration, or the
+//!   stored one at a later start)
+//! - joined: an agent line `swarm join via the local engine`, `already is swarm node`,
+//!   `knows this node as swarm node`, or one saying it `joined` the swarm
 //!
 //! Self-contained (std only) so `tests/boot_console.rs` includes it directly.
 
@@ -102,10 +104,20 @@ pub fn clean_line(raw: &str) -> String {
     out
 }
 
-/// Whether a (cleaned) line is one of the agent's or first boot's own.
+/// Whether a (cleaned) line is one of the agent's or first boot's own: the unit name
+/// (journal forwarding, `armada-agent[PID]:`), or the agent's log target (`armada_agent:`).
 pub fn is_armada_line(line: &str) -> bool {
-    line.contains("armada-agent") || line.contains("armada-firstboot")
+    ["armada-agent", "armada_agent", "armada-firstboot"]
+        .iter()
+        .any(|n| line.contains(n))
 }
+
+/// The agent's own words for "this engine is in the swarm" (agent/src/main.rs).
+const JOINED_PHRASES: &[&str] = &[
+    "swarm join via the local engine",
+    "already is swarm node",
+    "knows this node as swarm node",
+];
 
 /// The milestone a cleaned console line marks, if any.
 pub fn detect(line: &str) -> Option<Milestone> {
@@ -126,10 +138,14 @@ pub fn detect(line: &str) -> Option<Milestone> {
     }
     if is_armada_line(l) {
         let lower = l.to_ascii_lowercase();
-        if lower.contains("joined") && lower.contains("swarm") && !negated(&lower, "joined") {
+        if JOINED_PHRASES.iter().any(|p| lower.contains(p))
+            || (lower.contains("joined") && lower.contains("swarm") && !negated(&lower, "joined"))
+        {
             return Some(Milestone::Joined);
         }
-        if lower.contains("registered") && !negated(&lower, "registered") {
+        if lower.contains("registered as node")
+            || (lower.contains("registered") && !negated(&lower, "registered"))
+        {
             return Some(Milestone::Registered);
         }
     }
