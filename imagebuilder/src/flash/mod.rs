@@ -115,6 +115,9 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
         bail!("--verify-only writes nothing: drop the personalisation flags");
     }
     let source = source::Source::open(&image)?;
+    if !personalisation.is_empty() && source.compression() == source::Compression::None {
+        personalise::check_image(&image, &personalisation)?;
+    }
     let bmap = resolve_bmap(&image, args.bmap.as_deref(), args.no_bmap, ui)?;
     if let (Some(b), Some(len)) = (&bmap, source.known_len()) {
         if len < b.image_size {

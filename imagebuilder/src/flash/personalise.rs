@@ -176,6 +176,25 @@ pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, Fir
     Ok(edit.finish()?)
 }
 
+/// Checks, before anything is written, that a raw image has an `armada.toml` that
+/// takes `p` (compressed images are checked on the card after writing).
+pub fn check_image(image: &Path, p: &Personalisation) -> Result<()> {
+    let file = File::open(image).with_context(|| format!("opening image {}", image.display()))?;
+    let part = fatfile::first_fat_partition_in(&file, image).with_context(|| {
+        format!(
+            "personalising needs the image's boot partition: is {} an armada image?",
+            image.display()
+        )
+    })?;
+    let text = fatfile::read_file_in(&file, image, part, BOOT_CONFIG_FILE).with_context(|| {
+        format!("personalising needs {BOOT_CONFIG_FILE} on the image's boot partition")
+    })?;
+    let text = String::from_utf8(text)
+        .with_context(|| format!("{BOOT_CONFIG_FILE} in {} is not UTF-8", image.display()))?;
+    apply(&text, &format!("{}:{BOOT_CONFIG_FILE}", image.display()), p)?;
+    Ok(())
+}
+
 /// Edits `armada.toml` on the first FAT partition of the open target, then reads it
 /// back and parses it as the agent will.
 pub fn personalise_card(file: &File, dev: &Path, p: &Personalisation) -> Result<FirstBootConfig> {

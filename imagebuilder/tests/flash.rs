@@ -1,0 +1,763 @@
+//! End-to-end tests of `armada flash` on synthetic images, regular files and loop
+//! devices (loop tests need root and skip without it; CI runs as root).
+//!
+//! The test image is made like a real one: an MBR (sfdisk) with a FAT32 boot
+//! partition (mkfs.vfat + mcopy of an `armada.toml` from `FirstBootConfig::to_toml`)
+//! and a Linux partition holding a few MiB of data between large holes; its bmap is
+//! made by armada's own `bmap` module. Each test creates and detaches its own loop
+//! devices by the name `losetup --show` gave it.
+
+#[allow(dead_code)]
+#[path = "../src/bmap.rs"]
+mod bmap;
+#[allow(dead_code)]
+#[path = "../src/fatfile.rs"]
+mod fatfile;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use protocol::config::FirstBootConfig;
+
+const MIB: u64 = 1 << 20;
+const IMAGE_SIZE: u64 = 96 * MIB;
+const FAT_START: u64 = MIB;
+const FAT_SECTORS: u64 = 81920; // 40 MiB
+/// Data written into the Linux partition: (offset, len, seed).
+const DATA: &[(u64, u64, u8)] = &[
+    (50 * MIB, 3 * MIB + 1234, 1),
+    (70 * MIB + 4096, 8192, 2),
+    (95 * MIB, 512 * 1024, 3),
+];
+
+fn armada() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_armada"));
+    c.stdin(Stdio::null()).env("MTOOLS_SKIP_CHECK", "1");
+    c
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running armada");
+    eprintln!(
+        "--- {:?}\n{}{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn pattern(len: u64, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i * 31 + seed as u64 * 7) % 253) as u8 ^ seed)
+        .collect()
+}
+
+fn sh(cmd: &mut Command) {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+struct TestImage {
+    img: PathBuf,
+    bmap: PathBuf,
+    fat: fatfile::PartitionSpan,
+}
+
+/// Builds the synthetic image and its armada bmap in `dir`, or None if tools are missing.
+fn make_image(dir: &Path) -> Option<TestImage> {
+    if !(have("sfdisk") && have("mkfs.vfat") && have("mcopy")) {
+        eprintln!("sfdisk, mkfs.vfat or mcopy missing: skipping");
+        return None;
+    }
+    let img = dir.join("test.img");
+    File::create(&img).unwrap().set_len(IMAGE_SIZE).unwrap();
+    let mut sf = Command::new("sfdisk")
+        .arg("-q")
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    sf.stdin
+        .take()
+        .unwrap()
+        .write_all(
+            format!(
+                "label: dos\nstart=2048, size={FAT_SECTORS}, type=c\nstart={}, type=83\n",
+                2048 + FAT_SECTORS
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    assert!(sf.wait().unwrap().success());
+
+    // mkfs.vfat writes into the image at the partition's offset, as a builder does:
+    // the FATs are written out (allocated), the empty data area stays a hole.
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "BOOT", "--invariant", "--offset", "2048"])
+        .arg(&img)
+        .arg((FAT_SECTORS / 2).to_string()));
+    let cfg = FirstBootConfig {
+        board: "testboard".into(),
+        ..Default::default()
+    };
+    std::fs::write(dir.join("armada.toml"), cfg.to_toml()).unwrap();
+    std::fs::write(dir.join("config.txt"), "arm_64bit=1\n").unwrap();
+    for f in ["armada.toml", "config.txt"] {
+        sh(Command::new("mcopy")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{FAT_START}", img.display()))
+            .arg(dir.join(f))
+            .arg(format!("::{f}")));
+    }
+    let f = File::options().write(true).open(&img).unwrap();
+    for &(off, len, seed) in DATA {
+        f.write_all_at(&pattern(len, seed), off).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let b = bmap::create(&img).unwrap();
+    assert!(
+        b.mapped_bytes() < IMAGE_SIZE / 4,
+        "test image is not sparse: {} mapped",
+        b.mapped_bytes()
+    );
+    let bmap_path = dir.join("test.img.bmap");
+    b.write_xml(&mut File::create(&bmap_path).unwrap()).unwrap();
+    Some(TestImage {
+        img,
+        bmap: bmap_path,
+        fat: fatfile::PartitionSpan {
+            offset: FAT_START,
+            len: FAT_SECTORS * 512,
+        },
+    })
+}
+
+fn compress(img: &Path, tool: &str, ext: &str) -> PathBuf {
+    let out = PathBuf::from(format!("{}.{ext}", img.display()));
+    let data = Command::new(tool)
+        .arg("-c")
+        .arg("-1")
+        .arg(img)
+        .output()
+        .unwrap();
+    assert!(data.status.success());
+    std::fs::write(&out, data.stdout).unwrap();
+    out
+}
+
+/// A loop device over a file of `size` bytes filled with 0xEE (so untouched holes show).
+struct Loop {
+    dev: String,
+    _backing: PathBuf,
+}
+
+impl Loop {
+    fn new(dir: &Path, name: &str, size: u64) -> Option<Loop> {
+        if !is_root() || !have("losetup") {
+            eprintln!("not root or no losetup: skipping loop device test");
+            return None;
+        }
+        let backing = dir.join(name);
+        let f = File::create(&backing).unwrap();
+        let fill = vec![0xEEu8; MIB as usize];
+        let mut off = 0;
+        while off < size {
+            let n = (size - off).min(MIB);
+            f.write_all_at(&fill[..n as usize], off).unwrap();
+            off += n;
+        }
+        f.sync_all().unwrap();
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&backing)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            eprintln!(
+                "losetup failed ({}): skipping",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        Some(Loop {
+            dev,
+            _backing: backing,
+        })
+    }
+    fn read(&self, off: u64, len: u64) -> Vec<u8> {
+        let mut b = vec![0u8; len as usize];
+        File::open(&self.dev)
+            .unwrap()
+            .read_exact_at(&mut b, off)
+            .unwrap();
+        b
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
+    }
+}
+
+fn assert_mapped_equal(image: &Path, bmap_path: &Path, read_target: &dyn Fn(u64, u64) -> Vec<u8>) {
+    let b = bmap::Bmap::load(bmap_path).unwrap();
+    let data = std::fs::read(image).unwrap();
+    for r in b.mapped_ranges() {
+        let got = read_target(r.offset, r.len);
+        assert!(
+            got == data[r.offset as usize..r.end() as usize],
+            "mapped range {}..{} differs",
+            r.offset,
+            r.end()
+        );
+    }
+}
+
+#[test]
+fn file_target_gets_the_image_from_img_xz_and_gz() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let want = std::fs::read(&t.img).unwrap();
+    let mut sources = vec![t.img.clone()];
+    if have("xz") {
+        sources.push(compress(&t.img, "xz", "xz"));
+    }
+    if have("gzip") {
+        sources.push(compress(&t.img, "gzip", "gz"));
+    }
+    for src in &sources {
+        for bmap_flag in [true, false] {
+            let out = dir.path().join("card.img");
+            // A stale, larger file: flash must leave exactly the image.
+            std::fs::write(&out, vec![0x55u8; (IMAGE_SIZE + MIB) as usize]).unwrap();
+            let mut c = armada();
+            c.arg("flash").arg(src).arg(&out);
+            if bmap_flag {
+                c.arg("--bmap").arg(&t.bmap);
+            } else {
+                c.arg("--no-bmap");
+            }
+            let o = run(&mut c);
+            assert!(o.status.success(), "{}: {}", src.display(), stderr(&o));
+            assert!(stderr(&o).contains("verified"), "{}", stderr(&o));
+            assert!(
+                std::fs::read(&out).unwrap() == want,
+                "{} (bmap {bmap_flag}) differs from the image",
+                src.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn loop_device_gets_only_mapped_ranges_and_bmaptool_writes_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let Some(a) = Loop::new(dir.path(), "a.loop", 128 * MIB) else {
+        return;
+    };
+    // The bmap is found beside the image (test.img.bmap) without --bmap.
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&a.dev)
+        .args(["--yes", "--force"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b = bmap::Bmap::load(&t.bmap).unwrap();
+    assert!(
+        stderr(&o).contains(&format!("{} bytes written", b.mapped_bytes())),
+        "{}",
+        stderr(&o)
+    );
+    assert_mapped_equal(&t.img, &t.bmap, &|off, len| a.read(off, len));
+    // A hole in the image was not written: the device's old bytes are still there.
+    assert!(a.read(60 * MIB, 4096).iter().all(|&x| x == 0xEE));
+
+    if !have("bmaptool") {
+        eprintln!("bmaptool missing: skipping interoperability half");
+        return;
+    }
+    let Some(bt) = Loop::new(dir.path(), "b.loop", 128 * MIB) else {
+        return;
+    };
+    let o = run(Command::new("bmaptool")
+        .args(["copy", "--bmap"])
+        .arg(&t.bmap)
+        .arg(&t.img)
+        .arg(&bt.dev));
+    assert!(o.status.success(), "bmaptool copy: {}", stderr(&o));
+    assert!(
+        a.read(0, 128 * MIB) == bt.read(0, 128 * MIB),
+        "armada flash and bmaptool copy wrote different bytes"
+    );
+}
+
+#[test]
+fn corruption_after_writing_is_caught_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let bad = DATA[0].0 + 12345;
+    let out = dir.path().join("card.img");
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&out)
+        .env("ARMADA_FLASH_TEST_CORRUPT_AT", bad.to_string()));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains(&format!("differs from the image at byte {bad}")),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stderr(&o).contains("flashed"), "{}", stderr(&o));
+
+    // Compressed source: the expected bytes are not at hand, so the block is named.
+    if have("xz") {
+        let xz = compress(&t.img, "xz", "xz");
+        let o = run(armada()
+            .arg("flash")
+            .arg(&xz)
+            .arg(&out)
+            .arg("--bmap")
+            .arg(&t.bmap)
+            .env("ARMADA_FLASH_TEST_CORRUPT_AT", bad.to_string()));
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains(&format!("block at byte {}", bad / 4096 * 4096)),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    // --verify-only on a loop device corrupted behind armada's back.
+    let Some(l) = Loop::new(dir.path(), "v.loop", 128 * MIB) else {
+        return;
+    };
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--yes", "--force"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .arg("--verify-only"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bad = DATA[2].0 + 100;
+    File::options()
+        .write(true)
+        .open(&l.dev)
+        .unwrap()
+        .write_all_at(&[0x00, 0x01], bad)
+        .unwrap();
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .arg("--verify-only"));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("at byte {bad}")) || e.contains(&format!("at byte {}", bad + 1)),
+        "{e}"
+    );
+}
+
+#[test]
+fn armada_toml_written_by_flash_reads_back_in_mtools_and_the_agent_parser() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let cluster = dir.path().join("cluster");
+    std::fs::create_dir(&cluster).unwrap();
+    let token = protocol::token::BootstrapToken::generate(protocol::token::CaFingerprint::of_der(
+        b"test ca",
+    ))
+    .expose();
+    std::fs::write(
+        cluster.join("token"),
+        format!("# bootstrap token\n{token}\n"),
+    )
+    .unwrap();
+    let keys = dir.path().join("keys.pub");
+    std::fs::write(
+        &keys,
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake op@laptop\n",
+    )
+    .unwrap();
+
+    let mut targets = vec![dir.path().join("card.img")];
+    let lo = Loop::new(dir.path(), "p.loop", 128 * MIB);
+    if let Some(l) = &lo {
+        targets.push(PathBuf::from(&l.dev));
+    }
+    for target in &targets {
+        let o = run(armada()
+            .arg("flash")
+            .arg(&t.img)
+            .arg(target)
+            .args([
+                "--yes",
+                "--force",
+                "--hostname",
+                "pine-{nn}",
+                "--index",
+                "7",
+                "--role",
+                "manager",
+            ])
+            .args([
+                "--label",
+                "zone=shelf-2",
+                "--label",
+                "power=poe",
+                "--manager",
+                "192.168.7.1:7443",
+            ])
+            .arg("--ssh-key")
+            .arg(&keys)
+            .arg("--cluster")
+            .arg(&cluster));
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(!stderr(&o).contains(&token), "the token was printed");
+
+        let m = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{}", target.display(), t.fat.offset))
+            .arg("::armada.toml")
+            .output()
+            .unwrap();
+        assert!(
+            m.status.success(),
+            "mtype: {}",
+            String::from_utf8_lossy(&m.stderr)
+        );
+        let text = String::from_utf8(m.stdout).unwrap();
+        let cfg = FirstBootConfig::parse(&text, "armada.toml").unwrap();
+        assert_eq!(cfg.hostname, "pine-07");
+        assert_eq!(cfg.role, protocol::wire::Role::Manager);
+        assert_eq!(cfg.board, "testboard", "build-time values are kept");
+        assert_eq!(cfg.labels["zone"], "shelf-2");
+        assert_eq!(cfg.labels["power"], "poe");
+        assert_eq!(cfg.manager.address, "192.168.7.1:7443");
+        assert_eq!(cfg.manager.token, token);
+        assert_eq!(
+            cfg.ssh_authorized_keys,
+            vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake op@laptop"]
+        );
+        assert!(
+            text.starts_with("# armada first-boot config"),
+            "comments kept: {text}"
+        );
+
+        // The FAT is consistent after the in-process edit.
+        if have("fsck.vfat") {
+            let part = dir.path().join("fat.check");
+            let mut buf = vec![0u8; t.fat.len as usize];
+            File::open(target)
+                .unwrap()
+                .read_exact_at(&mut buf, t.fat.offset)
+                .unwrap();
+            std::fs::write(&part, &buf).unwrap();
+            let f = Command::new("fsck.vfat")
+                .arg("-n")
+                .arg(&part)
+                .output()
+                .unwrap();
+            assert!(
+                f.status.success(),
+                "fsck.vfat -n: {}{}",
+                String::from_utf8_lossy(&f.stdout),
+                String::from_utf8_lossy(&f.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_never_report_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("card.img");
+    let fails_with = |cmd: &mut Command, want: &str| {
+        let o = run(cmd);
+        assert!(!o.status.success(), "expected failure mentioning {want}");
+        let e = stderr(&o);
+        assert!(e.contains(want), "expected `{want}` in: {e}");
+        assert!(!e.contains("flashed") && !e.contains("verified:"), "{e}");
+    };
+    let data = std::fs::read(&t.img).unwrap();
+
+    if have("xz") {
+        let xz = compress(&t.img, "xz", "xz");
+        let full = std::fs::read(&xz).unwrap();
+        let trunc = dir.path().join("trunc.img.xz");
+        std::fs::write(&trunc, &full[..full.len() * 2 / 3]).unwrap();
+        fails_with(armada().arg("flash").arg(&trunc).arg(&out), "truncated");
+        fails_with(
+            armada()
+                .arg("flash")
+                .arg(&trunc)
+                .arg(&out)
+                .arg("--bmap")
+                .arg(&t.bmap),
+            "trunc.img.xz",
+        );
+        let mut bad = full.clone();
+        let mid = bad.len() / 2;
+        for b in &mut bad[mid..mid + 16] {
+            *b ^= 0xA5;
+        }
+        let corrupt = dir.path().join("corrupt.img.xz");
+        std::fs::write(&corrupt, &bad).unwrap();
+        fails_with(
+            armada()
+                .arg("flash")
+                .arg(&corrupt)
+                .arg(&out)
+                .arg("--no-bmap"),
+            "corrupt.img.xz",
+        );
+    }
+    if have("gzip") {
+        let gz = compress(&t.img, "gzip", "gz");
+        let full = std::fs::read(&gz).unwrap();
+        let trunc = dir.path().join("trunc.img.gz");
+        std::fs::write(&trunc, &full[..full.len() / 2]).unwrap();
+        fails_with(armada().arg("flash").arg(&trunc).arg(&out), "truncated");
+    }
+
+    // A bmap of a different image: same size, other data.
+    let other = dir.path().join("other.img");
+    let mut od = data.clone();
+    od[DATA[1].0 as usize] ^= 0xFF;
+    std::fs::write(&other, &od).unwrap();
+    fails_with(
+        armada()
+            .arg("flash")
+            .arg(&other)
+            .arg(&out)
+            .arg("--bmap")
+            .arg(&t.bmap),
+        "the bmap does not match",
+    );
+
+    // An image smaller than its bmap says, raw and compressed.
+    let short = dir.path().join("short.img");
+    std::fs::write(&short, &data[..(IMAGE_SIZE - 2 * MIB) as usize]).unwrap();
+    fails_with(
+        armada()
+            .arg("flash")
+            .arg(&short)
+            .arg(&out)
+            .arg("--bmap")
+            .arg(&t.bmap),
+        "smaller than",
+    );
+    if have("gzip") {
+        let gz = compress(&short, "gzip", "gz");
+        fails_with(
+            armada()
+                .arg("flash")
+                .arg(&gz)
+                .arg(&out)
+                .arg("--bmap")
+                .arg(&t.bmap),
+            "smaller than its bmap",
+        );
+    }
+
+    // A damaged bmap file.
+    let text = std::fs::read_to_string(&t.bmap).unwrap().replacen(
+        "<BlockSize> 4096",
+        "<BlockSize> 4097",
+        1,
+    );
+    let badmap = dir.path().join("bad.bmap");
+    std::fs::write(&badmap, text).unwrap();
+    fails_with(
+        armada()
+            .arg("flash")
+            .arg(&t.img)
+            .arg(&out)
+            .arg("--bmap")
+            .arg(&badmap),
+        "bad.bmap",
+    );
+
+    // Personalisation asked of an image with no armada.toml is an error, not a silent skip.
+    let blank = dir.path().join("blank.img");
+    File::create(&blank).unwrap().set_len(4 * MIB).unwrap();
+    fails_with(
+        armada()
+            .arg("flash")
+            .arg(&blank)
+            .arg(&out)
+            .args(["--hostname", "x"]),
+        "partition",
+    );
+
+    // A target smaller than the image.
+    if let Some(small) = Loop::new(dir.path(), "small.loop", 32 * MIB) {
+        fails_with(
+            armada()
+                .arg("flash")
+                .arg(&t.img)
+                .arg(&small.dev)
+                .args(["--yes", "--force"]),
+            "does not fit",
+        );
+        if have("gzip") {
+            // Size unknown up front (compressed, no bmap): caught at the first byte past the end.
+            let gz = compress(&t.img, "gzip", "gz");
+            fails_with(
+                armada().arg("flash").arg(&gz).arg(&small.dev).args([
+                    "--yes",
+                    "--force",
+                    "--no-bmap",
+                ]),
+                "smaller than the image",
+            );
+        }
+    }
+}
+
+#[test]
+fn unsafe_targets_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let Some(l) = Loop::new(dir.path(), "m.loop", 128 * MIB) else {
+        return;
+    };
+
+    // No terminal and no --yes: nothing is written.
+    let o = run(armada().arg("flash").arg(&t.img).arg(&l.dev).arg("--force"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("--yes"),
+        "{}",
+        stderr(&o)
+    );
+    // A loop device is not removable: --force is needed.
+    let o = run(armada().arg("flash").arg(&t.img).arg(&l.dev).arg("--yes"));
+    assert!(
+        !o.status.success() && stderr(&o).contains("not a removable disk"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        l.read(0, 4096).iter().all(|&b| b == 0xEE),
+        "something was written"
+    );
+
+    // Mounted: refused even with --force.
+    let o = Command::new("mkfs.vfat").arg(&l.dev).output().unwrap();
+    assert!(o.status.success());
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "vfat"])
+        .arg(&l.dev)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        eprintln!(
+            "cannot mount vfat here ({}): skipping mounted case",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _guard = Unmount(mnt.clone());
+        let before = l.read(0, 64 * 1024);
+        let o = run(armada()
+            .arg("flash")
+            .arg(&t.img)
+            .arg(&l.dev)
+            .args(["--yes", "--force"]));
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("mounted at") && stderr(&o).contains("mnt"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            l.read(0, 64 * 1024),
+            before,
+            "the mounted device was written"
+        );
+    }
+
+    // The running system's root device. The image is a broken .xz as well, so even a
+    // failed check could not write a byte (the decoder fails before the first write).
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root_src = mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let dash = f.iter().position(|x| *x == "-")?;
+        (f.get(4) == Some(&"/"))
+            .then(|| f.get(dash + 2).map(|s| s.to_string()))
+            .flatten()
+    });
+    let Some(root_dev) = root_src.filter(|s| s.starts_with("/dev/") && Path::new(s).exists())
+    else {
+        eprintln!("root is not on a block device here: skipping root case");
+        return;
+    };
+    let broken = dir.path().join("broken.img.xz");
+    std::fs::write(&broken, [0xFD, b'7', b'z', b'X', b'Z', 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let o = run(armada().arg("flash").arg(&broken).arg(&root_dev).args([
+        "--yes",
+        "--force",
+        "--no-bmap",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("running system's /"), "{}", stderr(&o));
+}
