@@ -1,4 +1,168 @@
-//! armada-manager: the cluster's control point (skeleton; filled in by issue 4).
-fn main() {
-    println!("armada-manager {}", env!("CARGO_PKG_VERSION"));
+//! `armada-manager`: the binary. See the library (`armada_manager`) for the layout.
+//!
+//! - `serve`: the manager (HTTPS API, dashboard, swarm, store).
+//! - `nodes [remove ID]`: the operator's table, through the running manager's API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use armada_manager::{client, server};
+
+#[derive(Parser)]
+#[command(
+    name = "armada-manager",
+    version,
+    about = "armada's manager: registration, swarm join, labels, metrics store, API, dashboard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the manager.
+    Serve(ServeArgs),
+    /// Print the node table, or remove a node (its credential stops working).
+    Nodes(NodesArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The folder written by `armada cluster init` (CA, manager.pem/.key, token, admin-token).
+    #[arg(long, default_value = "/etc/armada/cluster")]
+    cluster_dir: PathBuf,
+    /// Where the store lives.
+    #[arg(long, default_value = "/var/lib/armada/manager")]
+    state_dir: PathBuf,
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    listen: SocketAddr,
+    /// The local Docker Engine socket (only unix sockets: the engine API is never used over TCP).
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    docker_host: String,
+    /// Run without a Docker Engine: registration replies carry no join token (load tests).
+    #[arg(long)]
+    no_swarm: bool,
+    /// Address the swarm advertises when this manager initialises it.
+    #[arg(long)]
+    swarm_advertise_addr: Option<String>,
+    /// A node is stale after this many missed report intervals.
+    #[arg(long, default_value_t = 3)]
+    stale_after_intervals: u32,
+    /// A node is down after this many seconds without a report (or when the swarm says so).
+    #[arg(long, default_value_t = 60)]
+    down_after: u64,
+    /// Report interval handed to nodes at registration.
+    #[arg(long, default_value_t = 10)]
+    report_interval: u32,
+    /// Seconds between store checkpoints (also after 256 MiB of log, and at shutdown).
+    #[arg(long, default_value_t = 600)]
+    checkpoint_interval: u64,
+}
+
+#[derive(Args)]
+struct NodesArgs {
+    /// The manager's URL.
+    #[arg(long, global = true, default_value = "https://127.0.0.1:7443")]
+    url: String,
+    /// The cluster folder (its ca.pem and admin-token are used).
+    #[arg(long, global = true, default_value = "/etc/armada/cluster")]
+    cluster_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<NodesAction>,
+}
+
+#[derive(Subcommand)]
+enum NodesAction {
+    /// Remove a node: its credential is refused from now on; its hostname is free again.
+    Remove { id: String },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARMADA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(a) => serve(a).await,
+            Command::Nodes(a) => nodes(a).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(a: ServeArgs) -> Result<()> {
+    let cfg = server::ServeConfig {
+        cluster_dir: a.cluster_dir,
+        state_dir: a.state_dir,
+        listen: a.listen,
+        docker_host: (!a.no_swarm).then_some(a.docker_host),
+        swarm_advertise_addr: a.swarm_advertise_addr,
+        stale_after_intervals: a.stale_after_intervals.max(1),
+        down_after: Duration::from_secs(a.down_after.max(1)),
+        report_interval_seconds: a.report_interval.clamp(1, 3600),
+        checkpoint_interval: Duration::from_secs(a.checkpoint_interval.max(1)),
+    };
+    server::serve(
+        cfg,
+        |addr| {
+            // Tests and scripts read this line to learn the port of `--listen ...:0`.
+            println!("armada-manager listening on https://{addr}");
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        },
+        server::shutdown_signal(),
+    )
+    .await
+    .context("armada-manager serve")
+}
+
+async fn nodes(a: NodesArgs) -> Result<()> {
+    let url = a.url.trim_end_matches('/');
+    match a.action {
+        Some(NodesAction::Remove { id }) => {
+            client::remove(url, &a.cluster_dir, &id).await?;
+            println!("removed {id}; its credential is refused from now on (the swarm node, if any, is left to `docker node rm`)");
+        }
+        None => {
+            let list = client::list(url, &a.cluster_dir).await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&list).context("serialising the node list")?
+                );
+            } else {
+                print!("{}", client::table(&list, armada_manager::now_ms()));
+            }
+        }
+    }
+    Ok(())
 }

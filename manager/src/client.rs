@@ -1,0 +1,166 @@
+//! `armada-manager nodes [remove ID]`: the operator's view, through the running
+//! manager's API (HTTPS pinned to the cluster folder's `ca.pem`, admin token from its
+//! `admin-token`). The store belongs to the running manager; nothing here opens it.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use protocol::wire::{ErrorBody, NodeSummary, PATH_NODES};
+
+pub fn http_client(cluster_dir: &Path) -> Result<(reqwest::Client, String)> {
+    let ca_path = cluster_dir.join(crate::cluster::CA_CERT);
+    let ca = std::fs::read(&ca_path).with_context(|| format!("reading {}", ca_path.display()))?;
+    let cert = reqwest::Certificate::from_pem(&ca)
+        .with_context(|| format!("parsing {}", ca_path.display()))?;
+    let admin_path = cluster_dir.join(crate::cluster::ADMIN_TOKEN);
+    let admin = std::fs::read_to_string(&admin_path)
+        .with_context(|| format!("reading {}", admin_path.display()))?
+        .trim()
+        .to_string();
+    let client = reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .timeout(std::time::Duration::from_secs(15))
+        .build()
+        .context("building the HTTPS client")?;
+    Ok((client, admin))
+}
+
+async fn check(resp: reqwest::Response, what: &str) -> Result<reqwest::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let msg = resp
+        .json::<ErrorBody>()
+        .await
+        .map(|e| e.error)
+        .unwrap_or_default();
+    bail!("{what}: HTTP {status}: {msg}")
+}
+
+pub async fn list(url: &str, cluster_dir: &Path) -> Result<Vec<NodeSummary>> {
+    let (client, admin) = http_client(cluster_dir)?;
+    let what = format!("GET {url}{PATH_NODES}");
+    let resp = client
+        .get(format!("{url}{PATH_NODES}"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .with_context(|| what.clone())?;
+    check(resp, &what)
+        .await?
+        .json()
+        .await
+        .with_context(|| format!("{what}: reading the reply"))
+}
+
+pub async fn remove(url: &str, cluster_dir: &Path, id: &str) -> Result<()> {
+    let (client, admin) = http_client(cluster_dir)?;
+    let what = format!("DELETE {url}{PATH_NODES}/{id}");
+    let resp = client
+        .delete(format!("{url}{PATH_NODES}/{id}"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .with_context(|| what.clone())?;
+    check(resp, &what).await?;
+    Ok(())
+}
+
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The table `armada-manager nodes` prints. Pure.
+pub fn table(nodes: &[NodeSummary], now_ms: u64) -> String {
+    let header = [
+        "NODE",
+        "HOSTNAME",
+        "STATUS",
+        "SWARM",
+        "BOARD",
+        "ROLE",
+        "CPU",
+        "MEMORY",
+        "TEMP",
+        "CTRS",
+        "LAST REPORT",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+    for n in nodes {
+        let mem = match (n.memory_used_bytes, n.memory_total_bytes) {
+            (Some(u), Some(t)) => format!("{}/{} MiB", u >> 20, t >> 20),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            n.node_id.clone(),
+            n.hostname.clone(),
+            serde_json::to_value(n.status)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            n.swarm_state.clone().unwrap_or_else(|| "-".into()),
+            n.board.clone(),
+            n.role.to_string(),
+            opt(n.cpu_busy_ratio.map(|c| format!("{:.0}%", c * 100.0))),
+            mem,
+            opt(n.temperature_celsius.map(|t| format!("{t:.1}C"))),
+            opt(n.containers),
+            opt(n
+                .last_report_ms
+                .map(|t| format!("{}s ago", now_ms.saturating_sub(t) / 1000))),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::wire::{NodeStatus, Role};
+
+    #[test]
+    fn table_aligns_columns() {
+        let n = NodeSummary {
+            node_id: "n-1".into(),
+            hostname: "pine-01".into(),
+            board: "pine64".into(),
+            role: Role::Worker,
+            arch: "aarch64".into(),
+            status: NodeStatus::Stale,
+            swarm_node_id: None,
+            swarm_state: Some("ready".into()),
+            labels: Default::default(),
+            registered_at_ms: 0,
+            last_report_ms: Some(1_000),
+            containers: Some(3),
+            cpu_busy_ratio: Some(0.25),
+            memory_used_bytes: Some(512 << 20),
+            memory_total_bytes: Some(2048 << 20),
+            temperature_celsius: None,
+        };
+        let t = table(&[n], 41_000);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[1].contains("stale")
+                && lines[1].contains("25%")
+                && lines[1].contains("512/2048 MiB")
+        );
+        assert!(lines[1].contains("40s ago"));
+        assert_eq!(lines[0].find("HOSTNAME"), lines[1].find("pine-01"));
+    }
+}

@@ -1,0 +1,39 @@
+//! armada-manager: the cluster's control point, run on the manager board (or any host).
+//!
+//! It trades bootstrap tokens for per-node credentials, hands out the swarm join token,
+//! labels swarm nodes, keeps every node's reports in an embedded store, and serves the
+//! REST API, Prometheus federation and a small dashboard, all over HTTPS with the
+//! certificate made by `armada cluster init`. It is not a metrics database: it keeps
+//! each node's latest snapshot and a downsampled summary history, nothing more.
+//!
+//! Layout:
+//! - [`cluster`]: the cluster folder (CA, server chain, bootstrap tokens, admin token),
+//!   and the token file watcher that honours `armada cluster token rotate|revoke`.
+//! - [`auth`]: who is calling (admin, node credential, bootstrap token): pure checks.
+//! - [`store`]: the embedded store: write-ahead log with group commit, checkpoint,
+//!   registry decisions, dedupe, history downsampling, node status.
+//! - [`swarm`]: the local Docker Engine through bollard: swarm init, join tokens,
+//!   node states, labels.
+//! - [`api`]: the HTTP handlers and their error mapping.
+//! - [`server`]: the TLS listener and the serve loop with graceful shutdown.
+//! - [`metrics`]: the manager's own counters and histogram, and the federation text.
+//! - [`dashboard`]: the embedded web page.
+//! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod cluster;
+pub mod dashboard;
+pub mod metrics;
+pub mod server;
+pub mod store;
+pub mod swarm;
+
+/// Milliseconds since the Unix epoch by this host's clock.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

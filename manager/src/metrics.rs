@@ -1,0 +1,243 @@
+//! The manager's own metrics (lock-free counters, one latency histogram) and the
+//! Prometheus text of `GET /metrics`: these, then every node's latest snapshot through
+//! `protocol::prom::render` with `node`, `hostname` and `board` labels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Upper bounds in seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+pub struct Histogram {
+    buckets: [AtomicU64; 12],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; 12],
+            count: AtomicU64::new(0),
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, d: std::time::Duration) {
+        let s = d.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| s <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Smallest bucket bound under which at least `q` of the observations fall.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let want = (q * count as f64).ceil() as u64;
+        let mut cum = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            if cum >= want {
+                return Some(LATENCY_BUCKETS[i]);
+            }
+        }
+        Some(f64::INFINITY)
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cum = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            cum += b.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {cum}", LATENCY_BUCKETS[i]);
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Metrics {
+    /// (route, status code) -> requests.
+    pub requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    pub unauthorized: Counter,
+    pub registrations_new: Counter,
+    pub registrations_existing: Counter,
+    pub registrations_refused: Counter,
+    pub snapshots_ingested: Counter,
+    pub snapshots_duplicate: Counter,
+    pub agent_backlog_dropped: Counter,
+    pub ingest_latency: Histogram,
+    pub store_commits: Counter,
+    pub labels_applied: Counter,
+    pub label_failures: Counter,
+}
+
+pub static METRICS: Metrics = Metrics {
+    requests: Mutex::new(BTreeMap::new()),
+    unauthorized: Counter::new(),
+    registrations_new: Counter::new(),
+    registrations_existing: Counter::new(),
+    registrations_refused: Counter::new(),
+    snapshots_ingested: Counter::new(),
+    snapshots_duplicate: Counter::new(),
+    agent_backlog_dropped: Counter::new(),
+    ingest_latency: Histogram::new(),
+    store_commits: Counter::new(),
+    labels_applied: Counter::new(),
+    label_failures: Counter::new(),
+};
+
+impl Metrics {
+    pub fn count_request(&self, route: &'static str, code: u16) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((route, code)).or_insert(0) += 1;
+        }
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, samples: &[(&str, u64)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (labels, v) in samples {
+        let _ = writeln!(out, "{name}{labels} {v}");
+    }
+}
+
+/// The manager's own families; `nodes_by_status` feeds the `armada_manager_nodes` gauge.
+pub fn render_own(m: &Metrics, nodes_by_status: &[(&str, u64)], out: &mut String) {
+    let requests: Vec<(String, u64)> = m
+        .requests
+        .lock()
+        .map(|r| {
+            r.iter()
+                .map(|((route, code), v)| (format!("{{route=\"{route}\",code=\"{code}\"}}"), *v))
+                .collect()
+        })
+        .unwrap_or_default();
+    let requests: Vec<(&str, u64)> = requests.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+    counter(
+        out,
+        "armada_manager_http_requests_total",
+        "HTTP requests answered, by route and status code.",
+        &requests,
+    );
+    counter(
+        out,
+        "armada_manager_unauthorized_requests_total",
+        "Requests refused with 401 (missing, wrong or revoked credential or token).",
+        &[("", m.unauthorized.get())],
+    );
+    counter(
+        out,
+        "armada_manager_registrations_total",
+        "Registrations by result.",
+        &[
+            ("{result=\"new\"}", m.registrations_new.get()),
+            ("{result=\"existing\"}", m.registrations_existing.get()),
+            ("{result=\"hostname_taken\"}", m.registrations_refused.get()),
+        ],
+    );
+    counter(
+        out,
+        "armada_manager_snapshots_ingested_total",
+        "Snapshots stored durably.",
+        &[("", m.snapshots_ingested.get())],
+    );
+    counter(
+        out,
+        "armada_manager_snapshots_duplicate_total",
+        "Snapshots received again (retried deliveries), not stored twice.",
+        &[("", m.snapshots_duplicate.get())],
+    );
+    counter(
+        out,
+        "armada_manager_store_commits_total",
+        "Group commits (one fdatasync each) of the store's log.",
+        &[("", m.store_commits.get())],
+    );
+    counter(
+        out,
+        "armada_manager_swarm_label_updates_total",
+        "Swarm node label updates by result.",
+        &[
+            ("{result=\"ok\"}", m.labels_applied.get()),
+            ("{result=\"error\"}", m.label_failures.get()),
+        ],
+    );
+    m.ingest_latency.render(
+        "armada_manager_ingest_latency_seconds",
+        "Time from receiving a report to acknowledging it (decode, durable store).",
+        out,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP armada_manager_nodes Registered nodes by status.\n# TYPE armada_manager_nodes gauge"
+    );
+    for (status, n) in nodes_by_status {
+        let _ = writeln!(out, "armada_manager_nodes{{status=\"{status}\"}} {n}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn histogram_quantiles_and_text() {
+        let h = Histogram::new();
+        for _ in 0..98 {
+            h.observe(Duration::from_micros(800));
+        }
+        h.observe(Duration::from_millis(30));
+        h.observe(Duration::from_secs(10));
+        assert_eq!(h.quantile_bound(0.5), Some(0.001));
+        assert_eq!(h.quantile_bound(0.99), Some(0.05));
+        assert_eq!(h.quantile_bound(1.0), Some(f64::INFINITY));
+        let mut s = String::new();
+        h.render("x_seconds", "help", &mut s);
+        assert!(s.contains("x_seconds_bucket{le=\"+Inf\"} 100"), "{s}");
+        assert!(s.contains("x_seconds_bucket{le=\"0.001\"} 98"), "{s}");
+        assert!(s.contains("x_seconds_count 100"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Decoding a report body (gzip'd or plain JSON [`ReportBatch`]) into what the store
+//! keeps: per snapshot its identity and a summary point, plus the JSON of the newest.
+//!
+//! The same function runs when a request arrives and when the log is replayed, so a
+//! replay reaches exactly the state the live manager had.
+
+use std::io::Read;
+
+use protocol::snapshot::Snapshot;
+use protocol::wire::ReportBatch;
+
+/// Largest report body accepted on the wire (compressed).
+pub const MAX_REPORT_BODY: usize = 4 << 20;
+/// Largest report once decompressed: a gzip bomb stops here.
+pub const MAX_DECODED_REPORT: usize = 32 << 20;
+/// Most snapshots in one batch (an hour at 1 s, or ten hours at 10 s).
+pub const MAX_SNAPSHOTS_PER_BATCH: usize = 3600;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEncoding {
+    Json = 0,
+    Gzip = 1,
+}
+
+impl BodyEncoding {
+    pub fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            0 => Some(BodyEncoding::Json),
+            1 => Some(BodyEncoding::Gzip),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ReportError {
+    #[error("report is larger than {MAX_DECODED_REPORT} bytes once decompressed")]
+    TooLarge,
+    #[error("report is not valid gzip: {0}")]
+    BadGzip(String),
+    #[error("report is not a valid ReportBatch: {0}")]
+    BadJson(String),
+    #[error("report uses protocol {got}, this manager speaks protocol {want}")]
+    Protocol { got: u32, want: u32 },
+    #[error("report carries {0} snapshots; at most {MAX_SNAPSHOTS_PER_BATCH} per batch")]
+    TooManySnapshots(usize),
+}
+
+/// What the store needs of one snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotDigest {
+    pub instance: String,
+    pub seq: u64,
+    pub collected_at_ms: u64,
+    /// (busy, total) CPU seconds of the all-CPU line, for a busy share between reports.
+    pub cpu_times: Option<(f64, f64)>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub temperature_celsius: Option<f64>,
+    pub containers: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct DecodedReport {
+    pub snapshots: Vec<SnapshotDigest>,
+    pub dropped_total: u64,
+    /// JSON of the batch's last snapshot: the node's latest, when it is new.
+    pub last_json: Option<String>,
+}
+
+pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, ReportError> {
+    let json: std::borrow::Cow<[u8]> = match encoding {
+        BodyEncoding::Json => {
+            if body.len() > MAX_DECODED_REPORT {
+                return Err(ReportError::TooLarge);
+            }
+            body.into()
+        }
+        BodyEncoding::Gzip => {
+            let mut out = Vec::with_capacity(body.len() * 4);
+            flate2::read::MultiGzDecoder::new(body)
+                .take(MAX_DECODED_REPORT as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| ReportError::BadGzip(e.to_string()))?;
+            if out.len() > MAX_DECODED_REPORT {
+                return Err(ReportError::TooLarge);
+            }
+            out.into()
+        }
+    };
+    let batch: ReportBatch =
+        serde_json::from_slice(&json).map_err(|e| ReportError::BadJson(e.to_string()))?;
+    if batch.protocol != protocol::PROTOCOL_VERSION {
+        return Err(ReportError::Protocol {
+            got: batch.protocol,
+            want: protocol::PROTOCOL_VERSION,
+        });
+    }
+    if batch.snapshots.len() > MAX_SNAPSHOTS_PER_BATCH {
+        return Err(ReportError::TooManySnapshots(batch.snapshots.len()));
+    }
+    let last_json = match batch.snapshots.last() {
+        Some(s) => Some(serde_json::to_string(s).map_err(|e| ReportError::BadJson(e.to_string()))?),
+        None => None,
+    };
+    Ok(DecodedReport {
+        snapshots: batch.snapshots.iter().map(digest).collect(),
+        dropped_total: batch.dropped_total,
+        last_json,
+    })
+}
+
+pub fn digest(s: &Snapshot) -> SnapshotDigest {
+    let cpu_times = s.host.cpu.iter().find(|c| c.cpu.is_none()).map(|t| {
+        let idle = t.idle + t.iowait;
+        let total = t.user + t.nice + t.system + t.irq + t.softirq + t.steal + idle;
+        (total - idle, total)
+    });
+    let (used, total) = match &s.host.memory {
+        Some(m) => {
+            let free = m
+                .available_bytes
+                .unwrap_or(m.free_bytes + m.buffers_bytes + m.cached_bytes);
+            (
+                Some(m.total_bytes.saturating_sub(free)),
+                Some(m.total_bytes),
+            )
+        }
+        None => (None, None),
+    };
+    SnapshotDigest {
+        instance: s.instance.clone(),
+        seq: s.seq,
+        collected_at_ms: s.collected_at_ms,
+        cpu_times,
+        memory_used_bytes: used,
+        memory_total_bytes: total,
+        temperature_celsius: s.max_temperature(),
+        containers: s.containers.len() as u32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn batch_json(n: usize) -> Vec<u8> {
+        let snaps: Vec<Snapshot> = (0..n)
+            .map(|i| Snapshot {
+                instance: "i1".into(),
+                seq: i as u64,
+                ..Default::default()
+            })
+            .collect();
+        serde_json::to_vec(&ReportBatch {
+            protocol: protocol::PROTOCOL_VERSION,
+            snapshots: snaps,
+            dropped_total: 3,
+        })
+        .unwrap()
+    }
+
+    fn gzip(b: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_and_plain_decode_the_same() {
+        let j = batch_json(3);
+        let a = decode(BodyEncoding::Json, &j).unwrap();
+        let b = decode(BodyEncoding::Gzip, &gzip(&j)).unwrap();
+        assert_eq!(a.snapshots, b.snapshots);
+        assert_eq!(a.snapshots.len(), 3);
+        assert_eq!(a.dropped_total, 3);
+        assert!(a.last_json.unwrap().contains("\"seq\":2"));
+    }
+
+    #[test]
+    fn bombs_garbage_and_other_protocols_are_refused() {
+        let zeros = vec![b' '; MAX_DECODED_REPORT + 10];
+        assert_eq!(
+            decode(BodyEncoding::Gzip, &gzip(&zeros)).unwrap_err(),
+            ReportError::TooLarge
+        );
+        assert!(matches!(
+            decode(BodyEncoding::Gzip, b"not gzip").unwrap_err(),
+            ReportError::BadGzip(_)
+        ));
+        assert!(matches!(
+            decode(BodyEncoding::Json, b"{\"protocol\":1}").unwrap_err(),
+            ReportError::BadJson(_)
+        ));
+        let other = br#"{"protocol":99,"snapshots":[]}"#;
+        assert_eq!(
+            decode(BodyEncoding::Json, other).unwrap_err(),
+            ReportError::Protocol { got: 99, want: 1 }
+        );
+    }
+}

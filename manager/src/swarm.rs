@@ -1,0 +1,381 @@
+//! The manager's local Docker Engine, reached only over its unix socket (bollard).
+//!
+//! - Join information: the worker and manager join tokens (`GET /swarm`) and the
+//!   managers' swarm addresses (`GET /info`), cached and refreshed every poll, so a
+//!   burst of registrations does not hammer the engine. An engine that is not in a swarm
+//!   is initialised (`POST /swarm/init`, advertising `--swarm-advertise-addr`).
+//! - Node states: `GET /nodes` every poll; `NodeSummary.swarm_state` and the `down`
+//!   status come from here.
+//! - Labels: `armada.board`, `armada.arch`, `armada.hostname` and the operator's labels
+//!   on each joined node, re-reading the node's version and retrying on "update out of
+//!   sequence". The poll also re-applies labels that are missing (a manager restarted
+//!   mid-join, an operator who removed one), so labelling converges.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{OnceLock, RwLock};
+use std::time::Duration;
+
+use bollard::models::{LocalNodeState, NodeState, SwarmInitRequest};
+use bollard::query_parameters::UpdateNodeOptions;
+use bollard::Docker;
+
+use crate::store::state::NodeRecord;
+
+/// Seconds between polls of the engine's node list.
+pub const POLL_SECONDS: u64 = 5;
+const LABEL_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("the manager's Docker engine at {host}: {message}")]
+    Engine { host: String, message: String },
+    #[error("--docker-host `{0}` is not a unix:// socket: the engine API is never used over TCP")]
+    NotUnix(String),
+    #[error("the local engine is a swarm worker, not a manager: run armada-manager next to a swarm manager")]
+    NotManager,
+    #[error("swarm node {0} is not known to the manager's engine")]
+    UnknownSwarmNode(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JoinInfo {
+    pub worker_token: String,
+    pub manager_token: String,
+    pub managers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SwarmNodeView {
+    pub state: String,
+    pub hostname: String,
+    pub labels: HashMap<String, String>,
+}
+
+pub struct SwarmLink {
+    /// `None`: running without an engine (`--no-swarm`, load tests).
+    host: Option<String>,
+    advertise_addr: Option<String>,
+    docker: OnceLock<Docker>,
+    join: RwLock<Option<JoinInfo>>,
+    nodes: RwLock<HashMap<String, SwarmNodeView>>,
+}
+
+/// The labels armada puts on a swarm node. Operator labels cannot override `armada.*`.
+pub fn wanted_labels(r: &NodeRecord) -> BTreeMap<String, String> {
+    let mut m: BTreeMap<String, String> = r
+        .labels
+        .iter()
+        .filter(|(k, _)| !k.starts_with("armada."))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    m.insert("armada.board".into(), r.facts.board.clone());
+    m.insert("armada.arch".into(), r.facts.arch.clone());
+    m.insert("armada.hostname".into(), r.facts.hostname.clone());
+    m.insert("armada.node-id".into(), r.node_id.clone());
+    m
+}
+
+/// True when every wanted label is already on the node.
+pub fn labels_present(have: &HashMap<String, String>, want: &BTreeMap<String, String>) -> bool {
+    want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn state_name(s: Option<NodeState>) -> &'static str {
+    match s {
+        Some(NodeState::READY) => "ready",
+        Some(NodeState::DOWN) => "down",
+        Some(NodeState::DISCONNECTED) => "disconnected",
+        _ => "unknown",
+    }
+}
+
+fn is_out_of_sequence(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { message, .. }
+        if message.contains("out of sequence"))
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl SwarmLink {
+    pub fn disabled() -> Self {
+        SwarmLink {
+            host: None,
+            advertise_addr: None,
+            docker: OnceLock::new(),
+            join: RwLock::new(Some(JoinInfo::default())),
+            nodes: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn new(host: &str, advertise_addr: Option<String>) -> Result<Self, SwarmError> {
+        if !host.starts_with("unix://") && !host.starts_with('/') {
+            return Err(SwarmError::NotUnix(host.to_string()));
+        }
+        Ok(SwarmLink {
+            host: Some(host.to_string()),
+            advertise_addr,
+            docker: OnceLock::new(),
+            join: RwLock::new(None),
+            nodes: RwLock::new(HashMap::new()),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.host.is_some()
+    }
+
+    fn engine_err(&self, e: impl std::fmt::Display) -> SwarmError {
+        SwarmError::Engine {
+            host: self.host.clone().unwrap_or_default(),
+            message: e.to_string(),
+        }
+    }
+
+    /// The client, made on first use: the engine may start after the manager.
+    async fn docker(&self) -> Result<Docker, SwarmError> {
+        if let Some(d) = self.docker.get() {
+            return Ok(d.clone());
+        }
+        let host = self.host.as_deref().unwrap_or_default();
+        let d = Docker::connect_with_unix(host, 30, bollard::API_DEFAULT_VERSION)
+            .map_err(|e| self.engine_err(e))?;
+        // Debian's engine (20.10) speaks an older API than bollard's default.
+        let d = d
+            .negotiate_version()
+            .await
+            .map_err(|e| self.engine_err(e))?;
+        let _ = self.docker.set(d.clone());
+        Ok(d)
+    }
+
+    /// Join tokens and manager addresses, from the cache or the engine.
+    pub async fn join_info(&self) -> Result<JoinInfo, SwarmError> {
+        if let Some(j) = self.join.read().ok().and_then(|j| j.clone()) {
+            return Ok(j);
+        }
+        self.refresh().await
+    }
+
+    /// Reads the swarm (initialising it if the engine is in none) and caches join info.
+    pub async fn refresh(&self) -> Result<JoinInfo, SwarmError> {
+        if !self.enabled() {
+            return Ok(JoinInfo::default());
+        }
+        let docker = self.docker().await?;
+        let info = docker.info().await.map_err(|e| self.engine_err(e))?;
+        let swarm = info.swarm.unwrap_or_default();
+        match swarm.local_node_state {
+            Some(LocalNodeState::ACTIVE) => {
+                if swarm.control_available != Some(true) {
+                    return Err(SwarmError::NotManager);
+                }
+            }
+            Some(LocalNodeState::INACTIVE) | None => {
+                let req = SwarmInitRequest {
+                    listen_addr: Some("0.0.0.0:2377".into()),
+                    advertise_addr: self.advertise_addr.clone(),
+                    ..Default::default()
+                };
+                let id = docker.init_swarm(req).await.map_err(|e| {
+                    self.engine_err(format!(
+                        "swarm init failed: {e} (pass --swarm-advertise-addr when the host has several addresses)"
+                    ))
+                })?;
+                tracing::info!("initialised a new swarm; this engine is manager node {id}");
+            }
+            Some(other) => {
+                return Err(
+                    self.engine_err(format!("the engine's swarm state is `{other}`, not active"))
+                );
+            }
+        }
+        let s = docker
+            .inspect_swarm()
+            .await
+            .map_err(|e| self.engine_err(e))?;
+        let tokens = s.join_tokens.unwrap_or_default();
+        let info = docker.info().await.map_err(|e| self.engine_err(e))?;
+        let sw = info.swarm.unwrap_or_default();
+        let mut managers: Vec<String> = sw
+            .remote_managers
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| p.addr)
+            .collect();
+        if managers.is_empty() {
+            if let Some(addr) = sw.node_addr.filter(|a| !a.is_empty()) {
+                managers.push(format!("{addr}:2377"));
+            }
+        }
+        managers.sort();
+        let join = JoinInfo {
+            worker_token: tokens.worker.unwrap_or_default(),
+            manager_token: tokens.manager.unwrap_or_default(),
+            managers,
+        };
+        if join.worker_token.is_empty() || join.managers.is_empty() {
+            return Err(self.engine_err("the swarm reports no join token or no manager address"));
+        }
+        if let Ok(mut j) = self.join.write() {
+            *j = Some(join.clone());
+        }
+        Ok(join)
+    }
+
+    pub fn node_state(&self, swarm_node_id: &str) -> Option<String> {
+        self.nodes
+            .read()
+            .ok()?
+            .get(swarm_node_id)
+            .map(|n| n.state.clone())
+    }
+
+    /// Reads every swarm node's state and labels.
+    pub async fn poll_nodes(&self) -> Result<(), SwarmError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let docker = self.docker().await?;
+        let list = docker
+            .list_nodes(None)
+            .await
+            .map_err(|e| self.engine_err(e))?;
+        let map = list
+            .into_iter()
+            .filter_map(|n| {
+                let id = n.id?;
+                Some((
+                    id,
+                    SwarmNodeView {
+                        state: state_name(n.status.and_then(|s| s.state)).to_string(),
+                        hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+                        labels: n.spec.and_then(|s| s.labels).unwrap_or_default(),
+                    },
+                ))
+            })
+            .collect();
+        if let Ok(mut n) = self.nodes.write() {
+            *n = map;
+        }
+        Ok(())
+    }
+
+    /// Nodes whose wanted labels are not all on the swarm node (as of the last poll).
+    pub fn needs_labels(&self, records: &[NodeRecord]) -> Vec<(String, BTreeMap<String, String>)> {
+        let Ok(nodes) = self.nodes.read() else {
+            return Vec::new();
+        };
+        records
+            .iter()
+            .filter_map(|r| {
+                let sid = r.swarm_node_id.as_ref()?;
+                let view = nodes.get(sid)?;
+                let want = wanted_labels(r);
+                (!labels_present(&view.labels, &want)).then(|| (sid.clone(), want))
+            })
+            .collect()
+    }
+
+    /// Puts `want` on the swarm node, keeping its other labels. A node that just joined
+    /// may take a moment to appear on the manager: 404 is retried too.
+    pub async fn label(
+        &self,
+        swarm_node_id: &str,
+        want: &BTreeMap<String, String>,
+    ) -> Result<(), SwarmError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let docker = self.docker().await?;
+        let mut last = String::new();
+        for attempt in 0..LABEL_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            }
+            let node = match docker.inspect_node(swarm_node_id).await {
+                Ok(n) => n,
+                Err(e) if is_not_found(&e) => {
+                    last = e.to_string();
+                    continue;
+                }
+                Err(e) => return Err(self.engine_err(e)),
+            };
+            let version = node.version.and_then(|v| v.index).unwrap_or(0);
+            let mut spec = node.spec.unwrap_or_default();
+            let labels = spec.labels.get_or_insert_with(HashMap::new);
+            if labels_present(labels, want) {
+                crate::metrics::METRICS.labels_applied.inc();
+                return Ok(());
+            }
+            labels.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
+            match docker
+                .update_node(
+                    swarm_node_id,
+                    spec,
+                    UpdateNodeOptions {
+                        version: version as i64,
+                    },
+                )
+                .await
+            {
+                Ok(()) => {
+                    crate::metrics::METRICS.labels_applied.inc();
+                    return Ok(());
+                }
+                Err(e) if is_out_of_sequence(&e) => last = e.to_string(),
+                Err(e) => {
+                    crate::metrics::METRICS.label_failures.inc();
+                    return Err(self.engine_err(e));
+                }
+            }
+        }
+        crate::metrics::METRICS.label_failures.inc();
+        if last.contains("404") || last.to_lowercase().contains("not found") {
+            return Err(SwarmError::UnknownSwarmNode(swarm_node_id.to_string()));
+        }
+        Err(self.engine_err(format!(
+            "labelling {swarm_node_id} did not settle after {LABEL_ATTEMPTS} attempts: {last}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::state::tests::record;
+
+    #[test]
+    fn wanted_labels_cannot_be_overridden() {
+        let mut r = record("n-1", "pine-01", "m");
+        r.labels.insert("zone".into(), "shelf-2".into());
+        r.labels.insert("armada.board".into(), "fake".into());
+        let w = wanted_labels(&r);
+        assert_eq!(w["armada.board"], "pine64");
+        assert_eq!(w["armada.arch"], "aarch64");
+        assert_eq!(w["armada.hostname"], "pine-01");
+        assert_eq!(w["zone"], "shelf-2");
+        let mut have: HashMap<String, String> = w.clone().into_iter().collect();
+        assert!(labels_present(&have, &w));
+        have.insert("extra".into(), "kept".into());
+        assert!(labels_present(&have, &w));
+        have.insert("zone".into(), "moved".into());
+        assert!(!labels_present(&have, &w));
+    }
+
+    #[test]
+    fn tcp_engines_are_refused() {
+        assert!(matches!(
+            SwarmLink::new("tcp://0.0.0.0:2376", None),
+            Err(SwarmError::NotUnix(_))
+        ));
+        assert!(SwarmLink::new("unix:///run/x.sock", None).is_ok());
+    }
+}
