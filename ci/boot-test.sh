@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# ci/boot-test.sh: the end-to-end proof (issue 6). Real images, booted under
+# qemu-system-aarch64, register with a real manager and join a real swarm by themselves.
+#
+#   ci/boot-test.sh                  every case (rpi3 worker/raspi3b, pine64 worker/virt,
+#                                    rpi3 manager/raspi3b)
+#   ci/boot-test.sh rpi3-worker      only the named cases
+#
+# Layout (all inside network namespaces this script creates, prefix arm-e2e):
+#   arm-e2e-hub    bridge arm-e2e-br; tap arm-e2e-t0 on it; qemu runs here
+#   arm-e2e-node1  172.30.2.1/24: dockerd (swarm manager, advertising 172.30.2.1),
+#                  armada-manager on 172.30.2.1:7443, dnsmasq (DHCP .100-.199)
+# Guests get their address from dnsmasq; the swarm advertises the address the guest
+# reaches. Nothing leaves the namespaces: their only route leads back to the bridge.
+#
+# Per worker case: flash a copy of the built image with a per-test hostname (the image
+# file itself is never touched), side-load a busybox image onto its root filesystem
+# (no registry here), boot it with `armada boot`, then show within bounds: the root
+# filesystem grew to the card, the hostname from armada.toml applied, Docker up, the
+# agent registered, the node Ready in the manager engine's node list with
+# armada.board=BOARD, a stored report with per-container data of a service task on it;
+# then power-cycle the guest on the same card: same node id, no second registration,
+# reports again. The manager case shows the manager image initialising its own swarm.
+#
+# Images come from $ARMADA_E2E_IMAGES (a folder with <board>-<role>*.img[.xz]) when
+# set, else they are built here with `armada build` and this run's cluster.
+#
+# Prints seconds from power-on to multi-user, registered and swarm Ready per board and
+# machine. On a missed milestone: the console tail and the agent's lines.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+PREFIX=arm-e2e
+SUBNET=172.30.2
+MGR_IP=$SUBNET.1
+MGR_PORT=7443
+TAP=$PREFIX-t0
+WORK=${ARMADA_E2E_WORK:-/var/tmp/$PREFIX}
+CACHE=${ARMADA_CACHE:-/var/cache/armada}
+ARMADA=${ARMADA:-$ROOT/target/release/armada}
+MANAGER_BIN=${ARMADA_MANAGER:-$ROOT/target/release/armada-manager}
+export ARMADA_BOARD_CONFIGS=$ROOT/board-configs
+# Bounds, seconds (TCG emulation on a 2-core CI machine).
+REG_BOUND_RASPI=${E2E_REG_BOUND_RASPI:-480}
+REG_BOUND_VIRT=${E2E_REG_BOUND_VIRT:-300}
+STEP_BOUND=${E2E_STEP_BOUND:-240}
+
+log() { printf '[boot-test] %s\n' "$*" >&2; }
+now() { date +%s.%N | cut -c1-14; }
+since() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+cases=("$@")
+[ "${#cases[@]}" -eq 0 ] && cases=(rpi3-worker pine64-worker rpi3-manager)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ci/boot-test.sh must run as root (network namespaces, tap devices, dockerd)" >&2
+  exit 1
+fi
+for tool in qemu-system-aarch64 qemu-img dnsmasq dockerd docker jq curl debugfs sfdisk nsenter; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run ci/host-deps.sh" >&2; exit 1; }
+done
+
+# shellcheck source=ci/lib/nodes.sh
+source ci/lib/nodes.sh
+nodes_init "$PREFIX" "$SUBNET" "$WORK/nodes"
+cleanup() {
+  local rc=$?
+  log "cleaning up"
+  nodes_teardown
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+nodes_teardown # what a crashed earlier run left
+
+CL=$WORK/cluster
+AUTH=$WORK/auth-header # the admin token as a curl header file, never printed
+RESULTS=$WORK/results
+FAILED=0
+rm -rf "$CL" "$WORK/mstate" "$RESULTS" "$WORK"/case-*
+mkdir -p "$WORK" "$RESULTS"
+
+# --- host binaries -----------------------------------------------------------------
+if [ -z "${ARMADA_E2E_NO_BUILD:-}" ]; then
+  log "building armada and armada-manager (release)"
+  cargo build --release --locked -p armada -p armada-manager 2>&1 | tail -n 3 >&2 || exit 1
+fi
+
+# --- the network, the swarm, the manager --------------------------------------------
+nodes_setup_hub
+nodes_add_node 1
+nodes_add_tap "$TAP"
+nodes_start_dockerd 1
+nodes_wait_dockerd 1 60 || exit 1
+nodes_docker 1 swarm init --advertise-addr "$MGR_IP" --listen-addr "$MGR_IP:2377" >/dev/null || {
+  log "swarm init failed"; exit 1; }
+
+"$ARMADA" --quiet cluster init "$CL" --san "$MGR_IP" >/dev/null || { log "armada cluster init failed"; exit 1; }
+umask 077
+printf 'Authorization: Bearer %s\n' "$(cat "$CL/admin-token")" >"$AUTH"
+umask 022
+
+nodes_bg_in 1 "$WORK/manager.log" "$MANAGER_BIN" serve --cluster-dir "$CL" \
+  --state-dir "$WORK/mstate" --listen "$MGR_IP:$MGR_PORT" --docker-host "$(nodes_sock 1)" \
+  --swarm-advertise-addr "$MGR_IP"
+MANAGER_PID=$NODES_LAST_PID
+
+# GET on the manager's API (from inside node1), JSON on stdout.
+api() {
+  nodes_in 1 curl -sS --fail --max-time 10 --cacert "$CL/ca.pem" -H @"$AUTH" \
+    "https://$MGR_IP:$MGR_PORT$1"
+}
+# GET on a manager at another address whose certificate names armada-manager.
+api_at() {
+  nodes_in 1 curl -sS --fail --max-time 10 --cacert "$CL/ca.pem" -H @"$AUTH" \
+    --resolve "armada-manager:$MGR_PORT:$1" "https://armada-manager:$MGR_PORT$2"
+}
+
+# wait_for SECONDS WHAT CMD...: run CMD every 2 s until it succeeds, at most SECONDS.
+wait_for() {
+  local bound=$1 what=$2 t0 i
+  shift 2
+  t0=$(date +%s)
+  for ((i = 0; i < bound; i += 2)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    [ $(($(date +%s) - t0)) -ge "$bound" ] && break
+    sleep 2
+  done
+  log "timed out after ${bound}s waiting for: $what"
+  return 1
+}
+
+wait_for 30 "the manager's API" api /v1/health || { nodes_log_tail "$WORK/manager.log" 40; exit 1; }
+log "manager up (pid $MANAGER_PID) on $MGR_IP:$MGR_PORT, swarm advertising $MGR_IP"
+
+# DHCP for the guests (no DNS; the router option only lets engines find their address).
+nodes_bg_in 1 "$WORK/dnsmasq.log" dnsmasq --keep-in-foreground --conf-file=/dev/null \
+  --port=0 --interface=eth0 --bind-interfaces --user=root --pid-file= \
+  --dhcp-range="$SUBNET.100,$SUBNET.199,255.255.255.0,1h" \
+  --dhcp-option=option:router,"$MGR_IP" --dhcp-leasefile="$WORK/dnsmasq.leases" \
+  --log-dhcp --log-facility=-
+sleep 0.5
+kill -0 "$NODES_LAST_PID" 2>/dev/null || { nodes_log_tail "$WORK/dnsmasq.log" 20; exit 1; }
+
+# --- images --------------------------------------------------------------------------
+# find_image BOARD ROLE: the newest matching image in $ARMADA_E2E_IMAGES or $WORK/out.
+find_image() {
+  local dir=${ARMADA_E2E_IMAGES:-$WORK/out}
+  ls -t "$dir/$1-$2"*.img "$dir/$1-$2"*.img.xz "$dir/$1-$2"*.img.gz 2>/dev/null | head -n 1
+}
+build_image() {
+  local board=$1 role=$2 t0
+  [ -n "${ARMADA_E2E_IMAGES:-}" ] && return 0
+  t0=$(date +%s)
+  log "building the $board $role image with this run's cluster"
+  if ! "$ARMADA" build --board "$board" --role "$role" --cluster "$CL" \
+      --manager "$MGR_IP:$MGR_PORT" --out "$WORK/out" >"$WORK/build-$board-$role.log" 2>&1; then
+    nodes_log_tail "$WORK/build-$board-$role.log" 40
+    return 1
+  fi
+  echo "build $board-$role $(($(date +%s) - t0))s" >>"$RESULTS/timings"
+}
+
+# A static arm64 busybox, side-loaded into the guest as a container image.
+busybox_tar() {
+  local d=$CACHE/e2e tar=$CACHE/e2e/busybox-arm64-rootfs.tar
+  if [ ! -s "$tar" ]; then
+    mkdir -p "$d/deb" "$d/root/bin" "$d/root/tmp" "$d/root/etc"
+    (cd "$d/deb" && apt-get download -q busybox-static:arm64 >/dev/null 2>&1) || return 1
+    dpkg-deb -x "$(ls "$d"/deb/busybox-static_*_arm64.deb | head -n 1)" "$d/x" || return 1
+    cp "$d/x/bin/busybox" "$d/root/bin/busybox"
+    for a in sh sleep dd cat head yes true; do ln -sf busybox "$d/root/bin/$a"; done
+    echo 'root:x:0:0:root:/:/bin/sh' >"$d/root/etc/passwd"
+    tar -C "$d/root" -cf "$tar" .
+  fi
+  echo "$tar"
+}
+
+# root_partition IMG: "START_BYTES SIZE_BYTES" of the image's last Linux partition.
+root_partition() {
+  sfdisk -J "$1" | jq -r '[.partitiontable.partitions[] | select(.type == "83")] | last
+    | "\(.start * 512) \(.size * 512)"'
+}
+
+# sideload IMG: puts the busybox tarball and a unit that `docker import`s it at boot
+# onto the image's root filesystem (debugfs, no mount): the test's stand-in for an
+# operator's preloaded images.
+sideload() {
+  local img=$1 tar off unit
+  tar=$(busybox_tar) || { log "could not get busybox-static:arm64"; return 1; }
+  off=$(root_partition "$img" | cut -d' ' -f1)
+  unit=$WORK/armada-e2e-import.service
+  cat >"$unit" <<'EOF'
+[Unit]
+Description=armada boot test: import the side-loaded busybox image
+After=docker.service
+Requires=docker.service
+ConditionPathExists=/var/lib/armada-e2e/busybox.tar
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/bin/docker import --change "CMD [\"sh\"]" --change "ENV PATH=/bin" /var/lib/armada-e2e/busybox.tar armada-e2e/busybox:1
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  debugfs -w -f - "$img?offset=$off" >"$WORK/debugfs.log" 2>&1 <<EOF
+mkdir /var/lib/armada-e2e
+write $tar /var/lib/armada-e2e/busybox.tar
+write $unit /etc/systemd/system/armada-e2e-import.service
+symlink /etc/systemd/system/multi-user.target.wants/armada-e2e-import.service /etc/systemd/system/armada-e2e-import.service
+EOF
+  debugfs -R "stat /etc/systemd/system/armada-e2e-import.service" "$img?offset=$off" 2>/dev/null | grep -q "Size: [1-9]" || {
+    log "side-loading into $img failed:"; cat "$WORK/debugfs.log" >&2; return 1; }
+}
+
+# --- one boot ------------------------------------------------------------------------
+BOOT_PID=
+POWER_ON=
+# boot_start CASE RUN IMG BOARD MACHINE MAC DISKSIZE
+boot_start() {
+  local c=$1 run=$2 img=$3 board=$4 machine=$5 mac=$6 disk=$7 i
+  local d=$WORK/case-$c
+  nodes_bg "$d/boot$run.log" nsenter --net="/run/netns/$PREFIX-hub" "$ARMADA" boot "$img" \
+    --board "$board" --machine "$machine" --net "tap:$TAP" --mac "$mac" --until none \
+    --timeout 1800 --overlay "$d/card.qcow2" --disk-size "$disk" --console "$d/console$run.log"
+  BOOT_PID=$NODES_LAST_PID
+  POWER_ON=
+  for ((i = 0; i < 600; i++)); do
+    POWER_ON=$(awk '$1 == "power-on" { print $2; exit }' "$d/boot$run.log" 2>/dev/null)
+    [ -n "$POWER_ON" ] && break
+    kill -0 "$BOOT_PID" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -z "$POWER_ON" ]; then
+    log "armada boot did not start qemu:"; nodes_log_tail "$d/boot$run.log" 30; return 1
+  fi
+  log "$c: power-on (boot $run, armada boot pid $BOOT_PID, console $d/console$run.log)"
+}
+boot_stop() {
+  [ -n "$BOOT_PID" ] && nodes_stop_pid "$BOOT_PID" 40
+  BOOT_PID=
+}
+# milestone CASE RUN NAME: seconds from power-on, from armada boot's output ("-" if unseen).
+milestone() {
+  awk -v m="$3" '$1 == "milestone" && $2 == m { sub(/s$/, "", $3); print $3; found = 1; exit }
+    END { if (!found) print "-" }' "$WORK/case-$1/boot$2.log" 2>/dev/null
+}
+# diagnose CASE RUN: what a reader needs when a milestone was missed.
+diagnose() {
+  local d=$WORK/case-$1
+  nodes_log_tail "$d/console$2.log" 60
+  echo "----- agent / first-boot lines on the console -----" >&2
+  grep -a -E 'armada[-_](agent|firstboot)|armada-e2e' "$d"/console"$2".log* 2>/dev/null | tail -n 40 >&2
+  nodes_log_tail "$d/boot$2.log" 15
+  nodes_log_tail "$WORK/manager.log" 25
+  nodes_log_tail "$WORK/dnsmasq.log" 10
+}
+
+# Manager API views of a node (by hostname).
+node_json() { api /v1/nodes | jq -e --arg h "$1" '[.[] | select(.hostname == $h)] | if length == 1 then .[0] else error("not exactly one") end'; }
+node_count() { api /v1/nodes | jq --arg h "$1" '[.[] | select(.hostname == $h)] | length'; }
+node_detail() { api "/v1/nodes/$1"; }
+# The swarm's view, from the manager's engine.
+swarm_ready() {
+  local id
+  id=$(nodes_docker 1 node ls --filter "name=$1" --format '{{.ID}} {{.Hostname}} {{.Status}}' | awk -v h="$1" '$2 == h && $3 == "Ready" { print $1 }')
+  [ -n "$id" ] || return 1
+  nodes_docker 1 node inspect "$id" --format '{{ index .Spec.Labels "armada.board" }}' | grep -qx "$2"
+}
+swarm_node_id() { nodes_docker 1 node ls --format '{{.ID}} {{.Hostname}}' | awk -v h="$1" '$2 == h { print $1 }'; }
+registered() { node_json "$1" >/dev/null; }
+reported_after() { # HOST MS: a report newer than MS
+  node_json "$1" | jq -e --argjson t "$2" '.last_report_ms != null and .last_report_ms > $t' >/dev/null
+}
+container_reported() { # HOST SERVICE
+  local id
+  id=$(node_json "$1" | jq -r .node_id) || return 1
+  node_detail "$id" | jq -e --arg s "$2" '.latest.containers // [] | map(select(.service == $s and (.memory.usage_bytes // 0) > 0 and .cpu != null)) | length > 0' >/dev/null
+}
+
+fail_case() {
+  log "FAIL $1: $2"
+  echo "FAIL $1: $2" >>"$RESULTS/summary"
+  diagnose "$1" "$3"
+  boot_stop
+  FAILED=$((FAILED + 1))
+}
+
+# worker_case CASE BOARD MACHINE MAC
+worker_case() {
+  local c=$1 board=$2 machine=$3 mac=$4 d=$WORK/case-$1 host="e2e-$1" src img bound disk
+  local t_reg t_ready id rid reg_at reports0 root_before root_after svc="e2e-$1"
+  mkdir -p "$d"
+  src=$(find_image "$board" worker)
+  [ -n "$src" ] || { fail_case "$c" "no $board worker image" 1; return; }
+  img=$d/card.img
+  log "$c: flashing $(basename "$src") to $img as $host"
+  "$ARMADA" --quiet flash "$src" "$img" --hostname "$host" --manager "$MGR_IP:$MGR_PORT" \
+    --cluster "$CL" --yes >"$d/flash.log" 2>&1 || { nodes_log_tail "$d/flash.log" 20; fail_case "$c" "flash failed" 1; return; }
+  sideload "$img" || { fail_case "$c" "side-load failed" 1; return; }
+  root_before=$(root_partition "$img" | cut -d' ' -f2)
+  # The card: twice the image, rounded to a power of two, so first boot has room to grow.
+  disk=$(($(stat -c %s "$img") * 2))
+  [ "$machine" = virt ] && bound=$REG_BOUND_VIRT || bound=$REG_BOUND_RASPI
+
+  # First boot.
+  boot_start "$c" 1 "$img" "$board" "$machine" "$mac" "$disk" || { fail_case "$c" "qemu did not start" 1; return; }
+  wait_for "$bound" "$host registered with the manager" registered "$host" || { fail_case "$c" "not registered" 1; return; }
+  t_reg=$(since "$POWER_ON" "$(now)")
+  wait_for "$STEP_BOUND" "$host Ready in the swarm with armada.board=$board" swarm_ready "$host" "$board" || {
+    nodes_docker 1 node ls >&2; fail_case "$c" "not Ready in the swarm" 1; return; }
+  t_ready=$(since "$POWER_ON" "$(now)")
+  wait_for "$STEP_BOUND" "a report from $host" reported_after "$host" 0 || { fail_case "$c" "no report" 1; return; }
+  id=$(node_json "$host" | jq -r .node_id)
+  node_detail "$id" >"$d/detail1.json"
+  reg_at=$(jq -r .summary.registered_at_ms "$d/detail1.json")
+  # Shown by what the node itself reports:
+  jq -e --arg h "$host" '.latest.hostname == $h and .facts.hostname == $h' "$d/detail1.json" >/dev/null || {
+    fail_case "$c" "hostname from armada.toml not applied ($(jq -r .latest.hostname "$d/detail1.json"))" 1; return; }
+  jq -e '.facts.docker_version | type == "string" and length > 0' "$d/detail1.json" >/dev/null || {
+    fail_case "$c" "no Docker version in the node's facts" 1; return; }
+  root_after=$(jq -r '[.latest.host.filesystems[] | select(.mountpoint == "/")][0].size_bytes // 0' "$d/detail1.json")
+  if [ "$root_after" -le "$root_before" ]; then
+    fail_case "$c" "root filesystem not grown: $root_after bytes on a $root_before-byte partition" 1; return
+  fi
+  log "$c: hostname $host, Docker $(jq -r .facts.docker_version "$d/detail1.json"), root grew from $root_before to $root_after bytes"
+  # A service task on it, and its per-container data in the stored report.
+  wait_for "$STEP_BOUND" "side-loaded image on $host" \
+    grep -aq 'sha256:' "$d/console1.log" || log "$c: no import line on the console (continuing)"
+  nodes_docker 1 service create --detach --name "$svc" --no-resolve-image --endpoint-mode dnsrr \
+    --constraint "node.hostname==$host" --restart-condition on-failure \
+    armada-e2e/busybox:1 sh -c 'dd if=/dev/zero of=/dev/null bs=1M count=50; head -c 8000000 /dev/zero > /tmp/f; sleep 100000' >/dev/null || {
+    fail_case "$c" "service create failed" 1; return; }
+  wait_for "$STEP_BOUND" "$svc running and reported by $host" container_reported "$host" "$svc" || {
+    nodes_docker 1 service ps --no-trunc "$svc" >&2; fail_case "$c" "no per-container data for $svc" 1; return; }
+  log "$c: report with per-container data of $svc stored"
+  reports0=$(node_detail "$id" | jq -r .reports_total)
+  rid=$(swarm_node_id "$host")
+
+  # Power cycle on the same card (qemu stopped by PID; its disk writes are flushed).
+  boot_stop
+  local stopped_ms=$(($(date +%s%3N)))
+  boot_start "$c" 2 "$img" "$board" "$machine" "$mac" "$disk" || { fail_case "$c" "qemu did not start again" 2; return; }
+  wait_for "$bound" "a report from $host after the reboot" reported_after "$host" "$stopped_ms" || {
+    fail_case "$c" "no report after the reboot" 2; return; }
+  local t_rep2 t_ready2
+  t_rep2=$(since "$POWER_ON" "$(now)")
+  wait_for "$STEP_BOUND" "$host Ready again" swarm_ready "$host" "$board" || { fail_case "$c" "not Ready after the reboot" 2; return; }
+  t_ready2=$(since "$POWER_ON" "$(now)")
+  node_detail "$id" >"$d/detail2.json" || { fail_case "$c" "node $id gone after the reboot" 2; return; }
+  [ "$(node_count "$host")" = 1 ] || { fail_case "$c" "$(node_count "$host") nodes named $host after the reboot" 2; return; }
+  [ "$(jq -r .summary.registered_at_ms "$d/detail2.json")" = "$reg_at" ] || {
+    fail_case "$c" "registered again after the reboot" 2; return; }
+  [ "$(swarm_node_id "$host")" = "$rid" ] || { fail_case "$c" "swarm node id changed ($rid -> $(swarm_node_id "$host"))" 2; return; }
+  [ "$(jq -r .reports_total "$d/detail2.json")" -gt "$reports0" ] || { fail_case "$c" "no new reports" 2; return; }
+  boot_stop
+  nodes_docker 1 service rm "$svc" >/dev/null 2>&1
+  nodes_docker 1 node rm --force "$rid" >/dev/null 2>&1
+
+  printf '%-14s %-7s %-8s multi-user %6ss  registered %6ss  swarm-Ready %6ss | reboot: multi-user %6ss  reported %6ss  Ready %6ss\n' \
+    "$c" "$board" "$machine" "$(milestone "$c" 1 multi-user)" "$t_reg" "$t_ready" \
+    "$(milestone "$c" 2 multi-user)" "$t_rep2" "$t_ready2" | tee -a "$RESULTS/timings"
+  echo "ok   $c: node $id, swarm node $rid, same after the reboot" >>"$RESULTS/summary"
+}
+
+# manager_case: a manager-role rpi3 image boots and initialises its own swarm.
+manager_case() {
+  local c=rpi3-manager board=rpi3 machine=raspi3b d=$WORK/case-rpi3-manager host=e2e-mgr src img ip mac t_api t_ready
+  mkdir -p "$d"
+  src=$(find_image "$board" manager)
+  [ -n "$src" ] || { fail_case "$c" "no $board manager image" 1; return; }
+  img=$d/card.img
+  "$ARMADA" --quiet flash "$src" "$img" --hostname "$host" --yes >"$d/flash.log" 2>&1 || {
+    nodes_log_tail "$d/flash.log" 20; fail_case "$c" "flash failed" 1; return; }
+  mac=52:54:00:e2:00:99
+  boot_start "$c" 1 "$img" "$board" "$machine" "$mac" "$(($(stat -c %s "$img") * 2))" || { fail_case "$c" "qemu did not start" 1; return; }
+  guest_ip() { awk -v m="$mac" '$2 == m { print $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | tail -n 1 | grep .; }
+  wait_for "$REG_BOUND_RASPI" "a DHCP lease for $mac" guest_ip || { fail_case "$c" "no DHCP lease" 1; return; }
+  ip=$(guest_ip)
+  wait_for "$REG_BOUND_RASPI" "the guest manager's API on $ip" api_at "$ip" /v1/health || { fail_case "$c" "guest manager API not up" 1; return; }
+  t_api=$(since "$POWER_ON" "$(now)")
+  own_swarm() {
+    api_at "$ip" /v1/nodes | jq -e --arg h "$host" '[.[] | select(.hostname == $h and .swarm_state == "ready" and .role == "manager")] | length == 1'
+  }
+  wait_for "$STEP_BOUND" "$host in its own swarm, Ready" own_swarm || {
+    api_at "$ip" /v1/nodes >&2; fail_case "$c" "the manager image did not initialise its swarm" 1; return; }
+  t_ready=$(since "$POWER_ON" "$(now)")
+  boot_stop
+  printf '%-14s %-7s %-8s multi-user %6ss  manager API %6ss  own swarm Ready %6ss\n' \
+    "$c" "$board" "$machine" "$(milestone "$c" 1 multi-user)" "$t_api" "$t_ready" | tee -a "$RESULTS/timings"
+  echo "ok   $c: manager at $ip initialised its own swarm" >>"$RESULTS/summary"
+}
+
+t_start=$(date +%s)
+for c in "${cases[@]}"; do
+  t0=$(date +%s)
+  case $c in
+    rpi3-worker) build_image rpi3 worker && worker_case rpi3-worker rpi3 raspi3b 52:54:00:e2:00:01 ;;
+    pine64-worker) build_image pine64 worker && worker_case pine64-worker pine64 virt 52:54:00:e2:00:02 ;;
+    rpi3-virt) build_image rpi3 worker && worker_case rpi3-virt rpi3 virt 52:54:00:e2:00:03 ;;
+    rpi3-manager) build_image rpi3 manager && manager_case ;;
+    *) log "unknown case $c (rpi3-worker pine64-worker rpi3-virt rpi3-manager)"; false ;;
+  esac || { FAILED=$((FAILED + 1)); echo "FAIL $c: image build or setup" >>"$RESULTS/summary"; }
+  log "case $c took $(($(date +%s) - t0))s"
+done
+
+echo
+echo "== armada boot test: $(($(date +%s) - t_start))s"
+cat "$RESULTS/timings" 2>/dev/null
+cat "$RESULTS/summary" 2>/dev/null
+[ "$FAILED" -eq 0 ]
