@@ -26,7 +26,7 @@ build_pkgs=(
   ca-certificates
 )
 test_pkgs=(
-  qemu-user qemu-system-arm ipxe-qemu
+  qemu-user qemu-system-arm ipxe-qemu qemu-utils
   docker.io iproute2 util-linux
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
