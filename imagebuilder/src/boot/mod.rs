@@ -152,7 +152,7 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         disk: disk.clone(),
         disk_format: "qcow2".into(),
         net: args.net.clone(),
-        mac,
+        mac: mac.clone(),
         serial_files: serial_files.clone(),
         qmp_socket: None,
     };
@@ -162,6 +162,12 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
 
     let mut q = qemu::spawn(&qemu_args, &qemu_log)?;
     let power_on = Instant::now();
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    // Machine-readable: tests measure later milestones (seen elsewhere) from here.
+    println!("power-on {epoch:.3} pid {} mac {}", q.pid(), launch.mac);
     ui.info(&format!(
         "qemu {} started (pid {}), console: {}, timeout {}s",
         machine.name(),
