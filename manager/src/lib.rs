@@ -19,6 +19,7 @@
 //! - [`metrics`]: the manager's own counters and histogram, and the federation text.
 //! - [`dashboard`]: the embedded web page.
 //! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
+//! - [`sim`]: synthetic board snapshots for the load generator and tests.
 
 pub mod api;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod cluster;
 pub mod dashboard;
 pub mod metrics;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod swarm;
 

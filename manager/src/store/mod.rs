@@ -103,7 +103,7 @@ pub enum Registration {
 #[serde(tag = "event", rename_all = "snake_case")]
 enum Event {
     Register {
-        record: NodeRecord,
+        record: Box<NodeRecord>,
     },
     Joined {
         node_id: String,
@@ -548,7 +548,12 @@ fn apply_op(st: &mut State, op: Op, buf: &mut Vec<u8>, replies: &mut Vec<Reply>)
                 report_interval_seconds: interval,
             };
             st.put_record(record.clone());
-            push_event(buf, &Event::Register { record });
+            push_event(
+                buf,
+                &Event::Register {
+                    record: Box::new(record),
+                },
+            );
             replies.push(Box::new(move || {
                 let _ = reply.send(Registration::Registered {
                     node_id,
@@ -622,7 +627,7 @@ fn replay_record(st: &mut State, payload: &[u8]) -> Result<(), String> {
         Some(&KIND_EVENT) => {
             let event: Event = serde_json::from_slice(&payload[1..]).map_err(|e| e.to_string())?;
             match event {
-                Event::Register { record } => st.put_record(record),
+                Event::Register { record } => st.put_record(*record),
                 Event::Joined {
                     node_id,
                     swarm_node_id,

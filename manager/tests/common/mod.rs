@@ -1,0 +1,230 @@
+//! Shared test helpers: a cluster folder like `armada cluster init` writes (made here
+//! with rcgen: the manager's tests cannot call the `armada` binary), an in-process or
+//! child-process manager on 127.0.0.1, and HTTPS clients pinned to the test CA.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use armada_manager::server::{serve, ServeConfig};
+use protocol::token::{BootstrapToken, CaFingerprint};
+use protocol::wire::{NodeFacts, RegisterRequest, RegisterResponse, ReportBatch, Role};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub token: String,
+    pub admin: String,
+    pub ca_pem: String,
+    pub fingerprint: CaFingerprint,
+}
+
+/// A CA (not before 2000-01-01), a server chain for localhost/127.0.0.1, tokens.
+pub fn make_cluster(dir: &Path) -> TestCluster {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::default();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let fingerprint = CaFingerprint::of_der(ca_cert.der());
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    leaf.not_before = rcgen::date_time_ymd(2000, 1, 1);
+    let leaf_cert = leaf.signed_by(&key, &Issuer::new(ca, &ca_key)).unwrap();
+    let token = BootstrapToken::generate(fingerprint.clone()).expose();
+    let admin = "test-admin-token-0123456789abcdef".to_string();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    std::fs::write(
+        dir.join("manager.pem"),
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+    )
+    .unwrap();
+    std::fs::write(dir.join("manager.key"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    std::fs::write(dir.join("admin-token"), format!("{admin}\n")).unwrap();
+    TestCluster {
+        dir: dir.into(),
+        token,
+        admin,
+        ca_pem: ca_cert.pem(),
+        fingerprint,
+    }
+}
+
+pub fn client(c: &TestCluster) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(c.ca_pem.as_bytes()).unwrap()])
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub struct InProcess {
+    pub url: String,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+pub fn config(c: &TestCluster, state: &Path) -> ServeConfig {
+    ServeConfig {
+        cluster_dir: c.dir.clone(),
+        state_dir: state.into(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        docker_host: None,
+        swarm_advertise_addr: None,
+        stale_after_intervals: 3,
+        down_after: Duration::from_secs(60),
+        report_interval_seconds: 10,
+        checkpoint_interval: Duration::from_secs(600),
+    }
+}
+
+/// Runs `serve` in this test's runtime (which must be multi-threaded).
+pub async fn start(cfg: ServeConfig) -> InProcess {
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        serve(
+            cfg,
+            move |a| {
+                let _ = addr_tx.send(a);
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+        .await
+        .unwrap()
+        .unwrap();
+    InProcess {
+        url: format!("https://127.0.0.1:{}", addr.port()),
+        stop: Some(stop_tx),
+        task,
+    }
+}
+
+/// The manager binary as a child process; returns it and its URL.
+pub fn spawn_binary(c: &TestCluster, state: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armada-manager"))
+        .args([
+            "serve",
+            "--no-swarm",
+            "--listen",
+            "127.0.0.1:0",
+            "--cluster-dir",
+        ])
+        .arg(&c.dir)
+        .arg("--state-dir")
+        .arg(state)
+        .env("ARMADA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    (child, url)
+}
+
+pub fn facts(hostname: &str, machine_id: &str) -> NodeFacts {
+    NodeFacts {
+        hostname: hostname.into(),
+        board: "pine64".into(),
+        role: Role::Worker,
+        machine_id: machine_id.into(),
+        arch: "aarch64".into(),
+        kernel: "6.1.0".into(),
+        cpus: 4,
+        memory_bytes: 2 << 30,
+        docker_version: Some("20.10.24".into()),
+        agent_version: "0.1.0".into(),
+    }
+}
+
+pub async fn register_raw(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    f: NodeFacts,
+) -> reqwest::Response {
+    let req = RegisterRequest {
+        protocol: protocol::PROTOCOL_VERSION,
+        token: token.into(),
+        facts: f,
+        labels: Default::default(),
+    };
+    http.post(format!("{url}/v1/register"))
+        .json(&req)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn register(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    f: NodeFacts,
+) -> RegisterResponse {
+    let r = register_raw(http, url, token, f).await;
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    r.json().await.unwrap()
+}
+
+pub fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+pub fn batch(hostname: &str, instance: &str, seqs: std::ops::Range<u64>) -> Vec<u8> {
+    let snaps = seqs
+        .map(|s| {
+            armada_manager::sim::snapshot(hostname, instance, s, 1_700_000_000_000 + s * 10_000)
+        })
+        .collect();
+    gzip(
+        &serde_json::to_vec(&ReportBatch {
+            protocol: protocol::PROTOCOL_VERSION,
+            snapshots: snaps,
+            dropped_total: 0,
+        })
+        .unwrap(),
+    )
+}
+
+pub async fn post_report(
+    http: &reqwest::Client,
+    url: &str,
+    cred: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    http.post(format!("{url}/v1/report"))
+        .bearer_auth(cred)
+        .header("Content-Encoding", "gzip")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
