@@ -108,7 +108,7 @@ start_manager() {
     --report-interval "$INTERVAL" --down-after "$DOWN_AFTER"
   MANAGER_PID=$NODES_LAST_PID
   ln -sf "manager.log.$1" "$WORK/manager.log"
-  wait_until 30 nodes_in 1 curl -sf --max-time 2 --cacert "$WORK/cluster/ca.pem" "https://$MGR/v1/health"
+  wait_until 30 api /v1/health -f --max-time 2
 }
 
 # node_root N: a root tree for node N's agent: its own machine-id and hostname, the
@@ -383,7 +383,8 @@ log "refusals"
 # A probe agent with its own state, config and root, on node2's engine (it never gets
 # as far as joining). Prints its exit code; its log is in $WORK/probe-NAME.log.
 probe_agent() {
-  local name=$1 token=$2 d="$WORK/probe-$name"
+  local name=$1 token=$2 d
+  d="$WORK/probe-$name"
   mkdir -p "$d/root/etc"
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/root/etc/machine-id"
   ln -sfn /proc "$d/root/proc"; ln -sfn /sys "$d/root/sys"

@@ -25,7 +25,8 @@
 #   nodes_sock N                      print unix://.../docker.sock of node N
 #   nodes_docker N ARGS...            the docker CLI against node N's engine
 #   nodes_start_dockerd N             start node N's dockerd (own roots, cgroup parent
-#                                     /P-nodeN, no bridge/iptables, own engine key)
+#                                     /P-nodeN, no bridge/iptables, own engine key,
+#                                     swarm tasks use local images without a pull)
 #   nodes_wait_dockerd N [SECONDS]    wait until node N's engine answers (default 60)
 #   nodes_dockerd_pid N               print node N's dockerd PID
 #   nodes_kill_dockerd N [SIGNAL]     signal node N's dockerd (default TERM), wait for it
@@ -117,6 +118,8 @@ nodes_bg() {
   # (A shell function would run in a subshell whose PID is not the program's.)
   "$@" >"$log" 2>&1 </dev/null &
   NODES_LAST_PID=$!
+  # No "Killed" job notices when a test kills it on purpose; kill/wait by PID still work.
+  disown "$NODES_LAST_PID" 2>/dev/null || true
   nodes_track_pid "$NODES_LAST_PID"
 }
 
@@ -131,7 +134,10 @@ nodes_start_dockerd() {
   mkdir -p "$d/data" "$d/exec"
   # Each engine its own key, or they all share one engine ID and swarm mixes them up.
   printf '{"deprecated-key-path": "%s/key.json"}\n' "$d" >"$d/daemon.json"
-  nodes_bg "$d/dockerd.log" nsenter --net="/run/netns/$ns" unshare --uts sh -c \
+  # DOCKER_SERVICE_PREFER_OFFLINE_IMAGE: swarm tasks use the local (imported) image
+  # instead of first trying a registry pull that can only time out here (~20 s).
+  nodes_bg "$d/dockerd.log" env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
+    nsenter --net="/run/netns/$ns" unshare --uts sh -c \
     "hostname $ns && exec dockerd --config-file '$d/daemon.json' --data-root '$d/data' \
       --exec-root '$d/exec' --pidfile '$d/dockerd.pid' -H 'unix://$d/docker.sock' \
       --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
