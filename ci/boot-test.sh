@@ -265,14 +265,14 @@ diagnose() {
 node_json() { api /v1/nodes | jq -e --arg h "$1" '[.[] | select(.hostname == $h)] | if length == 1 then .[0] else error("not exactly one") end'; }
 node_count() { api /v1/nodes | jq --arg h "$1" '[.[] | select(.hostname == $h)] | length'; }
 node_detail() { api "/v1/nodes/$1"; }
-# The swarm's view, from the manager's engine.
-swarm_ready() {
+# The swarm's view, from the manager's engine, of the swarm node the manager linked to
+# the armada node (the agent reports its swarm node id after joining).
+swarm_node_id() { node_json "$1" | jq -er '.swarm_node_id // empty'; }
+swarm_ready() { # HOST BOARD
   local id
-  id=$(nodes_docker 1 node ls --filter "name=$1" --format '{{.ID}} {{.Hostname}} {{.Status}}' | awk -v h="$1" '$2 == h && $3 == "Ready" { print $1 }')
-  [ -n "$id" ] || return 1
-  nodes_docker 1 node inspect "$id" --format '{{ index .Spec.Labels "armada.board" }}' | grep -qx "$2"
+  id=$(swarm_node_id "$1") || return 1
+  nodes_docker 1 node inspect "$id" --format '{{.Status.State}} {{ index .Spec.Labels "armada.board" }}' | grep -qx "ready $2"
 }
-swarm_node_id() { nodes_docker 1 node ls --format '{{.ID}} {{.Hostname}}' | awk -v h="$1" '$2 == h { print $1 }'; }
 registered() { node_json "$1" >/dev/null; }
 reported_after() { # HOST MS: a report newer than MS
   node_json "$1" | jq -e --argjson t "$2" '.last_report_ms != null and .last_report_ms > $t' >/dev/null
@@ -315,6 +315,10 @@ worker_case() {
   wait_for "$STEP_BOUND" "$host Ready in the swarm with armada.board=$board" swarm_ready "$host" "$board" || {
     nodes_docker 1 node ls >&2; fail_case "$c" "not Ready in the swarm" 1; return; }
   t_ready=$(since "$POWER_ON" "$(now)")
+  rid=$(swarm_node_id "$host")
+  nodes_docker 1 node inspect "$rid" --format '{{.Description.Hostname}}' | grep -qx "$host" || {
+    fail_case "$c" "the swarm knows $rid as $(nodes_docker 1 node inspect "$rid" --format '{{.Description.Hostname}}'), not $host" 1
+    return; }
   wait_for "$STEP_BOUND" "a report from $host" reported_after "$host" 0 || { fail_case "$c" "no report" 1; return; }
   id=$(node_json "$host" | jq -r .node_id)
   node_detail "$id" >"$d/detail1.json"
@@ -333,14 +337,13 @@ worker_case() {
   wait_for "$STEP_BOUND" "side-loaded image on $host" \
     grep -aq 'sha256:' "$d/console1.log" || log "$c: no import line on the console (continuing)"
   nodes_docker 1 service create --detach --name "$svc" --no-resolve-image --endpoint-mode dnsrr \
-    --constraint "node.hostname==$host" --restart-condition on-failure \
+    --constraint "node.id==$rid" --restart-condition on-failure \
     armada-e2e/busybox:1 sh -c 'dd if=/dev/zero of=/dev/null bs=1M count=50; head -c 8000000 /dev/zero > /tmp/f; sleep 100000' >/dev/null || {
     fail_case "$c" "service create failed" 1; return; }
   wait_for "$STEP_BOUND" "$svc running and reported by $host" container_reported "$host" "$svc" || {
     nodes_docker 1 service ps --no-trunc "$svc" >&2; fail_case "$c" "no per-container data for $svc" 1; return; }
   log "$c: report with per-container data of $svc stored"
   reports0=$(node_detail "$id" | jq -r .reports_total)
-  rid=$(swarm_node_id "$host")
 
   # Power cycle on the same card (qemu stopped by PID; its disk writes are flushed).
   boot_stop
