@@ -171,9 +171,15 @@ fn load_config(args: &ConfigArgs) -> anyhow::Result<(PathBuf, FirstBootConfig)> 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (cfg_path, cfg) = load_config(&args.cfg)?;
     let state = StateDir::new(&args.state_dir);
+    let stored = state.load()?;
+    // Check what registration needs before waiting on anything.
+    let inputs = match &stored {
+        Some(_) => None,
+        None => Some(registration_inputs(&cfg_path, &cfg, &state)?),
+    };
     let docker = swarm::connect_with_wait(&args.docker_host, Duration::from_secs(120)).await?;
 
-    let reg = match state.load()? {
+    let reg = match stored {
         Some(reg) => {
             tracing::info!(
                 "registered as node {} with the manager at {} (credential in {})",
@@ -183,7 +189,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
             reg
         }
-        None => register_new(&cfg_path, &cfg, &args, &docker, &state).await?,
+        None => {
+            let (token, manager) = inputs.context("registration inputs were checked above")?;
+            register_new(&cfg, token, manager, &args, &docker, &state).await?
+        }
     };
     if !cfg.manager.token.is_empty() {
         remove_token(&cfg_path)?;
@@ -247,13 +256,12 @@ impl report::SnapshotSource for MetricsSource {
     }
 }
 
-async fn register_new(
+/// The bootstrap token and manager address an unregistered node needs.
+fn registration_inputs(
     cfg_path: &Path,
     cfg: &FirstBootConfig,
-    args: &RunArgs,
-    docker: &bollard::Docker,
     state: &StateDir,
-) -> anyhow::Result<Registration> {
+) -> anyhow::Result<(BootstrapToken, ManagerAddress)> {
     if cfg.manager.token.is_empty() {
         anyhow::bail!(
             "this node is not registered ({} holds no credential) and {} has no manager.token: \
@@ -274,7 +282,23 @@ async fn register_new(
             cfg_path.display()
         );
     }
-    let manager: ManagerAddress = cfg.manager.address.parse().map_err(anyhow::Error::msg)?;
+    let manager: ManagerAddress = cfg
+        .manager
+        .address
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{}: manager.address", cfg_path.display()))?;
+    Ok((token, manager))
+}
+
+async fn register_new(
+    cfg: &FirstBootConfig,
+    token: BootstrapToken,
+    manager: ManagerAddress,
+    args: &RunArgs,
+    docker: &bollard::Docker,
+    state: &StateDir,
+) -> anyhow::Result<Registration> {
     let mut facts = facts::read(&args.cfg.root, cfg)?;
     facts.docker_version = swarm::engine_version(docker).await;
     tracing::info!(

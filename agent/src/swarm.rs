@@ -39,6 +39,9 @@ pub async fn connect(docker_host: &str) -> anyhow::Result<Docker> {
 
 /// Waits, bounded, for the engine to answer (it may start after the agent).
 pub async fn connect_with_wait(docker_host: &str, wait: Duration) -> anyhow::Result<Docker> {
+    if !docker_host.starts_with("unix://") {
+        anyhow::bail!("docker host `{docker_host}`: only unix:///path sockets are supported");
+    }
     let deadline = Instant::now() + wait;
     loop {
         match connect(docker_host).await {
