@@ -1,1 +1,440 @@
-fn main() {}
+//! Load generator for armada-manager, on loopback only: `ci/bench-manager.sh` runs it.
+//!
+//! - `burst --nodes N`: N new nodes register at once, each over its own new TLS
+//!   connection; prints registrations per second and latency percentiles.
+//! - `ingest --nodes N --interval S --duration D`: registers N nodes, then each sends
+//!   one gzip'd report every S seconds (phases spread evenly) for D seconds; prints the
+//!   achieved rate and latency percentiles.
+//! - `max --nodes N --concurrency C --batch B --duration D`: C requests in flight,
+//!   round-robin over N nodes, B snapshots per request, as fast as the manager acks.
+//!
+//! Every loop is bounded by a count or a deadline. Snapshots are `armada_manager::sim`
+//! (a Pine64-like board with 3 containers, ~3 KiB of JSON, ~1 KiB gzip'd).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use protocol::wire::{NodeFacts, RegisterRequest, RegisterResponse, Role};
+
+#[derive(Parser)]
+struct Cli {
+    /// The manager, on loopback.
+    #[arg(long)]
+    url: String,
+    /// Cluster folder: ca.pem and token are read from it.
+    #[arg(long)]
+    cluster_dir: PathBuf,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    Burst {
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Hostname prefix (a new one per run gives new nodes).
+        #[arg(long, default_value = "burst")]
+        prefix: String,
+    },
+    Ingest {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 10.0)]
+        interval: f64,
+        #[arg(long, default_value_t = 30)]
+        duration: u64,
+        #[arg(long, default_value_t = 256)]
+        max_in_flight: usize,
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+    },
+    Max {
+        #[arg(long, default_value_t = 10_000)]
+        nodes: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        #[arg(long, default_value = "sim")]
+        prefix: String,
+    },
+}
+
+struct Node {
+    hostname: String,
+    credential: String,
+    seq: AtomicU64,
+    /// The node's snapshot JSON split around its `"seq":` value.
+    head: String,
+    tail: String,
+}
+
+impl Node {
+    /// A gzip'd batch of `n` new snapshots.
+    fn next_body(&self, n: usize) -> Vec<u8> {
+        let first = self.seq.fetch_add(n as u64, Ordering::Relaxed);
+        let mut json = String::with_capacity((self.head.len() + self.tail.len() + 24) * n + 64);
+        json.push_str("{\"protocol\":1,\"dropped_total\":0,\"snapshots\":[");
+        for i in 0..n as u64 {
+            if i > 0 {
+                json.push(',');
+            }
+            json.push_str(&self.head);
+            json.push_str(&(first + i).to_string());
+            json.push_str(&self.tail);
+        }
+        json.push_str("]}");
+        let mut e = flate2::write::GzEncoder::new(
+            Vec::with_capacity(json.len() / 3),
+            flate2::Compression::fast(),
+        );
+        let _ = e.write_all(json.as_bytes());
+        e.finish().unwrap_or_default()
+    }
+}
+
+fn facts(hostname: &str) -> NodeFacts {
+    NodeFacts {
+        hostname: hostname.into(),
+        board: "pine64".into(),
+        role: Role::Worker,
+        machine_id: format!("machine-{hostname}"),
+        arch: "aarch64".into(),
+        kernel: "6.1.0".into(),
+        cpus: 4,
+        memory_bytes: 2 << 30,
+        docker_version: Some("20.10.24".into()),
+        agent_version: "loadgen".into(),
+    }
+}
+
+fn client(cli: &Cli, pooled: bool) -> Result<reqwest::Client> {
+    let ca = std::fs::read(cli.cluster_dir.join("ca.pem")).context("reading ca.pem")?;
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca)?])
+        .timeout(Duration::from_secs(60));
+    if !pooled {
+        b = b.pool_max_idle_per_host(0);
+    }
+    Ok(b.build()?)
+}
+
+fn token(cli: &Cli) -> Result<String> {
+    let text = std::fs::read_to_string(cli.cluster_dir.join("token")).context("reading token")?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("armada1."))
+        .map(String::from)
+        .context("no bootstrap token in the token file")
+}
+
+async fn register_one(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    hostname: &str,
+) -> Result<RegisterResponse> {
+    let req = RegisterRequest {
+        protocol: protocol::PROTOCOL_VERSION,
+        token: token.into(),
+        facts: facts(hostname),
+        labels: Default::default(),
+    };
+    let r = http
+        .post(format!("{url}/v1/register"))
+        .json(&req)
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!(
+            "register {hostname}: HTTP {}: {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        );
+    }
+    Ok(r.json().await?)
+}
+
+fn percentiles(mut v: Vec<u64>) -> String {
+    if v.is_empty() {
+        return "no samples".into();
+    }
+    v.sort_unstable();
+    let p =
+        |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
+    format!(
+        "p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        p(0.5),
+        p(0.9),
+        p(0.99),
+        p(1.0)
+    )
+}
+
+/// Registers `n` nodes (pooled connections, 64 at a time) and prepares their templates.
+async fn setup_nodes(cli: &Cli, n: usize, prefix: &str) -> Result<Vec<Arc<Node>>> {
+    let http = client(cli, true)?;
+    let token = token(cli)?;
+    let t0 = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (http, token, url, next, prefix) = (
+            http.clone(),
+            token.clone(),
+            cli.url.clone(),
+            next.clone(),
+            prefix.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(out);
+                }
+                let hostname = format!("{prefix}-{i:05}");
+                let r = register_one(&http, &url, &token, &hostname).await?;
+                let snap = armada_manager::sim::snapshot(
+                    &hostname,
+                    &format!("lg{}-{}", std::process::id(), r.node_id),
+                    0,
+                    armada_manager::now_ms(),
+                );
+                let json = serde_json::to_string(&snap)?;
+                let at = json.find("\"seq\":0,").context("seq in snapshot JSON")? + 6;
+                out.push(Arc::new(Node {
+                    hostname,
+                    credential: r.credential,
+                    seq: AtomicU64::new(1),
+                    head: json[..at].to_string(),
+                    tail: json[at + 1..].to_string(),
+                }));
+            }
+        }));
+    }
+    let mut nodes = Vec::with_capacity(n);
+    for t in tasks {
+        nodes.extend(t.await??);
+    }
+    nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+    eprintln!(
+        "[loadgen] {n} nodes registered in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(nodes)
+}
+
+async fn send_report(http: &reqwest::Client, url: &str, node: &Node, batch: usize) -> Result<u64> {
+    let body = node.next_body(batch);
+    let t = Instant::now();
+    let r = http
+        .post(format!("{url}/v1/report"))
+        .bearer_auth(&node.credential)
+        .header("Content-Encoding", "gzip")
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let status = r.status();
+    let _ = r.bytes().await?;
+    if status != 200 {
+        bail!("report from {}: HTTP {status}", node.hostname);
+    }
+    Ok(t.elapsed().as_micros() as u64)
+}
+
+async fn burst(cli: &Cli, n: usize, prefix: &str) -> Result<()> {
+    // No pooling: each registration is a new node's first TLS connection.
+    let http = client(cli, false)?;
+    let token = token(cli)?;
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (http, token, url) = (http.clone(), token.clone(), cli.url.clone());
+            let hostname = format!("{prefix}-{i:05}");
+            tokio::spawn(async move {
+                let t = Instant::now();
+                register_one(&http, &url, &token, &hostname)
+                    .await
+                    .map(|_| t.elapsed().as_micros() as u64)
+            })
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(n);
+    let mut errors = 0;
+    for t in tasks {
+        match t.await? {
+            Ok(us) => lat.push(us),
+            Err(e) => {
+                if errors == 0 {
+                    eprintln!("[loadgen] first error: {e:#}");
+                }
+                errors += 1;
+            }
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "burst: {} registrations of new nodes in {secs:.2} s = {:.0} registrations/s; {}; errors {errors}",
+        lat.len(),
+        lat.len() as f64 / secs,
+        percentiles(lat)
+    );
+    Ok(())
+}
+
+async fn ingest(
+    cli: &Cli,
+    n: usize,
+    interval: f64,
+    duration: u64,
+    max_in_flight: usize,
+    prefix: &str,
+) -> Result<()> {
+    let nodes = setup_nodes(cli, n, prefix).await?;
+    let http = client(cli, true)?;
+    let sem = Arc::new(tokio::sync::Semaphore::new(max_in_flight));
+    let lat = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let skipped = Arc::new(AtomicU64::new(0));
+    let rate = n as f64 / interval;
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(duration);
+    let mut issued = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut handles = Vec::new();
+    while Instant::now() < end {
+        tick.tick().await;
+        let due = (t0.elapsed().as_secs_f64() * rate) as u64;
+        while issued < due {
+            let node = nodes[(issued as usize) % n].clone();
+            issued += 1;
+            let Ok(permit) = sem.clone().try_acquire_owned() else {
+                // The manager is not keeping up: count it instead of queueing forever.
+                skipped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (http, url, lat, errors) =
+                (http.clone(), cli.url.clone(), lat.clone(), errors.clone());
+            handles.push(tokio::spawn(async move {
+                match send_report(&http, &url, &node, 1).await {
+                    Ok(us) => lat.lock().map(|mut l| l.push(us)).unwrap_or(()),
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                drop(permit);
+            }));
+        }
+        handles.retain(|h| !h.is_finished());
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let lat = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    println!(
+        "ingest: {n} nodes every {interval} s for {duration} s: {} reports acked = {:.0} reports/s (target {rate:.0}); {}; errors {}, skipped (over {max_in_flight} in flight) {}",
+        lat.len(),
+        lat.len() as f64 / secs,
+        percentiles(lat),
+        errors.load(Ordering::Relaxed),
+        skipped.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+async fn max(
+    cli: &Cli,
+    n: usize,
+    concurrency: usize,
+    batch: usize,
+    duration: u64,
+    prefix: &str,
+) -> Result<()> {
+    let nodes = Arc::new(setup_nodes(cli, n, prefix).await?);
+    let http = client(cli, true)?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(duration);
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, url, nodes, next, errors) = (
+                http.clone(),
+                cli.url.clone(),
+                nodes.clone(),
+                next.clone(),
+                errors.clone(),
+            );
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < end {
+                    let node = &nodes[next.fetch_add(1, Ordering::Relaxed) % nodes.len()];
+                    match send_report(&http, &url, node, batch).await {
+                        Ok(us) => lat.push(us),
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await?);
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "max: {n} nodes, {concurrency} in flight, {batch} snapshots/request, {duration} s: {:.0} requests/s = {:.0} reports/s; {}; errors {}",
+        lat.len() as f64 / secs,
+        (lat.len() * batch) as f64 / secs,
+        percentiles(lat),
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if !(cli.url.starts_with("https://127.")
+        || cli.url.starts_with("https://localhost")
+        || cli.url.starts_with("https://[::1]"))
+    {
+        bail!("--url must be a loopback address (got {})", cli.url);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match &cli.mode {
+            Mode::Burst { nodes, prefix } => burst(&cli, *nodes, prefix).await,
+            Mode::Ingest {
+                nodes,
+                interval,
+                duration,
+                max_in_flight,
+                prefix,
+            } => ingest(&cli, *nodes, *interval, *duration, *max_in_flight, prefix).await,
+            Mode::Max {
+                nodes,
+                concurrency,
+                batch,
+                duration,
+                prefix,
+            } => max(&cli, *nodes, *concurrency, *batch, *duration, prefix).await,
+        }
+    })
+}

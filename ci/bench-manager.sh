@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Benchmark of armada-manager on loopback (release build, no Docker engine).
+#   ci/bench-manager.sh            the full run (~3 min): burst, paced ingest, max ingest
+#   BENCH_QUICK=1 ci/bench-manager.sh   smaller and shorter
+# Prints figures; it is not a pass/fail test. Everything runs on 127.0.0.1, every phase
+# is bounded in count and time, and the manager it starts is stopped by its PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+nodes=${BENCH_NODES:-10000}
+burst=${BENCH_BURST:-1000}
+secs=${BENCH_SECONDS:-30}
+if [ -n "${BENCH_QUICK:-}" ]; then nodes=1000; burst=200; secs=5; fi
+
+cargo build --release --locked -q -p armada -p armada-manager --bins
+cargo build --release --locked -q -p armada-manager --example loadgen
+bin=target/release
+tmp=$(mktemp -d /tmp/armada-bench.XXXXXX)
+pid=
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+"$bin/armada" -q cluster init "$tmp/cluster"
+"$bin/armada-manager" serve --no-swarm --listen 127.0.0.1:0 --cluster-dir "$tmp/cluster" \
+  --state-dir "$tmp/state" >"$tmp/out" 2>"$tmp/log" &
+pid=$!
+url=
+for _ in $(seq 1 100); do
+  url=$(sed -n 's/^armada-manager listening on //p' "$tmp/out")
+  [ -n "$url" ] && break
+  sleep 0.1
+done
+[ -n "$url" ] || { echo "[bench] the manager did not start:"; cat "$tmp/log"; exit 1; }
+echo "[bench] armada-manager pid $pid at $url ($(nproc) cores; loadgen on 1 worker thread)"
+
+lg() { "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" "$@"; }
+rss() {
+  awk '/^VmRSS|^VmHWM/ { printf "%s %.0f MiB  ", $1, $2 / 1024 }' "/proc/$pid/status"
+  echo "(manager, $1)"
+}
+manager_p99() {
+  curl -s --cacert "$tmp/cluster/ca.pem" -H "Authorization: Bearer $(cat "$tmp/cluster/admin-token")" "$url/metrics" |
+    awk '/^armada_manager_ingest_latency_seconds_bucket/ { match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); b[n++] = le; c[le] = $2 }
+         /^armada_manager_ingest_latency_seconds_count/ { total = $2 }
+         END { for (i = 0; i < n; i++) if (c[b[i]] >= 0.99 * total) { printf "manager-side ingest latency p99 <= %s s over %d requests\n", b[i], total; exit } }'
+}
+
+echo "== burst: $burst new nodes register at once (one new TLS connection each)"
+timeout 300 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" burst --nodes "$burst"
+rss "after the burst"
+
+echo "== paced ingest: $nodes nodes, one report each every 10 s, ${secs} s"
+timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" ingest --nodes "$nodes" --interval 10 --duration "$secs"
+rss "$nodes nodes at 10 s"
+manager_p99
+
+echo "== beyond: paced ingest at 1 s interval ($nodes nodes = $nodes reports/s target), ${secs} s"
+timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" ingest --nodes "$nodes" --interval 1 --duration "$secs"
+rss "$nodes nodes at 1 s"
+
+echo "== beyond: as fast as acknowledged, 1 snapshot per request, 64 in flight, $((secs / 2)) s"
+timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" max --nodes "$nodes" --concurrency 64 --batch 1 --duration $((secs / 2))
+echo "== beyond: as fast as acknowledged, 10 snapshots per request (backlog delivery), 64 in flight, $((secs / 2)) s"
+timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" max --nodes "$nodes" --concurrency 64 --batch 10 --duration $((secs / 2))
+rss "end"
+manager_p99
+du -sh "$tmp/state" | awk '{ print "[bench] store size " $1 }'
+
+t0=$(date +%s.%N)
+kill -TERM "$pid"
+wait "$pid" && code=0 || code=$?
+echo "[bench] SIGTERM: exit code $code after $(echo "$(date +%s.%N) - $t0" | bc) s (includes the shutdown checkpoint)"
+pid=
