@@ -11,6 +11,7 @@
 //!
 //! Layout:
 //! - `metrics/`: one module per metric family, each a pure parse from a root path.
+//! - `discover`: finding the manager over mDNS when no address is configured.
 //! - `facts`: what the node says about itself when it registers.
 //! - `pinning`: TLS to the manager pinned to the token's CA, then to the stored CA.
 //! - `register`: `POST /v1/register` with retry and backoff, manager address, clock step.
@@ -21,6 +22,7 @@
 //! - `firstboot`: hostname and ssh keys from `armada.toml`.
 //! - `main.rs`: command line and wiring.
 
+mod discover;
 mod facts;
 mod firstboot;
 mod metrics;
@@ -200,7 +202,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let manager: ManagerAddress = reg.info.manager.parse().map_err(anyhow::Error::msg)?;
-    let client = pinning::client_for_ca(&reg.ca_pem)?;
+    let mut reg = reg;
+    if reg.info.discovered {
+        let (_, at) = discover_manager(reg.info.discovered_addr).await;
+        if reg.info.discovered_addr != Some(at) {
+            reg.info.discovered_addr = Some(at);
+            state.save(&reg)?;
+        }
+    }
+    let resolve = reg.info.discovered_addr.filter(|_| reg.info.discovered);
+    let client = pinning::client_for_ca(&reg.ca_pem, resolve.map(|a| (discover::MANAGER_NAME, a)))?;
     join_swarm(&docker, &reg, &state).await?;
     tokio::spawn(acknowledge_join(
         docker.clone(),
@@ -256,12 +267,13 @@ impl report::SnapshotSource for MetricsSource {
     }
 }
 
-/// The bootstrap token and manager address an unregistered node needs.
+/// The bootstrap token and manager address an unregistered node needs (no address:
+/// find the manager over mDNS).
 fn registration_inputs(
     cfg_path: &Path,
     cfg: &FirstBootConfig,
     state: &StateDir,
-) -> anyhow::Result<(BootstrapToken, ManagerAddress)> {
+) -> anyhow::Result<(BootstrapToken, Option<ManagerAddress>)> {
     if cfg.manager.token.is_empty() {
         anyhow::bail!(
             "this node is not registered ({} holds no credential) and {} has no manager.token: \
@@ -276,11 +288,7 @@ fn registration_inputs(
         .parse()
         .with_context(|| format!("{}: manager.token", cfg_path.display()))?;
     if cfg.manager.address.is_empty() {
-        anyhow::bail!(
-            "{}: manager.address is empty and zero-config discovery is not available in this build: \
-             set it to the manager's host[:port]",
-            cfg_path.display()
-        );
+        return Ok((token, None));
     }
     let manager: ManagerAddress = cfg
         .manager
@@ -288,17 +296,25 @@ fn registration_inputs(
         .parse()
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}: manager.address", cfg_path.display()))?;
-    Ok((token, manager))
+    Ok((token, Some(manager)))
 }
 
 async fn register_new(
     cfg: &FirstBootConfig,
     token: BootstrapToken,
-    manager: ManagerAddress,
+    configured: Option<ManagerAddress>,
     args: &RunArgs,
     docker: &bollard::Docker,
     state: &StateDir,
 ) -> anyhow::Result<Registration> {
+    let discovered = configured.is_none();
+    let (manager, found_at) = match configured {
+        Some(m) => (m, None),
+        None => {
+            let (m, at) = discover_manager(None).await;
+            (m, Some(at))
+        }
+    };
     let mut facts = facts::read(&args.cfg.root, cfg)?;
     facts.docker_version = swarm::engine_version(docker).await;
     tracing::info!(
@@ -313,7 +329,10 @@ async fn register_new(
         token.ca
     );
     let verifier = Arc::new(pinning::PinnedCaVerifier::new(token.ca.clone()));
-    let client = pinning::client_for_pin(verifier.clone())?;
+    let client = pinning::client_for_pin(
+        verifier.clone(),
+        found_at.map(|a| (discover::MANAGER_NAME, a)),
+    )?;
     let done =
         register::register_with_retry(&client, &verifier, &manager, &token, &facts, &cfg.labels)
             .await?;
@@ -338,6 +357,8 @@ async fn register_new(
             swarm_join_token: done.response.swarm_join_token,
             swarm_managers: done.response.swarm_managers,
             report_interval_seconds: done.response.report_interval_seconds,
+            discovered,
+            discovered_addr: found_at,
         },
     };
     state.save(&reg)?;
@@ -347,6 +368,48 @@ async fn register_new(
         state.path().display()
     );
     Ok(reg)
+}
+
+/// Finds the manager over mDNS. Without a last known address it asks until one answers
+/// (a new node has nowhere else to go); with one, it asks for a while and falls back to it.
+async fn discover_manager(
+    last: Option<std::net::SocketAddr>,
+) -> (ManagerAddress, std::net::SocketAddr) {
+    let port = last
+        .map(|a| a.port())
+        .unwrap_or(protocol::DEFAULT_MANAGER_PORT);
+    let name = |port| ManagerAddress {
+        host: discover::MANAGER_NAME.to_string(),
+        port,
+    };
+    let mut attempt = 0u32;
+    loop {
+        match discover::find_manager(Duration::from_secs(5), port).await {
+            Ok(found) => {
+                tracing::info!(
+                    "found the manager over mDNS at {} ({})",
+                    found.addr,
+                    found.via
+                );
+                return (name(found.addr.port()), found.addr);
+            }
+            Err(e) => {
+                if let Some(at) = last.filter(|_| attempt >= 2) {
+                    tracing::warn!("{e:#}; using the manager's last known address {at}");
+                    return (name(at.port()), at);
+                }
+                let delay = backoff_delay(
+                    attempt,
+                    Duration::from_secs(1),
+                    Duration::from_secs(30),
+                    rand::random(),
+                );
+                tracing::warn!("{e:#}; asking again in {:.1}s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+            }
+        }
+    }
 }
 
 /// Takes the bootstrap token out of armada.toml, keeping everything else as written.

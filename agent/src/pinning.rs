@@ -128,8 +128,19 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn build_client(tls: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
+/// A host name to connect to at a known address (found over mDNS) instead of asking
+/// the system resolver; TLS still checks the certificate against the name.
+pub type Resolve<'a> = Option<(&'a str, std::net::SocketAddr)>;
+
+fn build_client(
+    tls: rustls::ClientConfig,
+    resolve: Resolve<'_>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder();
+    if let Some((name, addr)) = resolve {
+        builder = builder.resolve(name, addr);
+    }
+    builder
         .use_preconfigured_tls(tls)
         .https_only(true)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -140,18 +151,21 @@ fn build_client(tls: rustls::ClientConfig) -> anyhow::Result<reqwest::Client> {
 }
 
 /// An HTTPS client that trusts only a manager whose chain holds the pinned CA.
-pub fn client_for_pin(verifier: Arc<PinnedCaVerifier>) -> anyhow::Result<reqwest::Client> {
+pub fn client_for_pin(
+    verifier: Arc<PinnedCaVerifier>,
+    resolve: Resolve<'_>,
+) -> anyhow::Result<reqwest::Client> {
     let tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("choosing TLS versions")?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    build_client(tls)
+    build_client(tls, resolve)
 }
 
 /// An HTTPS client whose only root is the cluster CA stored at registration.
-pub fn client_for_ca(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
+pub fn client_for_ca(ca_pem: &str, resolve: Resolve<'_>) -> anyhow::Result<reqwest::Client> {
     let ca = ca_der_from_pem(ca_pem)?;
     let mut roots = RootCertStore::empty();
     roots
@@ -162,7 +176,7 @@ pub fn client_for_ca(ca_pem: &str) -> anyhow::Result<reqwest::Client> {
         .context("choosing TLS versions")?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    build_client(tls)
+    build_client(tls, resolve)
 }
 
 /// The first certificate of a PEM text.
@@ -210,7 +224,11 @@ mod tests {
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, &ca_key);
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut leaf_params = CertificateParams::new(vec![
+            "localhost".to_string(),
+            "armada-manager.local".to_string(),
+        ])
+        .unwrap();
         leaf_params
             .subject_alt_names
             .push(SanType::IpAddress("127.0.0.1".parse::<IpAddr>().unwrap()));
@@ -271,7 +289,7 @@ mod tests {
         let good = Arc::new(PinnedCaVerifier::new(CaFingerprint::of_der(
             p.ca_der.as_ref(),
         )));
-        let body = client_for_pin(good.clone())
+        let body = client_for_pin(good.clone(), None)
             .unwrap()
             .get(&url)
             .send()
@@ -287,7 +305,7 @@ mod tests {
         let wrong = Arc::new(PinnedCaVerifier::new(CaFingerprint::of_der(
             other.ca_der.as_ref(),
         )));
-        let err = client_for_pin(wrong.clone())
+        let err = client_for_pin(wrong.clone(), None)
             .unwrap()
             .get(&url)
             .send()
@@ -310,7 +328,7 @@ mod tests {
         let v = Arc::new(PinnedCaVerifier::new(CaFingerprint::of_der(
             p.ca_der.as_ref(),
         )));
-        assert!(client_for_pin(v.clone())
+        assert!(client_for_pin(v.clone(), None)
             .unwrap()
             .get(&url)
             .send()
@@ -327,7 +345,7 @@ mod tests {
         let p = pki();
         let port = serve(vec![p.leaf_der.clone()], p.leaf_key.clone_key()).await;
         let url = format!("https://127.0.0.1:{port}/v1/health");
-        let ok = client_for_ca(&p.ca_pem)
+        let ok = client_for_ca(&p.ca_pem, None)
             .unwrap()
             .get(&url)
             .send()
@@ -335,12 +353,36 @@ mod tests {
             .unwrap();
         assert!(ok.status().is_success());
         let other = pki();
-        assert!(client_for_ca(&other.ca_pem)
+        assert!(client_for_ca(&other.ca_pem, None)
             .unwrap()
             .get(&url)
             .send()
             .await
             .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_discovered_address_is_used_under_the_manager_name() {
+        let p = pki();
+        let port = serve(
+            vec![p.leaf_der.clone(), p.ca_der.clone()],
+            p.leaf_key.clone_key(),
+        )
+        .await;
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let url = format!("https://armada-manager.local:{port}/v1/health");
+        let v = Arc::new(PinnedCaVerifier::new(CaFingerprint::of_der(
+            p.ca_der.as_ref(),
+        )));
+        let client = client_for_pin(v, Some(("armada-manager.local", addr))).unwrap();
+        assert_eq!(
+            client.get(&url).send().await.unwrap().text().await.unwrap(),
+            "ok"
+        );
+        // The name still has to be in the certificate.
+        let wrong = client_for_ca(&p.ca_pem, Some(("not-the-manager.local", addr))).unwrap();
+        let url = format!("https://not-the-manager.local:{port}/v1/health");
+        assert!(wrong.get(&url).send().await.is_err());
     }
 
     #[test]

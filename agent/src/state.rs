@@ -37,6 +37,13 @@ pub struct RegistrationInfo {
     pub swarm_join_token: String,
     pub swarm_managers: Vec<String>,
     pub report_interval_seconds: u32,
+    /// The manager was found over mDNS (no address in armada.toml): find it again at
+    /// each start, since its address may have changed.
+    #[serde(default)]
+    pub discovered: bool,
+    /// Where a discovered manager answered last, used when it does not answer mDNS.
+    #[serde(default)]
+    pub discovered_addr: Option<std::net::SocketAddr>,
 }
 
 /// A registered node: everything needed to talk to the manager again after a reboot.
@@ -185,6 +192,8 @@ mod tests {
                 swarm_join_token: "SWMTKN-1-abc".into(),
                 swarm_managers: vec!["172.30.1.1:2377".into()],
                 report_interval_seconds: 10,
+                discovered: false,
+                discovered_addr: None,
             },
         }
     }
