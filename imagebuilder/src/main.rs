@@ -17,11 +17,14 @@
 //! - `progress`: stage spinners and byte bars on a terminal, plain lines elsewhere.
 
 mod bmap;
+mod board;
 mod boot;
 mod build;
 mod cluster;
 mod fatfile;
+mod fetch;
 mod flash;
+mod image;
 mod inspect;
 mod progress;
 

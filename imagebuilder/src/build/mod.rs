@@ -1,20 +1,859 @@
 //! `armada build` and `armada boards` (issue 5).
+//!
+//! One builder that knows no board by name: the board config says what to make. The
+//! steps: check every input (board config, cluster files, binaries, host tools) before
+//! any work; get the base rootfs (cached mmdebstrap tarball, or a verified download);
+//! stage the rootfs and boot trees as folders; assemble the sparse image (ext4 and
+//! FAT from folders, blobs, MBR); write the compressed image, `.bmap`, `.sha256` and
+//! manifest under temporary names and rename them at the end.
+//!
+//! Layout:
+//! - `rootfs`: mmdebstrap base rootfs and its cache.
+//! - `stage`: overlays, binaries, cluster files, identity scrub, boot files.
+//! - `outputs`: compression, checksums, atomic commit of the outputs.
+//! - `tools`: host tools and the packages that provide them.
 
+pub mod outputs;
+pub mod rootfs;
+pub mod stage;
+pub mod tools;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::board::{self, FsType};
+use crate::image;
 use crate::progress::Ui;
+use outputs::{Compression, Pending};
+use protocol::config::{FirstBootConfig, ManagerConfig};
+use protocol::wire::Role;
 
 #[derive(clap::Args)]
 pub struct BuildArgs {
+    /// A board in board-configs/ (see `armada boards`) or a path to a board config.
     #[arg(long)]
     pub board: String,
+    /// worker or manager.
+    #[arg(long, default_value = "worker")]
+    pub role: Role,
+    /// The cluster folder made by `armada cluster init` (token, manager address; the
+    /// manager image also carries its CA and certificate).
+    #[arg(long)]
+    pub cluster: Option<PathBuf>,
+    /// Where the outputs go.
+    #[arg(long, default_value = "out")]
+    pub out: PathBuf,
+    /// Version in the output names.
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub version: String,
+    /// Compression of the image output.
+    #[arg(long, value_enum, default_value = "xz")]
+    pub compress: Compression,
+    /// xz threads (default: all cores).
+    #[arg(long)]
+    pub xz_threads: Option<u32>,
+    /// Keep the raw `.img` too (the qemu boot test needs it).
+    #[arg(long)]
+    pub keep_raw: bool,
+    /// Cache for downloads, apt archives and base rootfs tarballs.
+    #[arg(long, env = "ARMADA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Debian mirror URL for the rootfs (default: the host's apt sources).
+    #[arg(long)]
+    pub mirror: Option<String>,
+    /// Folder of board configs (default: board-configs/ here or beside the armada binary).
+    #[arg(long, env = "ARMADA_BOARDS_DIR")]
+    pub boards_dir: Option<PathBuf>,
+    /// Folder of overlays (default: overlays/ found like board-configs/).
+    #[arg(long, env = "ARMADA_OVERLAYS_DIR")]
+    pub overlays_dir: Option<PathBuf>,
+    /// Folder with the static aarch64 armada-agent and armada-manager (ci/cross-build.sh).
+    #[arg(long, env = "ARMADA_DIST_DIR")]
+    pub dist_dir: Option<PathBuf>,
+    /// Use this folder as the base rootfs instead of mmdebstrap (tests, custom trees).
+    #[arg(long, hide = true)]
+    pub rootfs_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
-pub struct BoardsArgs {}
-
-pub fn run(_args: BuildArgs, _ui: &Ui) -> anyhow::Result<()> {
-    anyhow::bail!("armada build is not built yet")
+pub struct BoardsArgs {
+    /// Folder of board configs.
+    #[arg(long, env = "ARMADA_BOARDS_DIR")]
+    pub boards_dir: Option<PathBuf>,
 }
 
-pub fn run_boards(_args: BoardsArgs) -> anyhow::Result<()> {
-    anyhow::bail!("armada boards is not built yet")
+/// Finds a data folder (`board-configs`, `overlays`, `dist/aarch64`): the given one,
+/// else in the current folder or one of its parents, else beside the binary's parents.
+pub fn data_dir(explicit: Option<&Path>, name: &str) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    let mut starts = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    for s in starts {
+        for a in s.ancestors() {
+            let p = a.join(name);
+            if p.is_dir() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+pub fn run_boards(args: BoardsArgs) -> Result<()> {
+    let dir = data_dir(args.boards_dir.as_deref(), "board-configs");
+    let boards = board::list(&dir);
+    if boards.is_empty() {
+        bail!("no board configs in {}", dir.display());
+    }
+    for (name, path) in boards {
+        match board::load(&path) {
+            Ok(b) => println!("{name:<18} {}", b.config.description),
+            Err(e) => println!("{name:<18} INVALID: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// What `--cluster` gives a build.
+#[derive(Default)]
+struct ClusterInputs {
+    token: String,
+    address: String,
+    /// Files copied to /etc/armada/cluster on a manager image: (name, bytes, mode).
+    files: Vec<(String, Vec<u8>, u32)>,
+    hash: String,
+}
+
+const MANAGER_FILES: &[(&str, u32)] = &[
+    ("ca.pem", 0o644),
+    ("ca.key", 0o600),
+    ("manager.pem", 0o644),
+    ("manager.key", 0o600),
+    ("token", 0o600),
+    ("admin-token", 0o600),
+];
+
+fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
+    let Some(dir) = dir else {
+        if role == Role::Manager {
+            bail!("a manager image needs --cluster DIR (made by `armada cluster init DIR`)");
+        }
+        return Ok(ClusterInputs::default());
+    };
+    if !dir.is_dir() {
+        bail!(
+            "--cluster {}: no such folder (make one with `armada cluster init {}`)",
+            dir.display(),
+            dir.display()
+        );
+    }
+    let mut h = Sha256::new();
+    let token_path = dir.join("token");
+    let token = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("reading the bootstrap token {}", token_path.display()))?
+        .trim()
+        .to_string();
+    token
+        .parse::<protocol::token::BootstrapToken>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", token_path.display()))?;
+    h.update(token.as_bytes());
+    let mut address = String::new();
+    let info_path = dir.join("cluster.toml");
+    if let Ok(text) = std::fs::read_to_string(&info_path) {
+        h.update(text.as_bytes());
+        let v: toml::Value =
+            toml::from_str(&text).with_context(|| format!("parsing {}", info_path.display()))?;
+        let port = v
+            .get("manager_port")
+            .and_then(|p| p.as_integer())
+            .unwrap_or(i64::from(protocol::DEFAULT_MANAGER_PORT));
+        let generic = [
+            "localhost",
+            "127.0.0.1",
+            "::1",
+            "armada-manager",
+            "armada-manager.local",
+        ];
+        let names: Vec<&str> = v
+            .get("manager_names")
+            .and_then(|n| n.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
+            .unwrap_or_default();
+        if let Some(n) = names.iter().find(|n| !generic.contains(n)) {
+            address = if n.contains(':') {
+                format!("[{n}]:{port}")
+            } else {
+                format!("{n}:{port}")
+            };
+        }
+        if role == Role::Manager {
+            address = format!("127.0.0.1:{port}");
+        }
+    }
+    let mut files = Vec::new();
+    if role == Role::Manager {
+        for (name, mode) in MANAGER_FILES {
+            let p = dir.join(name);
+            let data = std::fs::read(&p).with_context(|| {
+                format!("reading {} (a manager image carries the cluster folder from `armada cluster init`)", p.display())
+            })?;
+            h.update(name.as_bytes());
+            h.update(&data);
+            files.push((name.to_string(), data, *mode));
+        }
+        if info_path.is_file() {
+            let data = std::fs::read(&info_path)
+                .with_context(|| format!("reading {}", info_path.display()))?;
+            files.push(("cluster.toml".into(), data, 0o644));
+        }
+    }
+    Ok(ClusterInputs {
+        token,
+        address,
+        files,
+        hash: hex::encode(h.finalize()),
+    })
+}
+
+/// A hash of a folder's names, modes, owners, link targets and contents.
+fn hash_tree(root: &Path) -> Result<String> {
+    let mut h = Sha256::new();
+    if !root.exists() {
+        return Ok(String::new());
+    }
+    for rel in image::tree::walk_sorted(root)? {
+        let p = root.join(&rel);
+        let md =
+            std::fs::symlink_metadata(&p).with_context(|| format!("reading {}", p.display()))?;
+        h.update(
+            format!(
+                "{}\0{:o}\0{}:{}\0",
+                rel.display(),
+                md.mode(),
+                md.uid(),
+                md.gid()
+            )
+            .as_bytes(),
+        );
+        if md.file_type().is_symlink() {
+            h.update(
+                std::fs::read_link(&p)
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
+        } else if md.is_file() {
+            let mut f =
+                std::fs::File::open(&p).with_context(|| format!("reading {}", p.display()))?;
+            std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", p.display()))?;
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn newest_mtime(root: &Path) -> Result<i64> {
+    let mut newest = 0;
+    for rel in image::tree::walk_sorted(root)? {
+        let md = std::fs::symlink_metadata(root.join(&rel))
+            .with_context(|| format!("reading {}", root.join(&rel).display()))?;
+        newest = newest.max(md.mtime());
+    }
+    Ok(newest)
+}
+
+/// Removes a folder when dropped (the build's scratch space).
+struct WorkDir(PathBuf);
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn default_cache() -> PathBuf {
+    match std::env::var_os("XDG_CACHE_HOME") {
+        Some(x) if !x.is_empty() => PathBuf::from(x).join("armada"),
+        _ => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/armada"),
+    }
+}
+
+pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
+    let t_start = std::time::Instant::now();
+    // ---- every check before any work ----
+    let boards_dir = data_dir(args.boards_dir.as_deref(), "board-configs");
+    let board_path = board::resolve(&args.board, &boards_dir)?;
+    let board = board::load(&board_path)?;
+    let name = board.config.name.clone();
+    let overlays_dir = data_dir(args.overlays_dir.as_deref(), "overlays");
+    let dist_dir = data_dir(args.dist_dir.as_deref(), "dist/aarch64");
+    let cluster = read_cluster(args.cluster.as_deref(), args.role)?;
+    let mut bins = vec!["armada-agent"];
+    if args.role == Role::Manager {
+        bins.push("armada-manager");
+    }
+    for b in &bins {
+        let p = dist_dir.join(b);
+        if !p.is_file() {
+            bail!(
+                "{} is missing: build the static aarch64 binaries first with ci/cross-build.sh (or pass --dist-dir)",
+                p.display()
+            );
+        }
+    }
+    let mut needed_tools: Vec<(&str, &str)> = tools::ASSEMBLY.to_vec();
+    if args.rootfs_dir.is_none() && board.profile.is_some() {
+        needed_tools.extend_from_slice(tools::DEBIAN_ROOTFS);
+    }
+    tools::require(&needed_tools)?;
+    if let Some(d) = &args.rootfs_dir {
+        if !d.is_dir() {
+            bail!("--rootfs-dir {}: no such folder", d.display());
+        }
+    }
+    let mut overlay_names = vec!["base", "docker", "agent"];
+    if args.role == Role::Manager {
+        overlay_names.push("manager");
+    }
+    for o in &overlay_names {
+        if !overlays_dir.join(o).is_dir() {
+            bail!(
+                "overlay {} is missing (pass --overlays-dir)",
+                overlays_dir.join(o).display()
+            );
+        }
+    }
+    let epoch_env = match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(s) if !s.trim().is_empty() => Some(
+            s.trim()
+                .parse::<i64>()
+                .with_context(|| format!("SOURCE_DATE_EPOCH=`{s}` is not a number"))?,
+        ),
+        _ => None,
+    };
+    let cache = args.cache_dir.clone().unwrap_or_else(default_cache);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let stem = format!("{name}-{}-{}", args.role, args.version);
+    ui.info(&format!("building {stem} from {}", board.path.display()));
+
+    // ---- downloads ----
+    let mut downloads: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
+    if !board.config.downloads.is_empty() {
+        let st = ui.stage("downloads (fetch, verify, cache)");
+        for (dname, d) in &board.config.downloads {
+            let sha = d
+                .sha256
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default();
+            let p = crate::fetch::fetch(d.url.get_ref(), &sha, &cache, ui).with_context(|| {
+                format!("board config {}: downloads.{dname}", board_path.display())
+            })?;
+            downloads.insert(dname.clone(), (p, sha));
+        }
+        st.done();
+    }
+
+    // ---- base rootfs ----
+    std::fs::create_dir_all(cache.join("work"))
+        .with_context(|| format!("creating {}", cache.join("work").display()))?;
+    let work = WorkDir(
+        cache
+            .join("work")
+            .join(format!("{stem}-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&work.0);
+    let rootfs = work.0.join("rootfs");
+    let boot = work.0.join("boot");
+    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    let (base_id, epoch) = if let Some(dir) = &args.rootfs_dir {
+        let st = ui.stage(&format!("base rootfs: copy {}", dir.display()));
+        let id = hash_tree(dir)?;
+        stage::copy_tree(dir, &rootfs, false)?;
+        let epoch = match epoch_env {
+            Some(e) => e,
+            None => newest_mtime(dir)?,
+        };
+        st.done();
+        (format!("dir:{id}"), epoch)
+    } else if let Some(profile) = &board.profile {
+        let base = rootfs::ensure_base(profile, args.mirror.as_deref(), &cache, epoch_env, ui)?;
+        let st = ui.stage("base rootfs: unpack");
+        rootfs::unpack_base(&base.tar, &rootfs)?;
+        st.done();
+        (
+            format!("mmdebstrap:{}", base.meta.tar_sha256),
+            epoch_env.unwrap_or(base.meta.epoch),
+        )
+    } else {
+        let t = board
+            .config
+            .rootfs
+            .tarball
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_default();
+        let (p, sha) = downloads
+            .get(&t)
+            .with_context(|| format!("rootfs tarball download `{t}`"))?;
+        let st = ui.stage("base rootfs: unpack tarball");
+        crate::fetch::unpack_tarball(p, &rootfs)?;
+        let epoch = match epoch_env {
+            Some(e) => e,
+            None => newest_mtime(&rootfs)?,
+        };
+        st.done();
+        (format!("tarball:{sha}"), epoch)
+    };
+
+    // ---- inputs hash: everything that decides the image's bytes ----
+    let mut input_hashes: BTreeMap<String, String> = BTreeMap::new();
+    input_hashes.insert(
+        "board_config".into(),
+        hex::encode(Sha256::digest(board.text.as_bytes())),
+    );
+    if let Some(p) = &board.profile {
+        input_hashes.insert(
+            "rootfs_profile".into(),
+            hex::encode(Sha256::digest(serde_json::to_vec(p)?)),
+        );
+    }
+    input_hashes.insert("base_rootfs".into(), base_id.clone());
+    for o in &overlay_names {
+        input_hashes.insert(format!("overlay_{o}"), hash_tree(&overlays_dir.join(o))?);
+    }
+    for b in &bins {
+        input_hashes.insert(
+            format!("binary_{b}"),
+            crate::fetch::sha256_file(&dist_dir.join(b))?,
+        );
+    }
+    if !cluster.hash.is_empty() {
+        input_hashes.insert("cluster".into(), cluster.hash.clone());
+    }
+    for (d, (_, sha)) in &downloads {
+        input_hashes.insert(format!("download_{d}"), sha.clone());
+    }
+    let input_hash = {
+        let mut h = Sha256::new();
+        h.update(format!(
+            "armada-build 1 {} {} {} {epoch}\n",
+            env!("CARGO_PKG_VERSION"),
+            args.role,
+            args.version
+        ));
+        for (k, v) in &input_hashes {
+            h.update(format!("{k}={v}\n"));
+        }
+        hex::encode(h.finalize())
+    };
+
+    // ---- stage the rootfs ----
+    let st = ui.stage("stage rootfs (overlays, agent, identity)");
+    for o in &overlay_names {
+        stage::copy_tree(&overlays_dir.join(o), &rootfs, false)?;
+    }
+    for b in &bins {
+        let data = std::fs::read(dist_dir.join(b))
+            .with_context(|| format!("reading {}", dist_dir.join(b).display()))?;
+        stage::write_file(&rootfs, &format!("usr/local/bin/{b}"), &data, 0o755)?;
+    }
+    for (fname, data, mode) in &cluster.files {
+        stage::write_file(&rootfs, &format!("etc/armada/cluster/{fname}"), data, *mode)?;
+    }
+    if !cluster.files.is_empty() {
+        std::fs::set_permissions(
+            rootfs.join("etc/armada/cluster"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .context("setting the mode of /etc/armada/cluster")?;
+    }
+    let mut unpacked: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let tar_downloads: Vec<String> = board
+        .config
+        .rootfs
+        .unpack
+        .iter()
+        .map(|u| u.download.get_ref().clone())
+        .chain(
+            board
+                .config
+                .boot
+                .copy
+                .iter()
+                .filter_map(|c| c.download.as_ref().map(|d| d.get_ref().clone())),
+        )
+        .collect();
+    for d in tar_downloads {
+        if unpacked.contains_key(&d) {
+            continue;
+        }
+        let (p, _) = downloads
+            .get(&d)
+            .with_context(|| format!("download `{d}`"))?;
+        let dest = work.0.join("downloads").join(&d);
+        crate::fetch::unpack_tarball(p, &dest)?;
+        unpacked.insert(d, dest);
+    }
+    for (i, u) in board.config.rootfs.unpack.iter().enumerate() {
+        let src_root = &unpacked[u.download.get_ref()];
+        let matches = stage::expand(src_root, &u.from);
+        if matches.is_empty() {
+            bail!(
+                "rootfs.unpack[{i}]: `{}` matches nothing in download `{}`",
+                u.from,
+                u.download.get_ref()
+            );
+        }
+        for m in matches {
+            let dst = rootfs
+                .join(u.to.trim_start_matches('/'))
+                .join(m.file_name().unwrap_or_default());
+            stage::copy_tree(&src_root.join(&m), &dst, false)?;
+        }
+    }
+    for f in &board.config.rootfs.files {
+        stage::write_file(&rootfs, &f.path, f.content.as_bytes(), f.mode)?;
+    }
+    stage::write_file(&rootfs, "etc/fstab", stage::fstab(&board).as_bytes(), 0o644)?;
+    stage::clock_floor(&rootfs)?;
+    stage::scrub_identity(&rootfs)?;
+    st.done();
+
+    // ---- stage the boot partition ----
+    let st = ui.stage("stage boot partition");
+    stage::copy_boot_files(&board.config.boot.copy, &rootfs, &unpacked, &boot)?;
+    let layout_probe = image::layout::plan(&board.config, 0);
+    let disk_sig_bytes = image::layout::derive_id(&input_hash, "mbr-disk-signature");
+    let disk_sig = [
+        disk_sig_bytes[0],
+        disk_sig_bytes[1],
+        disk_sig_bytes[2],
+        disk_sig_bytes[3],
+    ];
+    let root_part = board.root_partition();
+    let root_number = layout_probe
+        .partitions
+        .iter()
+        .find(|p| p.mount == "/")
+        .map(|p| p.number)
+        .unwrap_or(2);
+    let kernel = stage::find_one(&boot, &board.config.boot.kernel, "boot.kernel")?;
+    let initrd = match &board.config.boot.initrd {
+        Some(g) => stage::find_one(&boot, g, "boot.initrd")?,
+        None => String::new(),
+    };
+    let kernel_name = Path::new(&kernel)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kernel_version = match kernel_name.strip_prefix("vmlinuz-") {
+        Some(v) => v.to_string(),
+        None => {
+            let mods = stage::expand(&rootfs, "lib/modules/*");
+            mods.first()
+                .and_then(|m| m.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        }
+    };
+    let mut vars: BTreeMap<&str, String> = BTreeMap::new();
+    vars.insert("kernel", kernel.clone());
+    vars.insert("initrd", initrd.clone());
+    vars.insert("kernel_version", kernel_version.clone());
+    vars.insert("root_label", root_part.label.get_ref().clone());
+    vars.insert("boot_label", board.boot_partition().label.get_ref().clone());
+    vars.insert(
+        "root_partuuid",
+        format!(
+            "{}-{root_number:02x}",
+            hex::encode(u32::from_le_bytes(disk_sig).to_be_bytes())
+        ),
+    );
+    let cmdline = stage::render(&board.config.boot.cmdline, &vars, "boot.cmdline")?;
+    vars.insert("cmdline", cmdline.clone());
+    for f in &board.config.boot.files {
+        let text = stage::render(&f.content, &vars, &format!("boot file {}", f.path))?;
+        stage::write_file(&boot, &f.path, text.as_bytes(), 0o644)?;
+    }
+    let first_boot = FirstBootConfig {
+        role: args.role,
+        board: name.clone(),
+        manager: ManagerConfig {
+            address: cluster.address.clone(),
+            token: cluster.token.clone(),
+        },
+        ..Default::default()
+    };
+    first_boot
+        .validate(protocol::config::BOOT_CONFIG_FILE)
+        .map_err(|e| anyhow::anyhow!("the build's armada.toml would be invalid: {e}"))?;
+    stage::write_file(
+        &boot,
+        protocol::config::BOOT_CONFIG_FILE,
+        first_boot.to_toml().as_bytes(),
+        0o644,
+    )?;
+
+    let packages = stage::installed_packages(&rootfs);
+    let agent_version = binary_version(&dist_dir.join("armada-agent"));
+    let mut manifest = json!({
+        "board": name,
+        "role": args.role.to_string(),
+        "version": args.version,
+        "source_date_epoch": epoch,
+        "builder": format!("armada {}", env!("CARGO_PKG_VERSION")),
+        "kernel": kernel_version,
+        "kernel_file": kernel,
+        "docker": packages.get("docker.io").cloned().unwrap_or_default(),
+        "agent": agent_version,
+        "manager": if args.role == Role::Manager { binary_version(&dist_dir.join("armada-manager")) } else { String::new() },
+        "input_hash": input_hash,
+        "input_hashes": input_hashes,
+        "packages": packages,
+    });
+    stage::write_file(
+        &boot,
+        "armada-manifest.json",
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        0o644,
+    )?;
+    // The boot partition is mounted over its mount point: what the rootfs holds there
+    // is hidden on the board, so it is left out of the image.
+    for p in &board.config.partitions {
+        if p.mount != "/" {
+            let mp = rootfs.join(p.mount.trim_start_matches('/'));
+            if mp.is_dir() {
+                std::fs::remove_dir_all(&mp)
+                    .with_context(|| format!("emptying {}", mp.display()))?;
+            }
+            std::fs::create_dir_all(&mp).with_context(|| format!("creating {}", mp.display()))?;
+        }
+    }
+    st.done();
+
+    // ---- assemble ----
+    let st = ui.stage("assemble image (ext4, FAT, blobs, MBR)");
+    let root_stats = image::tree::clamp_and_measure(&rootfs, epoch)?;
+    image::tree::clamp_and_measure(&boot, epoch)?;
+    let auto = image::layout::ext4_size_for(
+        root_stats.data_bytes,
+        root_stats.inodes,
+        board.config.image.headroom.0,
+    );
+    let layout = image::layout::plan(&board.config, auto);
+    let mut pending = Pending::default();
+    let raw_final = args.out.join(format!("{stem}.img"));
+    let raw_tmp = pending.add(&raw_final);
+    let mut img = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&raw_tmp)
+        .with_context(|| format!("creating {}", raw_tmp.display()))?;
+    img.set_len(layout.image_size)
+        .with_context(|| format!("sizing {}", raw_tmp.display()))?;
+    for p in &layout.partitions {
+        match p.fs {
+            FsType::Ext4 => {
+                let tree_paths = if p.mount == "/" {
+                    root_stats.paths.clone()
+                } else {
+                    Vec::new()
+                };
+                let uuid =
+                    image::layout::derive_uuid(&input_hash, &format!("ext4-uuid-{}", p.number));
+                let seed = image::layout::derive_uuid(
+                    &input_hash,
+                    &format!("ext4-hash-seed-{}", p.number),
+                );
+                let empty = work.0.join(format!("empty-{}", p.number));
+                let tree = if p.mount == "/" {
+                    rootfs.clone()
+                } else {
+                    std::fs::create_dir_all(&empty)
+                        .with_context(|| format!("creating {}", empty.display()))?;
+                    empty
+                };
+                image::ext4::make(
+                    &image::ext4::Ext4Spec {
+                        image: &raw_tmp,
+                        offset: p.start,
+                        size: p.size,
+                        label: &p.label,
+                        uuid: &uuid,
+                        hash_seed: &seed,
+                        epoch,
+                    },
+                    &tree,
+                    &tree_paths,
+                    &work.0,
+                )?;
+            }
+            FsType::Vfat => {
+                let id =
+                    image::layout::derive_id(&input_hash, &format!("fat-volume-id-{}", p.number));
+                let vol = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+                let span = crate::fatfile::PartitionSpan {
+                    offset: p.start,
+                    len: p.size,
+                };
+                image::fat::make(&img, span, &p.label, vol, &boot, epoch)
+                    .with_context(|| format!("partition {} ({})", p.number, p.name))?;
+            }
+        }
+    }
+    for b in &board.config.blobs {
+        let data = match (&b.from_rootfs, &b.download) {
+            (Some(rel), _) => {
+                let p = rootfs.join(rel.trim_start_matches('/'));
+                std::fs::read(&p)
+                    .with_context(|| format!("blob `{}`: reading {}", b.name, p.display()))?
+            }
+            (None, Some(d)) => {
+                let (p, _) = downloads
+                    .get(d.get_ref())
+                    .with_context(|| format!("blob `{}`", b.name))?;
+                std::fs::read(p)
+                    .with_context(|| format!("blob `{}`: reading {}", b.name, p.display()))?
+            }
+            (None, None) => bail!("blob `{}` has no source", b.name),
+        };
+        image::mbr::write_blob_at(
+            &img,
+            &b.name,
+            b.offset.get_ref().0,
+            b.max_size.get_ref().0,
+            &data,
+        )?;
+    }
+    image::mbr::write_mbr(&mut img, &layout, disk_sig)?;
+    img.sync_all()
+        .with_context(|| format!("writing {}", raw_tmp.display()))?;
+    drop(img);
+    st.done();
+
+    // ---- outputs ----
+    let st = ui.stage("checksums and block map");
+    let raw_sha = outputs::sha256_of(&raw_tmp)?;
+    let bmap = crate::bmap::create(&raw_tmp).context("creating the block map")?;
+    let image_final = if args.compress == Compression::None {
+        raw_final.clone()
+    } else {
+        args.out
+            .join(format!("{stem}.img{}", args.compress.suffix()))
+    };
+    let bmap_final = crate::bmap::path_for(&image_final);
+    let bmap_tmp = pending.add(&bmap_final);
+    std::fs::write(&bmap_tmp, bmap.to_xml())
+        .with_context(|| format!("writing {}", bmap_tmp.display()))?;
+    st.done();
+    let threads = args.xz_threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1)
+    });
+    let (compressed_size, compress_secs) = if args.compress == Compression::None {
+        (layout.image_size, 0.0)
+    } else {
+        let tmp = pending.add(&image_final);
+        outputs::compress(&raw_tmp, &tmp, args.compress, threads, ui)?
+    };
+    let mut sums = String::new();
+    if args.compress != Compression::None {
+        let tmp_c = pending_tmp(&pending, &image_final);
+        sums.push_str(&format!(
+            "{}  {}\n",
+            outputs::sha256_of(&tmp_c)?,
+            file_name(&image_final)
+        ));
+    }
+    sums.push_str(&format!("{raw_sha}  {}\n", file_name(&raw_final)));
+    let sha_final = args.out.join(format!("{stem}.sha256"));
+    let sha_tmp = pending.add(&sha_final);
+    std::fs::write(&sha_tmp, &sums).with_context(|| format!("writing {}", sha_tmp.display()))?;
+    let obj = manifest.as_object_mut().context("manifest")?;
+    obj.insert(
+        "image".into(),
+        json!({
+            "file": file_name(&image_final),
+            "raw_file": file_name(&raw_final),
+            "raw_size": layout.image_size,
+            "raw_sha256": raw_sha,
+            "compressed_size": compressed_size,
+            "mapped_bytes": bmap.mapped_bytes(),
+            "partitions": layout.partitions.iter().map(|p| json!({
+                "number": p.number, "name": p.name, "fs": p.fs, "label": p.label,
+                "start": p.start, "size": p.size, "mbr_type": p.mbr_type, "mount": p.mount,
+            })).collect::<Vec<_>>(),
+        }),
+    );
+    let man_final = args.out.join(format!("{stem}.manifest.json"));
+    let man_tmp = pending.add(&man_final);
+    std::fs::write(&man_tmp, serde_json::to_string_pretty(&manifest)?)
+        .with_context(|| format!("writing {}", man_tmp.display()))?;
+    if !args.keep_raw && args.compress != Compression::None {
+        std::fs::remove_file(&raw_tmp)
+            .with_context(|| format!("removing {}", raw_tmp.display()))?;
+        pending.forget(&raw_tmp);
+    }
+    let written = pending.commit()?;
+    ui.info(&format!(
+        "built {} in {:.1}s: raw {} MiB ({} MiB mapped), {} {:.1} MiB{}",
+        stem,
+        t_start.elapsed().as_secs_f64(),
+        layout.image_size >> 20,
+        bmap.mapped_bytes() >> 20,
+        file_name(&image_final),
+        compressed_size as f64 / 1048576.0,
+        if compress_secs > 0.0 {
+            format!(
+                " ({:.0} MB/s compression)",
+                layout.image_size as f64 / 1e6 / compress_secs
+            )
+        } else {
+            String::new()
+        }
+    ));
+    for w in written {
+        println!("{}", w.display());
+    }
+    Ok(())
+}
+
+fn pending_tmp(p: &Pending, final_path: &Path) -> PathBuf {
+    p.tmp_of(final_path)
+        .unwrap_or_else(|| final_path.to_path_buf())
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `BIN --version` (aarch64 binaries run through binfmt when the host has it), or
+/// the binary's sha256 prefix when it cannot run here.
+fn binary_version(bin: &Path) -> String {
+    let out = std::process::Command::new(bin).arg("--version").output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        _ => match crate::fetch::sha256_file(bin) {
+            Ok(s) => format!("sha256:{}", &s[..16]),
+            Err(_) => "unknown".into(),
+        },
+    }
 }
