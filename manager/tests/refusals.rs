@@ -94,6 +94,6 @@ async fn refusals_are_401_and_counted() {
         .find(|l| l.starts_with("armada_manager_unauthorized_requests_total "))
         .unwrap();
     let n: u64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-    assert_eq!(n, 8, "{metrics}");
+    assert_eq!(n, 7, "{metrics}");
     m.stop().await;
 }

@@ -1,4 +1,4 @@
-//! Decoding a report body (gzip'd or plain JSON [`ReportBatch`]) into what the store
+//! Decoding a report body (gzip'd or plain JSON [`protocol::wire::ReportBatch`]) into what the store
 //! keeps: per snapshot its identity and a summary point, plus the JSON of the newest.
 //!
 //! The same function runs when a request arrives and when the log is replayed, so a
@@ -7,7 +7,6 @@
 use std::io::Read;
 
 use protocol::snapshot::Snapshot;
-use protocol::wire::ReportBatch;
 
 /// Largest report body accepted on the wire (compressed).
 pub const MAX_REPORT_BODY: usize = 4 << 20;
@@ -88,7 +87,9 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
             out.into()
         }
     };
-    let batch: ReportBatch =
+    // The batch is scanned once; each snapshot is then parsed (validated) from its own
+    // slice, and the newest is kept as the agent wrote it, without serialising again.
+    let batch: RawBatch =
         serde_json::from_slice(&json).map_err(|e| ReportError::BadJson(e.to_string()))?;
     if batch.protocol != protocol::PROTOCOL_VERSION {
         return Err(ReportError::Protocol {
@@ -99,15 +100,27 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
     if batch.snapshots.len() > MAX_SNAPSHOTS_PER_BATCH {
         return Err(ReportError::TooManySnapshots(batch.snapshots.len()));
     }
-    let last_json = match batch.snapshots.last() {
-        Some(s) => Some(serde_json::to_string(s).map_err(|e| ReportError::BadJson(e.to_string()))?),
-        None => None,
-    };
+    let mut snapshots = Vec::with_capacity(batch.snapshots.len());
+    for raw in &batch.snapshots {
+        let s: Snapshot = serde_json::from_str(raw.get())
+            .map_err(|e| ReportError::BadJson(format!("snapshot {}: {e}", snapshots.len())))?;
+        snapshots.push(digest(&s));
+    }
     Ok(DecodedReport {
-        snapshots: batch.snapshots.iter().map(digest).collect(),
+        snapshots,
         dropped_total: batch.dropped_total,
-        last_json,
+        last_json: batch.snapshots.last().map(|r| r.get().to_string()),
     })
+}
+
+/// `protocol::wire::ReportBatch` with each snapshot left as raw JSON.
+#[derive(serde::Deserialize)]
+struct RawBatch<'a> {
+    protocol: u32,
+    #[serde(borrow)]
+    snapshots: Vec<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    dropped_total: u64,
 }
 
 pub fn digest(s: &Snapshot) -> SnapshotDigest {
@@ -143,6 +156,7 @@ pub fn digest(s: &Snapshot) -> SnapshotDigest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::wire::ReportBatch;
     use std::io::Write;
 
     fn batch_json(n: usize) -> Vec<u8> {
