@@ -40,7 +40,7 @@ WORK=${ARMADA_E2E_WORK:-/var/tmp/$PREFIX}
 CACHE=${ARMADA_CACHE:-/var/cache/armada}
 ARMADA=${ARMADA:-$ROOT/target/release/armada}
 MANAGER_BIN=${ARMADA_MANAGER:-$ROOT/target/release/armada-manager}
-export ARMADA_BOARD_CONFIGS=$ROOT/board-configs
+export ARMADA_BOARDS_DIR=$ROOT/board-configs
 # Bounds, seconds (TCG emulation on a 2-core CI machine).
 REG_BOUND_RASPI=${E2E_REG_BOUND_RASPI:-480}
 REG_BOUND_VIRT=${E2E_REG_BOUND_VIRT:-300}

@@ -8,6 +8,20 @@ mod cmdline;
 use cmdline::*;
 use std::path::PathBuf;
 
+/// A board config's `[qemu]` section, read from its text the way `armada boot` reads it
+/// from the loaded board config (everything else in the file is the builder's).
+fn parse_qemu_section(text: &str, file: &str) -> Result<QemuSection, String> {
+    #[derive(serde::Deserialize)]
+    struct QemuOnly {
+        qemu: Option<QemuSection>,
+    }
+    let parsed: QemuOnly = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+    let section = parsed.qemu.ok_or_else(|| {
+        format!("{file}: no [qemu] section: this board cannot be booted under qemu")
+    })?;
+    check_qemu_section(section, file)
+}
+
 const BOARD: &str = r#"
 name = "rpi3"
 description = "Raspberry Pi 3"
@@ -26,7 +40,6 @@ kernel = "vmlinuz-*"
 initrd = "initrd.img-*"
 append = "root=/dev/vda2 console=ttyAMA0 rw"
 memory_mib = 2048
-smp = 2
 "#;
 
 fn launch(machine: QemuMachine, spec: &MachineSpec, net: Net) -> Launch {
@@ -37,8 +50,8 @@ fn launch(machine: QemuMachine, spec: &MachineSpec, net: Net) -> Launch {
         dtb: spec.dtb.as_ref().map(|_| PathBuf::from("/w/dtb")),
         append: spec.append.clone(),
         memory_mib: spec.memory_mib,
-        smp: spec.smp,
-        cpu: spec.cpu.clone(),
+        smp: None,
+        cpu: None,
         disk: "/w/disk.qcow2".into(),
         disk_format: "qcow2".into(),
         net,
@@ -169,10 +182,10 @@ fn machine_limits_are_refused_not_ignored() {
     let e = qemu_args(&launch(QemuMachine::Raspi3b, &spec, Net::None)).unwrap_err();
     assert!(e.contains("1024"), "{e}");
     spec.memory_mib = None;
-    spec.smp = Some(2);
-    assert!(qemu_args(&launch(QemuMachine::Raspi3b, &spec, Net::None)).is_err());
+    let mut l = launch(QemuMachine::Raspi3b, &spec, Net::None);
+    l.smp = Some(2);
+    assert!(qemu_args(&l).is_err(), "raspi3b has 4 fixed cores");
     let mut l = launch(QemuMachine::Virt, &spec, Net::None);
-    l.smp = None;
     l.serial_files.push("/w/extra".into());
     let e = qemu_args(&l).unwrap_err();
     assert!(e.contains("serial"), "{e}");
@@ -280,4 +293,37 @@ fn macs_are_stable_unicast_and_locally_administered() {
     assert_eq!(first & 0x01, 0, "unicast");
     assert_eq!(first & 0x02, 0x02, "locally administered");
     assert_eq!(a.split(':').count(), 6);
+}
+
+/// The real board configs: every machine they name builds a command line.
+#[test]
+fn shipped_board_configs_boot_under_their_machines() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file = path.display().to_string();
+        let Ok(q) = parse_qemu_section(&text, &file) else {
+            assert!(
+                !text.contains("[qemu]"),
+                "{file}: its [qemu] section does not parse"
+            );
+            continue;
+        };
+        for name in q.machine.keys() {
+            let (m, spec) = q.select(Some(name)).unwrap();
+            let a = qemu_args(&launch(m, spec, Net::User))
+                .unwrap_or_else(|e| panic!("{file} {name}: {e}"));
+            assert_eq!(arg_after(&a, "-M"), Some(m.name()));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 3,
+        "rpi3 (raspi3b, virt) and pine64 (virt) at least; saw {seen}"
+    );
 }

@@ -38,27 +38,10 @@ pub struct MachineSpec {
     pub append: String,
     #[serde(default)]
     pub memory_mib: Option<u32>,
-    /// CPUs (only where the machine lets it change).
-    #[serde(default)]
-    pub smp: Option<u32>,
-    /// CPU model (only where the machine lets it change).
-    #[serde(default)]
-    pub cpu: Option<String>,
 }
 
-/// The parts of a board config this module reads; everything else is the builder's.
-#[derive(Deserialize)]
-struct BoardQemuOnly {
-    qemu: Option<QemuSection>,
-}
-
-/// Reads the `[qemu]` section from a board config's text (`file` names it in errors).
-pub fn parse_qemu_section(text: &str, file: &str) -> Result<QemuSection, String> {
-    let parsed: BoardQemuOnly =
-        toml::from_str(text).map_err(|e| format!("{file}: reading the [qemu] section: {e}"))?;
-    let section = parsed.qemu.ok_or_else(|| {
-        format!("{file}: no [qemu] section: this board cannot be booted under qemu")
-    })?;
+/// Checks that every machine is one armada drives and that the default one exists.
+pub fn check_qemu_section(section: QemuSection, file: &str) -> Result<QemuSection, String> {
     if section.machine.is_empty() {
         return Err(format!("{file}: [qemu] has no [qemu.machine.NAME] entries"));
     }
@@ -238,7 +221,7 @@ pub fn qemu_args(launch: &Launch) -> Result<Vec<String>, String> {
         }
         QemuMachine::Raspi3b => {
             if launch.smp.is_some_and(|n| n != 4) || launch.cpu.is_some() {
-                return Err("machine raspi3b has a fixed CPU (4 x cortex-a53): remove smp/cpu from its [qemu.machine.raspi3b]".into());
+                return Err("machine raspi3b has a fixed CPU (4 x cortex-a53): no CPU count or model can be set".into());
             }
             push(&["-M", "raspi3b"]);
         }

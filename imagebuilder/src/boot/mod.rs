@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::board;
 use crate::progress::Ui;
 use cmdline::{Launch, Net, QemuMachine};
 use console::{Journal, Milestone, Milestones, SerialTail};
@@ -41,6 +42,9 @@ pub struct BootArgs {
     /// Board config file to use instead of looking the board up.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Folder of board configs (default: board-configs/ here or beside the armada binary).
+    #[arg(long, env = "ARMADA_BOARDS_DIR")]
+    pub boards_dir: Option<PathBuf>,
     /// qemu machine: `virt` (any board) or `raspi3b` [default: the board config's].
     #[arg(long)]
     pub machine: Option<String>,
@@ -101,9 +105,7 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
     let raw = overlay::raw_image(&args.image, &unpack_to)?;
     stage.done();
 
-    let (config_path, config_text) = board_config(&args, &raw)?;
-    let section = cmdline::parse_qemu_section(&config_text, &config_path.display().to_string())
-        .map_err(anyhow::Error::msg)?;
+    let (config_path, section) = board_qemu(&args, &raw)?;
     let (machine, spec) = section
         .select(args.machine.as_deref())
         .map_err(anyhow::Error::msg)
@@ -147,8 +149,8 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         dtb: files.dtb,
         append: spec.append.clone(),
         memory_mib: spec.memory_mib,
-        smp: spec.smp,
-        cpu: spec.cpu.clone(),
+        smp: None,
+        cpu: None,
         disk: disk.clone(),
         disk_format: "qcow2".into(),
         net: args.net.clone(),
@@ -348,24 +350,49 @@ fn path_with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// The board config to boot with: `--config`, `--board`, or the image's own board.
-fn board_config(args: &BootArgs, raw: &Path) -> Result<(PathBuf, String)> {
+/// The board config to boot with (`--config`, `--board`, or the image's own board)
+/// and its `[qemu]` section.
+fn board_qemu(args: &BootArgs, raw: &Path) -> Result<(PathBuf, cmdline::QemuSection)> {
     let path = match (&args.config, &args.board) {
         (Some(c), _) => c.clone(),
-        (None, Some(b)) => find_board_config(b)?,
-        (None, None) => {
-            let board = image_board(raw).with_context(|| {
-                format!(
-                    "finding which board {} is for (pass --board or --config)",
-                    raw.display()
-                )
-            })?;
-            find_board_config(&board)?
+        (None, board) => {
+            let name = match board {
+                Some(b) => b.clone(),
+                None => image_board(raw).with_context(|| {
+                    format!(
+                        "finding which board {} is for (pass --board or --config)",
+                        raw.display()
+                    )
+                })?,
+            };
+            let dir = crate::build::data_dir(args.boards_dir.as_deref(), "board-configs");
+            board::resolve(&name, &dir)?
         }
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading board config {}", path.display()))?;
-    Ok((path, text))
+    let b = board::load(&path)?;
+    let file = path.display().to_string();
+    let q = b.config.qemu.ok_or_else(|| {
+        anyhow::anyhow!("{file}: no [qemu] section: this board cannot be booted under qemu")
+    })?;
+    let section = cmdline::QemuSection {
+        default_machine: q.default_machine.into_inner(),
+        machine: q
+            .machine
+            .into_iter()
+            .map(|(name, m)| {
+                let spec = cmdline::MachineSpec {
+                    kernel: m.kernel,
+                    initrd: m.initrd,
+                    dtb: m.dtb,
+                    append: m.append,
+                    memory_mib: m.memory_mib,
+                };
+                (name, spec)
+            })
+            .collect(),
+    };
+    let section = cmdline::check_qemu_section(section, &file).map_err(anyhow::Error::msg)?;
+    Ok((path, section))
 }
 
 /// The `board` an image's armada.toml names.
@@ -378,42 +405,4 @@ fn image_board(raw: &Path) -> Result<String> {
         bail!("its armada.toml names no board");
     }
     Ok(cfg.board)
-}
-
-/// `board-configs/NAME.toml`, looked up in `$ARMADA_BOARD_CONFIGS`, the current folder,
-/// and the source tree the armada binary was built in.
-fn find_board_config(board: &str) -> Result<PathBuf> {
-    if board.is_empty()
-        || !board
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        bail!("`{board}` is not a board name");
-    }
-    let file = format!("{board}.toml");
-    let mut dirs: Vec<PathBuf> = Vec::new();
-    if let Some(d) = std::env::var_os("ARMADA_BOARD_CONFIGS") {
-        dirs.push(PathBuf::from(d));
-    }
-    dirs.push(PathBuf::from("board-configs"));
-    if let Ok(exe) = std::env::current_exe() {
-        // target/{debug,release}/armada -> the workspace's board-configs/
-        for up in exe.ancestors().skip(1).take(4) {
-            dirs.push(up.join("board-configs"));
-        }
-    }
-    dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../board-configs"));
-    for d in &dirs {
-        let p = d.join(&file);
-        if p.is_file() {
-            return Ok(p);
-        }
-    }
-    bail!(
-        "no board config {file} in {} (set ARMADA_BOARD_CONFIGS or pass --config)",
-        dirs.iter()
-            .map(|d| d.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
