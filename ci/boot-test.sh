@@ -154,8 +154,10 @@ build_image() {
   [ -n "${ARMADA_E2E_IMAGES:-}" ] && return 0
   t0=$(date +%s)
   log "building the $board $role image with this run's cluster"
-  if ! "$ARMADA" build --board "$board" --role "$role" --cluster "$CL" \
-      --manager "$MGR_IP:$MGR_PORT" --out "$WORK/out" >"$WORK/build-$board-$role.log" 2>&1; then
+  # The cluster gives the image its token and the manager's address (its --san);
+  # no compression: qemu boots the raw image (the base rootfs comes from the cache).
+  if ! "$ARMADA" build --board "$board" --role "$role" --cluster "$CL" --compress none \
+      --out "$WORK/out" >"$WORK/build-$board-$role.log" 2>&1; then
     nodes_log_tail "$WORK/build-$board-$role.log" 40
     return 1
   fi
@@ -300,8 +302,11 @@ worker_case() {
   [ -n "$src" ] || { fail_case "$c" "no $board worker image" 1; return; }
   img=$d/card.img
   log "$c: flashing $(basename "$src") to $img as $host"
-  "$ARMADA" --quiet flash "$src" "$img" --hostname "$host" --manager "$MGR_IP:$MGR_PORT" \
-    --cluster "$CL" --yes >"$d/flash.log" 2>&1 || { nodes_log_tail "$d/flash.log" 20; fail_case "$c" "flash failed" 1; return; }
+  # Images built here carry this cluster's token and address; prebuilt ones get them
+  # on the card, as an operator would.
+  local extra=()
+  [ -n "${ARMADA_E2E_IMAGES:-}" ] && extra=(--manager "$MGR_IP:$MGR_PORT" --cluster "$CL")
+  "$ARMADA" --quiet flash "$src" "$img" --hostname "$host" "${extra[@]}" --yes >"$d/flash.log" 2>&1 || { nodes_log_tail "$d/flash.log" 20; fail_case "$c" "flash failed" 1; return; }
   sideload "$img" || { fail_case "$c" "side-load failed" 1; return; }
   root_before=$(root_partition "$img" | cut -d' ' -f2)
   # The card: twice the image, rounded to a power of two, so first boot has room to grow.
