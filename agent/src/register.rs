@@ -268,10 +268,67 @@ pub fn maybe_step_clock(server_time_ms: u64) {
             "stepped the clock forward by {:.1}s to the manager's time (no RTC on this board)",
             (target - local_ms) as f64 / 1000.0
         ),
-        Err(e) => tracing::warn!(
-            "the clock is {:.1}s behind the manager's but could not be stepped: {e}",
-            (target - local_ms) as f64 / 1000.0
-        ),
+        Err(e) => {
+            // Said once per run: every reply would repeat it.
+            static WARNED: std::sync::atomic::AtomicBool =
+                std::sync::atomic::AtomicBool::new(false);
+            if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(
+                    "the clock is {:.1}s behind the manager's but could not be stepped: {e}",
+                    (target - local_ms) as f64 / 1000.0
+                );
+            }
+        }
+    }
+}
+
+/// An HTTP `Date` header (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) in ms since the
+/// epoch: every manager reply carries the manager's clock, so a board that rebooted
+/// without an RTC can step its clock long after registration.
+pub fn http_date_ms(s: &str) -> Option<u64> {
+    let mut it = s.split_whitespace().skip(1);
+    let day: i64 = it.next()?.parse().ok()?;
+    let month = match it.next()? {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    let year: i64 = it.next()?.parse().ok()?;
+    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
+    if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
+    u64::try_from(secs).ok().map(|s| s * 1000)
+}
+
+/// Steps the clock from a reply's `Date` header when it lags (see [`maybe_step_clock`]).
+pub fn step_clock_from_reply(headers: &reqwest::header::HeaderMap) {
+    if let Some(ms) = headers
+        .get(reqwest::header::DATE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(http_date_ms)
+    {
+        maybe_step_clock(ms);
     }
 }
 
@@ -356,6 +413,22 @@ mod tests {
         assert_eq!(clock_correction(0, server), Some(server));
         assert_eq!(clock_correction(server - 30_000, server), None);
         assert_eq!(clock_correction(server + 3_600_000, server), None);
+    }
+
+    #[test]
+    fn http_dates_parse_to_epoch_ms() {
+        assert_eq!(
+            http_date_ms("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        assert_eq!(
+            http_date_ms("Wed, 25 Nov 2026 13:12:15 GMT"),
+            Some(1_795_612_335_000)
+        );
+        assert_eq!(http_date_ms("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
+        assert_eq!(http_date_ms("Sun, 06 Nov 1994 08:49:37 CET"), None);
+        assert_eq!(http_date_ms("Sun, 06 Foo 1994 08:49:37 GMT"), None);
+        assert_eq!(http_date_ms("garbage"), None);
     }
 
     #[test]

@@ -163,6 +163,7 @@ pub async fn deliver_batch(
         .await
         .map_err(|e| DeliveryError::Unreachable(error_chain(&e)))?;
     let status = resp.status().as_u16();
+    crate::register::step_clock_from_reply(resp.headers());
     match status {
         200..=299 => resp
             .json::<ReportAck>()
