@@ -15,6 +15,16 @@ md_docker() { docker -H "$MD_SOCK" "$@"; }
 
 # Starts dockerd and waits (bounded) for it to answer.
 md_start_dockerd() {
+  # A dockerd left by an interrupted earlier run of ours (same pidfile) is stopped first.
+  if [ -f "$MD_DIR/docker.pid" ]; then
+    MD_PID=$(cat "$MD_DIR/docker.pid")
+    if [ -n "$MD_PID" ] && grep -q "$MD_DIR" "/proc/$MD_PID/cmdline" 2>/dev/null; then
+      md_log "stopping dockerd $MD_PID left by an earlier run"
+      md_teardown
+      set -e
+    fi
+    MD_PID=
+  fi
   rm -rf "$MD_DIR"
   mkdir -p "$MD_DIR"
   printf '{"deprecated-key-path": "%s/key.json"}\n' "$MD_DIR" > "$MD_DIR/daemon.json"
@@ -79,6 +89,11 @@ md_teardown() {
     kill -0 "$MD_PID" 2>/dev/null && kill -9 "$MD_PID"
     wait "$MD_PID" 2>/dev/null
   fi
+  # Shims of our containerd namespace that outlived it (after a kill -9), by PID.
+  local p
+  for p in $(grep -la -- "-namespace.$MD_NAME.-id" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+    kill "$p" 2>/dev/null
+  done
   # Mounts under our folder, deepest first.
   awk -v d="$MD_DIR" '$2 ~ "^"d {print $2}' /proc/self/mounts | sort -r | while read -r m; do
     umount -l "$m" 2>/dev/null
@@ -88,5 +103,5 @@ md_teardown() {
     [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   rm -rf "$MD_DIR"
-  set -e
+  return 0
 }

@@ -5,7 +5,8 @@
 //! and network filesystems (whose `statvfs` can hang on a dead server) are left out,
 //! and each device is reported once, at its first mount point.
 
-use std::fs;
+use std::fs::{self, File};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use protocol::snapshot::Filesystem;
@@ -25,25 +26,69 @@ pub struct Mount {
     pub fstype: String,
 }
 
-/// Reads the mount table at `root/proc/self/mounts` and `statvfs`es each real one.
+/// The real mounts, re-read only when the kernel says the mount table changed.
+///
+/// `/proc/self/mounts` is costly to generate on a Docker host (every container adds an
+/// overlay mount with long options), and it changes rarely: poll(2) on it reports
+/// POLLPRI after a mount or unmount, so the table is parsed once per change.
+#[derive(Default)]
+pub struct MountTable {
+    watch: Option<File>,
+    mounts: Vec<Mount>,
+}
+
+impl MountTable {
+    fn changed(&mut self) -> bool {
+        let Some(f) = &self.watch else { return true };
+        poll_pri(f)
+    }
+
+    fn refresh(&mut self, root: &Path, file: &mut PseudoFile) -> Result<(), ReadError> {
+        if !self.changed() {
+            return Ok(());
+        }
+        let path = root.join("proc/self/mounts");
+        let watch = File::open(&path).map_err(|source| ReadError::Io { path, source })?;
+        // Poll once now so the next poll reports only later changes.
+        poll_pri(&watch);
+        self.mounts = parse_mounts(file.read_in(root, "proc/self/mounts")?);
+        self.watch = Some(watch);
+        Ok(())
+    }
+}
+
+/// Whether poll(2) reports a change (POLLPRI/POLLERR) on a mount table, without waiting.
+fn poll_pri(f: &File) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: f.as_raw_fd(),
+        events: libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd that lives through the call; zero timeout.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n != 0 && pfd.revents != 0
+}
+
+/// `statvfs`es each real mount; the mount table is re-read only when it changed.
 /// A filesystem that cannot be `statvfs`ed (permission, vanished) is skipped.
 pub fn collect(
     root: &Path,
     file: &mut PseudoFile,
+    table: &mut MountTable,
     out: &mut Vec<Filesystem>,
 ) -> Result<(), ReadError> {
     out.clear();
-    let bytes = file.read_in(root, "proc/self/mounts")?;
-    for m in parse_mounts(bytes) {
+    table.refresh(root, file)?;
+    for m in &table.mounts {
         let at = root.join(m.mountpoint.trim_start_matches('/'));
         let Ok(st) = nix::sys::statvfs::statvfs(&at) else {
             continue;
         };
         let unit = st.fragment_size() as u64;
         out.push(Filesystem {
-            device: m.device,
-            mountpoint: m.mountpoint,
-            fstype: m.fstype,
+            device: m.device.clone(),
+            mountpoint: m.mountpoint.clone(),
+            fstype: m.fstype.clone(),
             size_bytes: st.blocks() as u64 * unit,
             free_bytes: st.blocks_free() as u64 * unit,
             avail_bytes: st.blocks_available() as u64 * unit,

@@ -75,6 +75,7 @@ struct Discovered {
     hwmon: Option<Vec<hwmon::Sensor>>,
     cpufreq: Option<Vec<(u32, PathBuf)>>,
     ext4: Option<Vec<(String, PathBuf)>>,
+    mounts: filesystem::MountTable,
     cgroup: Option<Result<cgroup::Layout, String>>,
     vcio: Option<Option<rpi::Vcio>>,
 }
@@ -146,6 +147,7 @@ impl Collector {
                 )
                 .await;
         }
+        self.file.end_cycle();
         snap.warnings = std::mem::take(&mut self.warnings.cycle);
         snap
     }
@@ -184,7 +186,9 @@ impl Collector {
         if let Err(e) = disk::collect(root, file, &mut host.disks) {
             w.error(e);
         }
-        if let Err(e) = filesystem::collect(root, file, &mut host.filesystems) {
+        if let Err(e) =
+            filesystem::collect(root, file, &mut self.found.mounts, &mut host.filesystems)
+        {
             w.error(e);
         }
         if let Err(e) = network::collect(root, file, &mut host.network) {
@@ -326,8 +330,20 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
         }
         let mut snap = collector.collect("cli", 0).await;
         let after_first = ProcessStats::read();
+        // Benchmark cycles render the exposition too, as a scrape of /metrics would.
+        let mut text = String::new();
         for seq in 1..cycles {
             snap = collector.collect("cli", seq).await;
+            if !args.json {
+                text.clear();
+                protocol::prom::render(
+                    &[protocol::prom::LabelledSnapshot {
+                        labels: &[],
+                        snapshot: &snap,
+                    }],
+                    &mut text,
+                );
+            }
         }
         (snap, after_first)
     });
@@ -384,15 +400,17 @@ impl ProcessStats {
                 .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         };
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-        // SAFETY: sysconf has no preconditions.
-        let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        // SAFETY: getrusage writes one plain struct that we own.
+        let usage = unsafe {
+            let mut u = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+            if libc::getrusage(libc::RUSAGE_SELF, u.as_mut_ptr()) != 0 {
+                return None;
+            }
+            u.assume_init()
+        };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         Some(ProcessStats {
-            cpu_seconds: ticks / tck,
+            cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
             rss_kib: kib("VmRSS:")?,
             hwm_kib: kib("VmHWM:")?,
         })

@@ -6,8 +6,10 @@
 //! a buffer that lives as long as the collector, and numbers are parsed straight from
 //! its bytes.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Why a source could not be read; its text is the warning's cause, so it names the
@@ -34,10 +36,28 @@ impl ReadError {
     }
 }
 
-/// A reusable read buffer plus a reusable path buffer.
+/// Open files kept between cycles: at most this many, well under the usual 1024 limit.
+const MAX_OPEN: usize = 512;
+
+struct Kept {
+    file: File,
+    /// The cycle that last read it; files not read in a cycle are closed at its end.
+    cycle: u64,
+}
+
+/// A reusable read buffer, a reusable path buffer, and the files kept open.
+///
+/// A cycle reads the same few hundred pseudo-files as the last one. Keeping them open
+/// and reading again from offset 0 (which makes the kernel generate fresh contents)
+/// saves the path walk, the open and the close of every file; that was most of a
+/// cycle's cost. Files not read during a cycle (a stopped container's) are closed at
+/// its end, so nothing keeps a removed cgroup alive.
 pub struct PseudoFile {
     buf: Vec<u8>,
+    len: usize,
     path: PathBuf,
+    open: HashMap<PathBuf, Kept>,
+    cycle: u64,
 }
 
 impl Default for PseudoFile {
@@ -49,8 +69,11 @@ impl Default for PseudoFile {
 impl PseudoFile {
     pub fn new() -> Self {
         PseudoFile {
-            buf: Vec::with_capacity(64 * 1024),
+            buf: vec![0; 64 * 1024],
+            len: 0,
             path: PathBuf::with_capacity(256),
+            open: HashMap::new(),
+            cycle: 0,
         }
     }
 
@@ -60,10 +83,35 @@ impl PseudoFile {
         path.clear();
         path.push(dir.as_os_str());
         self.path.push(name);
-        self.buf.clear();
-        let result = File::open(&self.path).and_then(|mut f| f.read_to_end(&mut self.buf));
+        if let Some(kept) = self.open.get_mut(self.path.as_path()) {
+            kept.cycle = self.cycle;
+            match read_from_start(&kept.file, &mut self.buf) {
+                Ok(len) => {
+                    self.len = len;
+                    return Ok(&self.buf[..len]);
+                }
+                // Gone underneath us (a removed cgroup answers ENODEV): open afresh.
+                Err(_) => {
+                    self.open.remove(self.path.as_path());
+                }
+            }
+        }
+        let opened = File::open(&self.path);
+        let result = opened.and_then(|f| read_from_start(&f, &mut self.buf).map(|len| (f, len)));
         match result {
-            Ok(_) => Ok(&self.buf),
+            Ok((file, len)) => {
+                self.len = len;
+                if self.open.len() < MAX_OPEN {
+                    self.open.insert(
+                        self.path.clone(),
+                        Kept {
+                            file,
+                            cycle: self.cycle,
+                        },
+                    );
+                }
+                Ok(&self.buf[..self.len])
+            }
             Err(source) => Err(ReadError::Io {
                 path: self.path.clone(),
                 source,
@@ -71,6 +119,17 @@ impl PseudoFile {
         }
     }
 
+    /// Closes files no read touched since the last call; call once per cycle.
+    pub fn end_cycle(&mut self) {
+        let cycle = self.cycle;
+        self.open.retain(|_, k| k.cycle == cycle);
+        self.cycle += 1;
+    }
+
+    /// Files currently kept open.
+    pub fn open_files(&self) -> usize {
+        self.open.len()
+    }
     /// The path of the last read, for error messages.
     pub fn last_path(&self) -> &Path {
         &self.path
@@ -93,6 +152,23 @@ impl PseudoFile {
     pub fn read_string(&mut self, dir: &Path, name: &str) -> Result<String, ReadError> {
         let bytes = self.read_in(dir, name)?;
         Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
+    }
+}
+
+/// Reads a file from offset 0 into `buf` (grown when full); returns the length.
+/// A short read ends it: /proc, /sys and cgroup files fill a read up to EOF.
+fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(buf.len() * 2, 0);
+        }
+        let want = buf.len() - len;
+        let n = file.read_at(&mut buf[len..], len as u64)?;
+        len += n;
+        if n == 0 || n < want {
+            return Ok(len);
+        }
     }
 }
 
@@ -192,6 +268,30 @@ mod tests {
         assert_eq!(keyed_u64(text, b"rss"), Some(7));
         assert_eq!(keyed_u64(text, b"total_rss"), Some(10));
         assert_eq!(keyed_u64(text, b"file"), None);
+    }
+
+    #[test]
+    fn kept_files_are_read_afresh_and_closed_when_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("v"), "1\n").unwrap();
+        let mut f = PseudoFile::new();
+        assert_eq!(f.read_u64(dir.path(), "v").unwrap(), Some(1));
+        assert_eq!(f.open_files(), 1);
+        std::fs::write(dir.path().join("v"), "22\n").unwrap();
+        assert_eq!(f.read_u64(dir.path(), "v").unwrap(), Some(22));
+        f.end_cycle();
+        assert_eq!(f.open_files(), 1, "read this cycle: kept");
+        f.end_cycle();
+        assert_eq!(f.open_files(), 0, "not read in the last cycle: closed");
+    }
+
+    #[test]
+    fn big_files_grow_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(200_000);
+        std::fs::write(dir.path().join("big"), &big).unwrap();
+        let mut f = PseudoFile::new();
+        assert_eq!(f.read_in(dir.path(), "big").unwrap().len(), 200_000);
     }
 
     #[test]
