@@ -370,16 +370,29 @@ async fn joined(
             "swarm_node_id must be the engine's alphanumeric Swarm.NodeID",
         ));
     }
-    let record = s
-        .store
-        .joined(&node_id, &sid)
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+    // Check the claim and label first; record it only once the engine knows the node,
+    // so a wrong id never replaces a good one.
+    let record = {
+        let st = s.store.read();
+        st.check_joined(&node_id, &sid)
+            .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
+        let mut r = st
+            .nodes
+            .get(&node_id)
+            .map(|e| e.record.clone())
+            .ok_or_else(|| ApiError::unauthorized("the node was removed"))?;
+        r.swarm_node_id = Some(sid.clone());
+        r
+    };
     let want = swarm::wanted_labels(&record);
     s.swarm.label(&sid, &want).await.map_err(|e| match e {
         swarm::SwarmError::UnknownSwarmNode(_) => ApiError::new(StatusCode::NOT_FOUND, e),
         e => ApiError::unavailable(e),
     })?;
+    s.store
+        .joined(&node_id, &sid)
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     tracing::info!("node {node_id} joined the swarm as {sid}; labelled");
     Ok(Json(JoinedReply {
         node_id,

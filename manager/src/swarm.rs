@@ -58,6 +58,8 @@ pub struct SwarmLink {
     docker: OnceLock<Docker>,
     join: RwLock<Option<JoinInfo>>,
     nodes: RwLock<HashMap<String, SwarmNodeView>>,
+    /// One refresh (and so one `swarm init`) at a time, whatever the registration burst.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// The labels armada puts on a swarm node. Operator labels cannot override `armada.*`.
@@ -112,6 +114,7 @@ impl SwarmLink {
             docker: OnceLock::new(),
             join: RwLock::new(Some(JoinInfo::default())),
             nodes: RwLock::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -125,6 +128,7 @@ impl SwarmLink {
             docker: OnceLock::new(),
             join: RwLock::new(None),
             nodes: RwLock::new(HashMap::new()),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -161,11 +165,21 @@ impl SwarmLink {
         if let Some(j) = self.join.read().ok().and_then(|j| j.clone()) {
             return Ok(j);
         }
-        self.refresh().await
+        let _one = self.refreshing.lock().await;
+        // Another request may have filled the cache while this one waited.
+        if let Some(j) = self.join.read().ok().and_then(|j| j.clone()) {
+            return Ok(j);
+        }
+        self.refresh_locked().await
     }
 
     /// Reads the swarm (initialising it if the engine is in none) and caches join info.
     pub async fn refresh(&self) -> Result<JoinInfo, SwarmError> {
+        let _one = self.refreshing.lock().await;
+        self.refresh_locked().await
+    }
+
+    async fn refresh_locked(&self) -> Result<JoinInfo, SwarmError> {
         if !self.enabled() {
             return Ok(JoinInfo::default());
         }
