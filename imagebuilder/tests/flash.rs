@@ -7,10 +7,8 @@
 //! made by armada's own `bmap` module. Each test creates and detaches its own loop
 //! devices by the name `losetup --show` gave it.
 
-#[allow(dead_code)]
 #[path = "../src/bmap.rs"]
 mod bmap;
-#[allow(dead_code)]
 #[path = "../src/fatfile.rs"]
 mod fatfile;
 
