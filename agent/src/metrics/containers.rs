@@ -149,7 +149,7 @@ impl Containers {
                     &mut self.net_scratch,
                     &mut warn_read,
                 );
-                m.network.extend(self.net_scratch.drain(..));
+                m.network.append(&mut self.net_scratch);
             }
             out.push(m);
         }

@@ -84,16 +84,16 @@ pub fn collect(
         let Ok(st) = nix::sys::statvfs::statvfs(&at) else {
             continue;
         };
-        let unit = st.fragment_size() as u64;
+        let unit = st.fragment_size();
         out.push(Filesystem {
             device: m.device.clone(),
             mountpoint: m.mountpoint.clone(),
             fstype: m.fstype.clone(),
-            size_bytes: st.blocks() as u64 * unit,
-            free_bytes: st.blocks_free() as u64 * unit,
-            avail_bytes: st.blocks_available() as u64 * unit,
-            files: st.files() as u64,
-            files_free: st.files_free() as u64,
+            size_bytes: st.blocks() * unit,
+            free_bytes: st.blocks_free() * unit,
+            avail_bytes: st.blocks_available() * unit,
+            files: st.files(),
+            files_free: st.files_free(),
         });
     }
     Ok(())

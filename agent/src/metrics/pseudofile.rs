@@ -127,6 +127,7 @@ impl PseudoFile {
     }
 
     /// Files currently kept open.
+    #[cfg(test)]
     pub fn open_files(&self) -> usize {
         self.open.len()
     }
