@@ -119,20 +119,23 @@ pub async fn join(
                 .info()
                 .await
                 .map_err(|e| JoinError::Unavailable(error_chain(&e)))?;
-            let theirs: Vec<String> = info
-                .swarm
-                .and_then(|s| s.remote_managers)
+            let swarm = info.swarm.unwrap_or_default();
+            let theirs: Vec<String> = swarm
+                .remote_managers
                 .unwrap_or_default()
                 .into_iter()
                 .filter_map(|p| p.addr)
                 .collect();
-            if is_our_swarm(&theirs, managers) {
-                Ok(JoinOutcome::AlreadyMember)
-            } else {
-                Err(JoinError::OtherSwarm {
+            match already_member_verdict(swarm.local_node_state, &theirs, managers) {
+                Verdict::Ours => Ok(JoinOutcome::AlreadyMember),
+                Verdict::NotYetKnown => Err(JoinError::Unavailable(format!(
+                    "the local engine is in a swarm (state {:?}) but names no managers yet",
+                    swarm.local_node_state
+                ))),
+                Verdict::Other => Err(JoinError::OtherSwarm {
                     theirs,
                     ours: managers.to_vec(),
-                })
+                }),
             }
         }
         Err(DockerError::DockerResponseServerError {
@@ -153,6 +156,33 @@ pub async fn join(
                 Err(JoinError::Unavailable(text))
             }
         }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Ours,
+    NotYetKnown,
+    Other,
+}
+
+/// What a 503 "already part of a swarm" means. A join that timed out goes on in the
+/// background (state `pending`): that is our join still in progress.
+pub fn already_member_verdict(
+    state: Option<LocalNodeState>,
+    theirs: &[String],
+    ours: &[String],
+) -> Verdict {
+    if state == Some(LocalNodeState::PENDING) {
+        return Verdict::Ours;
+    }
+    if theirs.is_empty() {
+        return Verdict::NotYetKnown;
+    }
+    if is_our_swarm(theirs, ours) {
+        Verdict::Ours
+    } else {
+        Verdict::Other
     }
 }
 
@@ -280,6 +310,28 @@ mod tests {
             &["[fd00::1]:2377".into()],
             &["[fd00::1]:2377".into()]
         ));
+    }
+
+    #[test]
+    fn an_engine_already_in_a_swarm_is_judged_by_its_managers() {
+        let ours = vec!["172.30.1.1:2377".to_string()];
+        let active = Some(LocalNodeState::ACTIVE);
+        assert_eq!(
+            already_member_verdict(active, &["172.30.1.1:2377".into()], &ours),
+            Verdict::Ours
+        );
+        assert_eq!(
+            already_member_verdict(active, &["192.168.9.9:2377".into()], &ours),
+            Verdict::Other
+        );
+        assert_eq!(
+            already_member_verdict(active, &[], &ours),
+            Verdict::NotYetKnown
+        );
+        assert_eq!(
+            already_member_verdict(Some(LocalNodeState::PENDING), &[], &ours),
+            Verdict::Ours
+        );
     }
 
     #[test]
