@@ -187,9 +187,10 @@ root_partition() {
 
 # sideload IMG: puts the busybox tarball and a unit that `docker import`s it at boot
 # onto the image's root filesystem (debugfs, no mount): the test's stand-in for an
-# operator's preloaded images.
+# operator's preloaded images. Also a drop-in that copies the agent's log to the
+# console, so `armada boot` sees its milestones and a failure shows its lines.
 sideload() {
-  local img=$1 tar off unit
+  local img=$1 tar off unit dropin
   tar=$(busybox_tar) || { log "could not get busybox-static:arm64"; return 1; }
   off=$(root_partition "$img" | cut -d' ' -f1)
   unit=$WORK/armada-e2e-import.service
@@ -210,7 +211,11 @@ StandardError=journal+console
 [Install]
 WantedBy=multi-user.target
 EOF
+  dropin=$WORK/armada-agent-console.conf
+  printf '[Service]\nStandardOutput=journal+console\nStandardError=journal+console\n' >"$dropin"
   debugfs -w -f - "$img?offset=$off" >"$WORK/debugfs.log" 2>&1 <<EOF
+mkdir /etc/systemd/system/armada-agent.service.d
+write $dropin /etc/systemd/system/armada-agent.service.d/e2e-console.conf
 mkdir /var/lib/armada-e2e
 write $tar /var/lib/armada-e2e/busybox.tar
 write $unit /etc/systemd/system/armada-e2e-import.service
