@@ -47,7 +47,7 @@ for b in armada armada-agent armada-manager; do
     exit 1
   fi
 done
-for t in dockerd docker nsenter unshare ip jq curl busybox; do
+for t in dockerd docker nsenter unshare ip jq curl busybox promtool; do
   command -v "$t" >/dev/null || { echo "cluster: $t is missing: run ci/host-deps.sh" >&2; exit 1; }
 done
 
@@ -277,10 +277,12 @@ else
   for n in 1 2 3; do detail "$n" | jq -c '{host: .summary.hostname, containers: [.latest.containers[]? | {name, cpu: .cpu.usage_seconds, mem: .memory.usage_bytes}]}' >&2; done
   fail "container metrics reach the manager" "$(mgr_log)" "$(agent_log 2)"
 fi
-if [ -n "$(agent_metric 2 armada_agent_reports_delivered_total)" ]; then
-  pass "agent /metrics endpoint answers on node2"
+nodes_in 2 curl -sf --max-time 5 "http://$(nodes_ip 2):9101/metrics" >"$WORK/node2-metrics.txt"
+if [ -n "$(agent_metric 2 armada_agent_reports_delivered_total)" ] && grep -q 'arm-cl-load-2' "$WORK/node2-metrics.txt" &&
+  promtool check metrics <"$WORK/node2-metrics.txt" >"$WORK/promtool.txt" 2>&1; then
+  pass "node2's agent serves /metrics ($(grep -vc '^#' "$WORK/node2-metrics.txt") samples, its container included, promtool-clean)"
 else
-  fail "agent /metrics endpoint answers on node2" "$(agent_log 2)"
+  fail "node2's agent serves promtool-clean /metrics with its container" "$WORK/promtool.txt" "$(agent_log 2)"
 fi
 
 # ---------------------------------------------------------------- placement by board label
