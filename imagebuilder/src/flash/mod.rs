@@ -147,6 +147,18 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
                 max_size: args.max_size,
             },
         )?;
+        for input in [Some(image.as_path()), args.bmap.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if same_file(input, &device) {
+                bail!(
+                    "refusing to write to {}: it is the input file {}",
+                    device.display(),
+                    input.display()
+                );
+            }
+        }
     }
     if let (Some(size), true) = (image_size, facts.kind != target::TargetKind::File) {
         if facts.size < size {
@@ -266,6 +278,9 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
             if cfg.manager.token.is_empty() { "none" } else { "set" }
         )
     };
+    if !is_file {
+        reread_partition_table(&tgt.file);
+    }
     ui.info(&format!(
         "flashed {} to {}: {} bytes written of a {}-byte image, {}; {summary}",
         image.display(),
@@ -311,6 +326,28 @@ fn resolve_bmap(
         b.image_size
     ));
     Ok(Some(b))
+}
+
+/// Whether `a` and `b` name the same existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Asks the kernel to re-read the card's new partition table so `/dev/sdX1` and
+/// friends appear without re-inserting it. Best effort: a device without partition
+/// support (a loop device without `-P`) says no, and that is fine.
+fn reread_partition_table(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    const BLKRRPART: libc::c_ulong = 0x125F; // _IO(0x12, 95)
+                                             // SAFETY: BLKRRPART takes no argument; the fd is a valid open block device.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART as _) };
+    if rc != 0 {
+        tracing::debug!("BLKRRPART: {}", std::io::Error::last_os_error());
+    }
 }
 
 /// Test-only fault injection (debug builds): `ARMADA_FLASH_TEST_CORRUPT_AT=OFFSET`

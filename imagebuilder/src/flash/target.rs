@@ -86,8 +86,15 @@ pub fn refusals(facts: &TargetFacts, policy: Policy) -> Vec<Refusal> {
     for m in &facts.holds_system {
         out.push(hard(format!("it holds the running system's {m}")));
     }
-    for u in &facts.in_use {
+    const SHOWN: usize = 4;
+    for u in facts.in_use.iter().take(SHOWN) {
         out.push(hard(format!("it is in use: {u}")));
+    }
+    if facts.in_use.len() > SHOWN {
+        out.push(hard(format!(
+            "... and {} more uses",
+            facts.in_use.len() - SHOWN
+        )));
     }
     if let TargetKind::Partition { disk } = &facts.kind {
         out.push(soft(format!(
