@@ -153,6 +153,13 @@ pub fn inspect(path: &Path, root: &Path) -> Result<TargetFacts> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // A typo'd device name must not become a file in /dev (RAM).
+            if path.starts_with("/dev") {
+                bail!(
+                    "{}: no such device (see `armada flash --list`)",
+                    path.display()
+                );
+            }
             return Ok(file_facts(path, 0));
         }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
@@ -545,6 +552,17 @@ mod tests {
         let mut f = file_facts(Path::new("/tmp/x.img"), 0);
         f.size = u64::MAX;
         assert!(refusals(&f, P).is_empty());
+    }
+
+    #[test]
+    fn a_missing_device_is_not_created_as_a_file() {
+        let err = inspect(Path::new("/dev/sdzz9"), Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no such device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = inspect(&dir.path().join("new.img"), Path::new("/")).unwrap();
+        assert_eq!(f.kind, TargetKind::File);
     }
 
     #[test]
