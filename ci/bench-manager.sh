@@ -41,6 +41,12 @@ rss() {
   awk '/^VmRSS|^VmHWM/ { printf "%s %.0f MiB  ", $1, $2 / 1024 }' "/proc/$pid/status"
   echo "(manager, $1)"
 }
+# A loadgen phase; with --manager-pid it also prints the manager's own CPU time per
+# stored snapshot over the measured window: on a shared 2-core machine the load
+# generator takes CPU too, so that figure says what the manager alone could sustain.
+phase() {
+  timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" --manager-pid "$pid" "$@"
+}
 manager_p99() {
   curl -s --cacert "$tmp/cluster/ca.pem" -H "Authorization: Bearer $(cat "$tmp/cluster/admin-token")" "$url/metrics" |
     awk '/^armada_manager_ingest_latency_seconds_bucket/ { match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); b[n++] = le; c[le] = $2 }
@@ -53,18 +59,18 @@ timeout 300 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" bu
 rss "after the burst"
 
 echo "== paced ingest: $nodes nodes, one report each every 10 s, ${secs} s"
-timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" ingest --nodes "$nodes" --interval 10 --duration "$secs"
+phase ingest --nodes "$nodes" --interval 10 --duration "$secs"
 rss "$nodes nodes at 10 s"
 manager_p99
 
 echo "== beyond: paced ingest at 1 s interval ($nodes nodes = $nodes reports/s target), ${secs} s"
-timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" ingest --nodes "$nodes" --interval 1 --duration "$secs"
+phase ingest --nodes "$nodes" --interval 1 --duration "$secs"
 rss "$nodes nodes at 1 s"
 
 echo "== beyond: as fast as acknowledged, 1 snapshot per request, 64 in flight, $((secs / 2)) s"
-timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" max --nodes "$nodes" --concurrency 64 --batch 1 --duration $((secs / 2))
+phase max --nodes "$nodes" --concurrency 64 --batch 1 --duration $((secs / 2))
 echo "== beyond: as fast as acknowledged, 10 snapshots per request (backlog delivery), 64 in flight, $((secs / 2)) s"
-timeout 600 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" max --nodes "$nodes" --concurrency 64 --batch 10 --duration $((secs / 2))
+phase max --nodes "$nodes" --concurrency 64 --batch 10 --duration $((secs / 2))
 rss "end"
 manager_p99
 du -sh "$tmp/state" | awk '{ print "[bench] store size " $1 }'

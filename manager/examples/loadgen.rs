@@ -29,6 +29,9 @@ struct Cli {
     /// Cluster folder: ca.pem and token are read from it.
     #[arg(long)]
     cluster_dir: PathBuf,
+    /// The manager's PID: its CPU time over the measured window is reported per snapshot.
+    #[arg(long)]
+    manager_pid: Option<u32>,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -161,6 +164,40 @@ async fn register_one(
         );
     }
     Ok(r.json().await?)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some(ticks / hz)
+}
+
+/// "manager CPU ..." for the window that started at `cpu0` and stored `snapshots`.
+fn manager_cpu(cli: &Cli, cpu0: Option<f64>, snapshots: usize) -> String {
+    let (Some(pid), Some(c0)) = (cli.manager_pid, cpu0) else {
+        return String::new();
+    };
+    let Some(c1) = cpu_seconds(pid) else {
+        return String::new();
+    };
+    let used = c1 - c0;
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    if snapshots == 0 || used <= 0.0 {
+        return String::new();
+    }
+    format!(
+        "\n  manager CPU {used:.2} s for {snapshots} snapshots = {:.0} us/snapshot -> {:.0} snapshots/s if the manager had the {cores} cores to itself",
+        used / snapshots as f64 * 1e6,
+        snapshots as f64 / used * cores
+    )
 }
 
 fn percentiles(mut v: Vec<u64>) -> String {
@@ -307,6 +344,7 @@ async fn ingest(
     let errors = Arc::new(AtomicU64::new(0));
     let skipped = Arc::new(AtomicU64::new(0));
     let rate = n as f64 / interval;
+    let cpu0 = cli.manager_pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(duration);
     let mut issued = 0u64;
@@ -342,8 +380,9 @@ async fn ingest(
     }
     let secs = t0.elapsed().as_secs_f64();
     let lat = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
+    let cpu = manager_cpu(cli, cpu0, lat.len());
     println!(
-        "ingest: {n} nodes every {interval} s for {duration} s: {} reports acked = {:.0} reports/s (target {rate:.0}); {}; errors {}, skipped (over {max_in_flight} in flight) {}",
+        "ingest: {n} nodes every {interval} s for {duration} s: {} reports acked = {:.0} reports/s (target {rate:.0}); {}; errors {}, skipped (over {max_in_flight} in flight) {}{cpu}",
         lat.len(),
         lat.len() as f64 / secs,
         percentiles(lat),
@@ -365,6 +404,7 @@ async fn max(
     let http = client(cli, true)?;
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let cpu0 = cli.manager_pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(duration);
     let tasks: Vec<_> = (0..concurrency)
@@ -396,8 +436,9 @@ async fn max(
         lat.extend(t.await?);
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = manager_cpu(cli, cpu0, lat.len() * batch);
     println!(
-        "max: {n} nodes, {concurrency} in flight, {batch} snapshots/request, {duration} s: {:.0} requests/s = {:.0} reports/s; {}; errors {}",
+        "max: {n} nodes, {concurrency} in flight, {batch} snapshots/request, {duration} s: {:.0} requests/s = {:.0} reports/s; {}; errors {}{cpu}",
         lat.len() as f64 / secs,
         (lat.len() * batch) as f64 / secs,
         percentiles(lat),

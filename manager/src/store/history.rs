@@ -2,8 +2,9 @@
 //!
 //! Every report adds one [`Point`] (CPU busy share, memory used, hottest temperature,
 //! container count). The raw tier keeps the last few points; each coarser tier keeps
-//! means over fixed buckets. Memory per node is bounded (at most [`MAX_POINTS`] points,
-//! about 14 KiB), whatever the report rate or uptime.
+//! means over fixed buckets. Points are kept packed in 16 bytes ([`Packed`]: seconds,
+//! KiB, 1/10000 of CPU, 1/100 °C), so a node's history is bounded at [`MAX_POINTS`]
+//! points, about 6 KiB, whatever the report rate or uptime.
 
 use std::collections::VecDeque;
 
@@ -22,6 +23,60 @@ pub struct Point {
     pub memory_used_bytes: Option<u64>,
     pub temperature_celsius: Option<f32>,
     pub containers: Option<u32>,
+}
+
+/// A [`Point`] in 16 bytes; the `NONE_*` values stand for a missing figure.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Packed {
+    t_s: u32,
+    mem_kib: u32,
+    containers: u16,
+    cpu_e4: u16,
+    temp_e2: i16,
+}
+
+const NONE_U32: u32 = u32::MAX;
+const NONE_U16: u16 = u16::MAX;
+const NONE_I16: i16 = i16::MIN;
+
+impl From<&Point> for Packed {
+    fn from(p: &Point) -> Self {
+        Packed {
+            t_s: (p.t_ms / 1000).min(u32::MAX as u64 - 1) as u32,
+            mem_kib: p
+                .memory_used_bytes
+                .map(|m| (m / 1024).min(NONE_U32 as u64 - 1) as u32)
+                .unwrap_or(NONE_U32),
+            containers: p
+                .containers
+                .map(|c| c.min(NONE_U16 as u32 - 1) as u16)
+                .unwrap_or(NONE_U16),
+            cpu_e4: p
+                .cpu_busy_ratio
+                .map(|c| (c.clamp(0.0, 1.0) * 10_000.0).round() as u16)
+                .unwrap_or(NONE_U16),
+            temp_e2: p
+                .temperature_celsius
+                .map(|t| {
+                    (t * 100.0)
+                        .round()
+                        .clamp(NONE_I16 as f32 + 1.0, i16::MAX as f32) as i16
+                })
+                .unwrap_or(NONE_I16),
+        }
+    }
+}
+
+impl From<&Packed> for Point {
+    fn from(p: &Packed) -> Self {
+        Point {
+            t_ms: p.t_s as u64 * 1000,
+            cpu_busy_ratio: (p.cpu_e4 != NONE_U16).then(|| p.cpu_e4 as f32 / 10_000.0),
+            memory_used_bytes: (p.mem_kib != NONE_U32).then(|| p.mem_kib as u64 * 1024),
+            temperature_celsius: (p.temp_e2 != NONE_I16).then(|| p.temp_e2 as f32 / 100.0),
+            containers: (p.containers != NONE_U16).then_some(p.containers as u32),
+        }
+    }
 }
 
 /// Running sums of one open bucket.
@@ -64,7 +119,7 @@ impl Bucket {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct History {
-    tiers: Vec<VecDeque<Point>>,
+    tiers: Vec<VecDeque<Packed>>,
     open: Vec<Option<Bucket>>,
 }
 
@@ -89,7 +144,7 @@ impl History {
     pub fn push(&mut self, p: Point) {
         for (i, (width, keep)) in TIERS.iter().enumerate() {
             if *width == 0 {
-                push_bounded(&mut self.tiers[i], p, *keep);
+                push_bounded(&mut self.tiers[i], (&p).into(), *keep);
                 continue;
             }
             let start = p.t_ms - p.t_ms % width;
@@ -98,7 +153,7 @@ impl History {
                 slot => {
                     // A new bucket closes the open one (also when a clock jumps back).
                     if let Some(done) = slot.take() {
-                        push_bounded(&mut self.tiers[i], done.mean(), *keep);
+                        push_bounded(&mut self.tiers[i], (&done.mean()).into(), *keep);
                     }
                     let mut b = Bucket {
                         start_ms: start,
@@ -118,7 +173,7 @@ impl History {
             .iter()
             .enumerate()
             .map(|(i, (width, _))| {
-                let mut points: Vec<Point> = self.tiers[i].iter().copied().collect();
+                let mut points: Vec<Point> = self.tiers[i].iter().map(Point::from).collect();
                 if let Some(b) = &self.open[i] {
                     points.push(b.mean());
                 }
@@ -139,7 +194,7 @@ impl History {
     }
 }
 
-fn push_bounded(q: &mut VecDeque<Point>, p: Point, keep: usize) {
+fn push_bounded(q: &mut VecDeque<Packed>, p: Packed, keep: usize) {
     if q.len() == keep {
         q.pop_front();
     }
@@ -183,6 +238,35 @@ mod tests {
             "84 closed 2 h buckets plus the open one"
         );
         assert_eq!(v[2].points.len(), 97);
+    }
+
+    #[test]
+    fn packing_keeps_figures_to_their_resolution() {
+        assert_eq!(std::mem::size_of::<Packed>(), 16);
+        let p = Point {
+            t_ms: 1_764_000_000_123,
+            cpu_busy_ratio: Some(0.12345),
+            memory_used_bytes: Some(512 << 20),
+            temperature_celsius: Some(-5.25),
+            containers: Some(7),
+        };
+        let back = Point::from(&Packed::from(&p));
+        assert_eq!(back.t_ms, 1_764_000_000_000);
+        assert!((back.cpu_busy_ratio.unwrap() - 0.1235).abs() < 1e-6);
+        assert_eq!(back.memory_used_bytes, Some(512 << 20));
+        assert_eq!(back.temperature_celsius, Some(-5.25));
+        assert_eq!(back.containers, Some(7));
+        let none = Point::from(&Packed::from(&Point {
+            t_ms: 5000,
+            ..Default::default()
+        }));
+        assert_eq!(
+            none,
+            Point {
+                t_ms: 5000,
+                ..Default::default()
+            }
+        );
     }
 
     #[test]
