@@ -185,8 +185,9 @@ retrying() {
   [ "$(grep -c "not reachable yet.*retrying in" "$(agent_log 2)")" -ge 2 ] &&
     [ "$(grep -c "not reachable yet.*retrying in" "$(agent_log 3)")" -ge 2 ]
 }
-if wait_until 15 retrying && kill -0 "${AGENT_PID[2]}" && kill -0 "${AGENT_PID[3]}"; then
-  pass "with no manager yet the agents retry with backoff (node2: $(grep -o 'retrying in [0-9.]*s' "$(agent_log 2)" | sed 's/retrying in //' | tr '\n' ' '))"
+collecting() { [ "$(agent_metric 2 armada_agent_backlog_snapshots)" -ge 1 ]; }
+if wait_until 15 retrying && kill -0 "${AGENT_PID[2]}" && kill -0 "${AGENT_PID[3]}" && wait_until 10 collecting; then
+  pass "with no manager yet the agents retry with backoff (node2: $(grep -o 'retrying in [0-9.]*s' "$(agent_log 2)" | sed 's/retrying in //' | tr '\n' ' ')) and already collect ($(agent_metric 2 armada_agent_backlog_snapshots) kept on node2)"
 else
   fail "agents retry while the manager is away" "$(agent_log 2)"
 fi

@@ -181,53 +181,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let docker = swarm::connect_with_wait(&args.docker_host, Duration::from_secs(120)).await?;
 
-    let reg = match stored {
-        Some(reg) => {
-            tracing::info!(
-                "registered as node {} with the manager at {} (credential in {})",
-                reg.credential.node_id,
-                reg.info.manager,
-                state.path().display()
-            );
-            reg
-        }
-        None => {
-            let (token, manager) = inputs.context("registration inputs were checked above")?;
-            register_new(&cfg, token, manager, &args, &docker, &state).await?
-        }
-    };
-    if !cfg.manager.token.is_empty() {
-        remove_token(&cfg_path)?;
-        tracing::info!("removed the bootstrap token from {}", cfg_path.display());
-    }
-
-    let manager: ManagerAddress = reg.info.manager.parse().map_err(anyhow::Error::msg)?;
-    let mut reg = reg;
-    if reg.info.discovered {
-        let (_, at) = discover_manager(reg.info.discovered_addr).await;
-        if reg.info.discovered_addr != Some(at) {
-            reg.info.discovered_addr = Some(at);
-            state.save(&reg)?;
-        }
-    }
-    let resolve = reg.info.discovered_addr.filter(|_| reg.info.discovered);
-    let client = pinning::client_for_ca(&reg.ca_pem, resolve.map(|a| (discover::MANAGER_NAME, a)))?;
-    join_swarm(&docker, &reg, &state).await?;
-    tokio::spawn(acknowledge_join(
-        docker.clone(),
-        client.clone(),
-        manager.clone(),
-        reg.credential.clone(),
-        state.clone(),
-    ));
-
-    let interval_s = if reg.info.report_interval_seconds > 0 {
-        reg.info.report_interval_seconds
-    } else {
-        cfg.agent.interval_seconds
-    };
-    let interval = Duration::from_secs(u64::from(interval_s.max(1)));
+    // Metrics from the start: served at once, and kept in the backlog while the node
+    // registers (the manager may boot after the workers).
+    let interval_s = stored
+        .as_ref()
+        .map(|r| r.info.report_interval_seconds)
+        .filter(|&s| s > 0)
+        .unwrap_or(cfg.agent.interval_seconds);
     let shared = report::Shared::new(cfg.agent.backlog_reports);
+    shared.set_interval(Duration::from_secs(u64::from(interval_s.max(1))));
     if !cfg.agent.metrics_listen.is_empty() {
         let listener = serve::bind(&cfg.agent.metrics_listen).await?;
         tracing::info!(
@@ -241,21 +203,87 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.cfg.root.clone(),
         Some(docker.clone()),
     ));
-    tracing::info!(
-        "reporting to {manager} every {interval_s}s as instance {instance} (backlog of {} in memory)",
-        cfg.agent.backlog_reports
-    );
+    // The collector runs in this task (select! below), not a spawned one.
+    let collect = report::collect_loop(source, shared.clone(), instance.clone());
+
+    let report = async {
+        let (client, manager, reg) =
+            join_cluster(&cfg_path, &cfg, &args, &state, stored, inputs, &docker).await?;
+        if reg.info.report_interval_seconds > 0 {
+            shared.set_interval(Duration::from_secs(u64::from(
+                reg.info.report_interval_seconds,
+            )));
+        }
+        tracing::info!(
+            "reporting to {manager} every {}s as instance {instance} (backlog of {} in memory)",
+            shared.interval().as_secs(),
+            cfg.agent.backlog_reports
+        );
+        let err =
+            report::deliver_loop(client, manager, reg.credential.clone(), shared.clone()).await;
+        Err::<(), anyhow::Error>(err.into())
+    };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
-    // The collector holds non-Send readers: it runs here, not in a spawned task.
-    let collect = report::collect_loop(source, shared.clone(), interval, instance.clone());
     tokio::select! {
         _ = collect => Ok(()),
-        err = report::deliver_loop(client, manager, reg.credential.clone(), shared, interval) => Err(err.into()),
+        r = report => r,
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); Ok(()) }
     }
+}
+
+/// Registers (once in a node's life), removes the bootstrap token, joins the swarm and
+/// has the manager told; returns the client, address and registration to report with.
+async fn join_cluster(
+    cfg_path: &Path,
+    cfg: &FirstBootConfig,
+    args: &RunArgs,
+    state: &StateDir,
+    stored: Option<Registration>,
+    inputs: Option<(BootstrapToken, Option<ManagerAddress>)>,
+    docker: &bollard::Docker,
+) -> anyhow::Result<(reqwest::Client, ManagerAddress, Registration)> {
+    let mut reg = match stored {
+        Some(reg) => {
+            tracing::info!(
+                "registered as node {} with the manager at {} (credential in {})",
+                reg.credential.node_id,
+                reg.info.manager,
+                state.path().display()
+            );
+            reg
+        }
+        None => {
+            let (token, manager) = inputs.context("registration inputs were checked above")?;
+            register_new(cfg, token, manager, args, docker, state).await?
+        }
+    };
+    if !cfg.manager.token.is_empty() {
+        remove_token(cfg_path)?;
+        tracing::info!("removed the bootstrap token from {}", cfg_path.display());
+    }
+
+    let manager: ManagerAddress = reg.info.manager.parse().map_err(anyhow::Error::msg)?;
+    if reg.info.discovered {
+        let (_, at) = discover_manager(reg.info.discovered_addr).await;
+        if reg.info.discovered_addr != Some(at) {
+            reg.info.discovered_addr = Some(at);
+            state.save(&reg)?;
+        }
+    }
+    let resolve = reg.info.discovered_addr.filter(|_| reg.info.discovered);
+    let client = pinning::client_for_ca(&reg.ca_pem, resolve.map(|a| (discover::MANAGER_NAME, a)))?;
+    join_swarm(docker, &reg, state).await?;
+    tokio::spawn(acknowledge_join(
+        docker.clone(),
+        client.clone(),
+        manager.clone(),
+        reg.credential.clone(),
+        state.clone(),
+    ));
+    Ok((client, manager, reg))
 }
 
 /// The metrics collector as the report loop's snapshot source.

@@ -10,6 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -102,6 +103,8 @@ pub struct Shared {
     pub latest: Mutex<Option<Snapshot>>,
     pub stats: Mutex<DeliveryStats>,
     pub new_snapshot: Notify,
+    /// The collection interval in ms: the config's until the manager names its own.
+    interval_ms: AtomicU64,
 }
 
 impl Shared {
@@ -111,7 +114,17 @@ impl Shared {
             latest: Mutex::new(None),
             stats: Mutex::new(DeliveryStats::default()),
             new_snapshot: Notify::new(),
+            interval_ms: AtomicU64::new(10_000),
         })
+    }
+
+    pub fn set_interval(&self, every: Duration) {
+        self.interval_ms
+            .store((every.as_millis() as u64).max(100), Ordering::Relaxed);
+    }
+
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -181,23 +194,23 @@ pub async fn deliver_batch(
     }
 }
 
-/// Collects a snapshot every `interval`, forever.
-pub async fn collect_loop<S: SnapshotSource>(
-    mut source: S,
-    shared: Arc<Shared>,
-    interval: Duration,
-    instance: String,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Collects a snapshot every interval (read from `shared` each time), forever.
+pub async fn collect_loop<S: SnapshotSource>(mut source: S, shared: Arc<Shared>, instance: String) {
+    let mut next = tokio::time::Instant::now();
     let mut seq = 0u64;
     loop {
-        tick.tick().await;
+        tokio::time::sleep_until(next).await;
         let snap = source.collect(&instance, seq).await;
         seq += 1;
         *lock(&shared.latest) = Some(snap.clone());
         lock(&shared.backlog).push(snap);
         shared.new_snapshot.notify_one();
+        // On schedule without drift; after a stall, start afresh instead of bursting.
+        next += shared.interval();
+        let now = tokio::time::Instant::now();
+        if next < now {
+            next = now;
+        }
     }
 }
 
@@ -208,7 +221,6 @@ pub async fn deliver_loop(
     manager: ManagerAddress,
     credential: NodeCredential,
     shared: Arc<Shared>,
-    interval: Duration,
 ) -> DeliveryError {
     let mut batch_size = MAX_BATCH;
     let mut failures = 0u32;
@@ -268,7 +280,7 @@ pub async fn deliver_loop(
                 let delay = backoff_delay(
                     failures,
                     Duration::from_secs(1),
-                    interval.max(Duration::from_secs(2)),
+                    shared.interval().max(Duration::from_secs(2)),
                     rand::random(),
                 );
                 if failures == 0 || failures % 30 == 0 {
@@ -333,6 +345,38 @@ mod tests {
         b.discard_oldest();
         assert_eq!(b.dropped_total(), 2);
         assert_eq!(b.len(), 1);
+    }
+
+    struct Counting;
+    impl SnapshotSource for Counting {
+        async fn collect(&mut self, instance: &str, seq: u64) -> Snapshot {
+            Snapshot {
+                instance: instance.into(),
+                seq,
+                ..Default::default()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn collection_follows_the_interval_into_a_bounded_backlog() {
+        let shared = Shared::new(4);
+        shared.set_interval(Duration::from_millis(100));
+        let run = collect_loop(Counting, shared.clone(), "i9".into());
+        let _ = tokio::time::timeout(Duration::from_millis(750), run).await;
+        let b = lock(&shared.backlog);
+        let seqs: Vec<u64> = b.oldest(10).iter().map(|s| s.seq).collect();
+        assert_eq!(b.len(), 4, "{seqs:?}");
+        assert!(
+            b.dropped_total() >= 3,
+            "about 8 taken, 4 kept: {}",
+            b.dropped_total()
+        );
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+        assert_eq!(
+            lock(&shared.latest).as_ref().map(|s| s.seq),
+            seqs.last().copied()
+        );
     }
 
     #[test]
