@@ -44,4 +44,16 @@ rc=0; wait "$mgr_pid" || rc=$?
 mgr_pid=
 [ "$rc" -eq 0 ] || { cat "$smoke/log" >&2; fail "aarch64 armada-manager exited with $rc on SIGTERM"; }
 echo "[qemu-smoke] aarch64 armada-manager: /v1/health ok over TLS at $url, 401 without token, exit 0 on SIGTERM"
+# armada-agent under qemu: one snapshot of this machine (no Docker engine asked), as
+# Prometheus text that promtool accepts, and as JSON with the host's CPUs in it.
+qemu-aarch64 "$dist/armada-agent" metrics --once --no-docker >"$smoke/agent.prom" 2>"$smoke/agent.log" \
+  || { cat "$smoke/agent.log" >&2; fail "aarch64 armada-agent metrics --once"; }
+grep -q '^armada_cpu_seconds_total{cpu="0",mode="user"} ' "$smoke/agent.prom" \
+  || fail "no armada_cpu_seconds_total in the aarch64 agent's output"
+grep -q '^armada_memory_available_bytes ' "$smoke/agent.prom" || fail "no armada_memory_available_bytes"
+promtool check metrics <"$smoke/agent.prom" || fail "promtool complains about the aarch64 agent's output"
+qemu-aarch64 "$dist/armada-agent" metrics --once --no-docker --json \
+  | jq -e --argjson n "$(nproc)" '[.host.cpu[] | select(.cpu != null)] | length == $n' >/dev/null \
+  || fail "the aarch64 agent's JSON snapshot lacks this machine's $(nproc) CPUs"
+echo "[qemu-smoke] aarch64 armada-agent: metrics --once, $(grep -vc '^#' "$smoke/agent.prom") samples, promtool clean"
 echo "[qemu-smoke] ok"
