@@ -160,9 +160,10 @@ declare -A AGENT_PID
 
 log "network namespaces and three dockerd"
 nodes_setup_hub || { echo "cluster: could not create the hub namespace" >&2; exit 1; }
-for n in 1 2 3; do nodes_add_node "$n" || { echo "cluster: could not create node $n" >&2; exit 1; }; done
-for n in 1 2 3; do nodes_start_dockerd "$n"; done
-for n in 1 2 3; do nodes_wait_dockerd "$n" 60 || { echo "cluster: dockerd of node $n did not start" >&2; exit 1; }; done
+# node4's engine never joins: the refusal probes run there.
+for n in 1 2 3 4; do nodes_add_node "$n" || { echo "cluster: could not create node $n" >&2; exit 1; }; done
+for n in 1 2 3 4; do nodes_start_dockerd "$n"; done
+for n in 1 2 3 4; do nodes_wait_dockerd "$n" 60 || { echo "cluster: dockerd of node $n did not start" >&2; exit 1; }; done
 for n in 1 2 3; do nodes_import_busybox "$n" "$IMAGE" || { echo "cluster: docker import failed on node $n" >&2; exit 1; }; done
 
 log "armada cluster init"
@@ -403,8 +404,8 @@ fi
 # ---------------------------------------------------------------- refusals
 
 log "refusals"
-# A probe agent with its own state, config and root, on node2's engine (it never gets
-# as far as joining). Prints its exit code; its log is in $WORK/probe-NAME.log.
+# A probe agent with its own state, config and root, on node4's engine (outside the
+# swarm). Prints its exit code; its log is in $WORK/probe-NAME.log.
 probe_agent() {
   local name=$1 token=$2 d
   d="$WORK/probe-$name"
@@ -412,10 +413,10 @@ probe_agent() {
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/root/etc/machine-id"
   ln -sfn /proc "$d/root/proc"; ln -sfn /sys "$d/root/sys"
   sed -e "s/cl-node2/cl-$name/" "$WORK/node2/armada.toml" >"$d/armada.toml"
-  sed -i '/^\[manager\]/a token = "'"$token"'"' "$d/armada.toml"
+  [ -n "$token" ] && sed -i '/^\[manager\]/a token = "'"$token"'"' "$d/armada.toml"
   sed -i "s/^metrics_listen = .*/metrics_listen = \"\"/" "$d/armada.toml"
-  nodes_in 2 timeout 30 "$BIN/armada-agent" run --config "$d/armada.toml" --state-dir "$d/state" \
-    --docker-host "$(nodes_sock 2)" --root "$d/root" >"$WORK/probe-$name.log" 2>&1 </dev/null
+  nodes_in 4 timeout 40 "$BIN/armada-agent" run --config "$d/armada.toml" --state-dir "$d/state" \
+    --docker-host "$(nodes_sock 4)" --root "$d/root" >"$WORK/probe-$name.log" 2>&1 </dev/null
   echo $?
 }
 good=$(boot_token)
@@ -435,6 +436,21 @@ else
   fail "a token of another CA is refused (rc $rc)" "$WORK/probe-otherca.log"
 fi
 if grep -q "cl-otherca" "$(mgr_log)"; then fail "the other-CA agent never reached the manager's API" "$(mgr_log)"; fi
+
+# A registered node whose swarm join token the swarm rejects (node2's registration with
+# the token's secret changed, on node4's engine): the agent stops and says so.
+mkdir -p "$WORK/probe-swarmtoken"
+cp -a "$WORK/node2/state" "$WORK/probe-swarmtoken/state"
+rm -f "$WORK/probe-swarmtoken/state/swarm_node_id"
+jq '.swarm_join_token |= sub("-[a-z0-9]+$"; "-0000000000000000000000000")' "$WORK/node2/state/registration.json" \
+  >"$WORK/probe-swarmtoken/state/registration.json"
+rc=$(probe_agent swarmtoken "")
+if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "rejected the join token" "$WORK/probe-swarmtoken.log" &&
+  [ "$(nodes_docker 4 info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
+  pass "a swarm join token the swarm rejects stops the agent with a message that says so"
+else
+  fail "a rejected swarm join token is reported (rc $rc)" "$WORK/probe-swarmtoken.log"
+fi
 
 log "node3 removed by the operator"
 cred3=$(cat "$WORK/node3/state/credential")
