@@ -19,6 +19,10 @@
 #   nodes_setup_hub                   create P-hub and its bridge P-br
 #   nodes_add_node N                  create P-nodeN, wire it to the bridge as S.N
 #   nodes_add_tap NAME                a tap device on the bridge (for qemu -netdev tap)
+#   nodes_hub_ip N                    give the bridge S.N/24 inside the hub namespace
+#   nodes_start_dhcp FIRST LAST       dnsmasq on the bridge (DHCP only, no DNS) leasing
+#                                     S.FIRST..S.LAST; needs nodes_hub_ip first; tracked
+#                                     (leases in $NODES_WORK/dnsmasq.leases)
 #   nodes_in N CMD...                 run CMD inside P-nodeN's network namespace
 #   nodes_in_hub CMD...               run CMD inside the hub namespace
 #   nodes_ip N                        print S.N
@@ -106,6 +110,18 @@ nodes_add_tap() {
   ip link set "$tap" netns "$(nodes_hub_ns)"
   nodes_in_hub ip link set "$tap" master "$NODES_PREFIX-br"
   nodes_in_hub ip link set "$tap" up
+}
+
+nodes_hub_ip() {
+  nodes_in_hub ip addr add "$NODES_SUBNET.$1/24" dev "$NODES_PREFIX-br"
+}
+
+nodes_start_dhcp() {
+  nodes_bg "$NODES_WORK/dnsmasq.log" nsenter --net="/run/netns/$(nodes_hub_ns)" dnsmasq \
+    --keep-in-foreground --log-facility=- --conf-file=/dev/null --port=0 \
+    --interface="$NODES_PREFIX-br" --bind-interfaces --pid-file= \
+    --dhcp-range="$NODES_SUBNET.$1,$NODES_SUBNET.$2,255.255.255.0,1h" \
+    --dhcp-leasefile="$NODES_WORK/dnsmasq.leases"
 }
 
 nodes_docker() { local n=$1; shift; docker -H "$(nodes_sock "$n")" "$@"; }
