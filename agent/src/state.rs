@@ -156,9 +156,19 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
             .mode(mode)
             .open(&tmp)
             .with_context(|| format!("creating {}", tmp.display()))?;
-        // The mode given to open() is filtered by the umask: set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .with_context(|| format!("setting mode {mode:o} on {}", tmp.display()))?;
+        // The mode given to open() is filtered by the umask: set it exactly. FAT (the
+        // boot partition) cannot store modes and may refuse: that is fine as long as the
+        // file is not more open than asked.
+        if let Err(e) = f.set_permissions(fs::Permissions::from_mode(mode)) {
+            let now = f
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0o777);
+            if now & !mode != 0 {
+                return Err(e)
+                    .with_context(|| format!("setting mode {mode:o} on {}", tmp.display()));
+            }
+        }
         f.write_all(bytes)
             .with_context(|| format!("writing {}", tmp.display()))?;
         f.sync_all()
