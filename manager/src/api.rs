@@ -11,6 +11,9 @@
 //! | `/v1/health` | GET | admin or node |
 //! | `/v1/joined`, `/v1/report` | POST | node credential |
 //! | `/v1/nodes`, `/v1/nodes/{id}`, `/metrics` | GET | admin |
+//!
+//! `/metrics?federate=false` leaves out the nodes' snapshots: at thousands of nodes the
+//! federation text is large (about 15 KiB per node) and built in memory.
 //! | `/v1/nodes/{id}` | DELETE | admin |
 //!
 //! `GET /v1/nodes/{id}` returns [`NodeDetail`]: the summary, facts, the latest snapshot
@@ -516,8 +519,19 @@ async fn remove_node(
     }
 }
 
-async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> Result<Response, ApiError> {
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    /// `false`: only the manager's own families (cheap at any cluster size).
+    pub federate: Option<bool>,
+}
+
+async fn metrics(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<MetricsQuery>,
+) -> Result<Response, ApiError> {
     s.admin(&headers)?;
+    let federate = q.federate.unwrap_or(true);
     let now = crate::now_ms();
     let mut out = String::with_capacity(64 << 10);
     let mut counts = [("registered", 0u64), ("up", 0), ("stale", 0), ("down", 0)];
@@ -534,6 +548,7 @@ async fn metrics(State(s): State<Shared>, headers: HeaderMap) -> Result<Response
         }
         st.node_ids_by_hostname()
             .into_iter()
+            .filter(|_| federate)
             .filter_map(|e| {
                 let snap = serde_json::from_str(e.latest_json.as_deref()?).ok()?;
                 Some((
