@@ -57,6 +57,9 @@ pub struct BuildArgs {
     /// xz threads (default: all cores).
     #[arg(long)]
     pub xz_threads: Option<u32>,
+    /// xz preset, 0-9 (higher: smaller and slower).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    pub xz_level: u32,
     /// Keep the raw `.img` too (the qemu boot test needs it).
     #[arg(long)]
     pub keep_raw: bool,
@@ -770,7 +773,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         (layout.image_size, 0.0)
     } else {
         let tmp = pending.add(&image_final);
-        outputs::compress(&raw_tmp, &tmp, args.compress, threads, ui)?
+        outputs::compress(&raw_tmp, &tmp, args.compress, threads, args.xz_level, ui)?
     };
     let mut sums = String::new();
     if args.compress != Compression::None {

@@ -95,6 +95,7 @@ pub fn compress(
     out: &Path,
     how: Compression,
     threads: u32,
+    level: u32,
     ui: &Ui,
 ) -> Result<(u64, f64)> {
     let t0 = std::time::Instant::now();
@@ -103,7 +104,10 @@ pub fn compress(
         .len();
     let mut input = File::open(raw).with_context(|| format!("opening {}", raw.display()))?;
     let file = File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    let mut bar = ui.bytes(&format!("compress ({how:?}, {threads} threads)"), size);
+    let mut bar = ui.bytes(
+        &format!("compress ({how:?}, level {level}, {threads} threads)"),
+        size,
+    );
     let mut buf = vec![0u8; 1 << 20];
     let mut pump = |w: &mut dyn Write| -> Result<()> {
         loop {
@@ -123,7 +127,7 @@ pub fn compress(
         Compression::Xz => {
             let stream = liblzma::stream::MtStreamBuilder::new()
                 .threads(threads.max(1))
-                .preset(6)
+                .preset(level)
                 .block_size(32 << 20)
                 .check(liblzma::stream::Check::Crc64)
                 .encoder()
@@ -140,8 +144,10 @@ pub fn compress(
                 .sync_all()?;
         }
         Compression::Gz => {
-            let mut w =
-                flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::new(6));
+            let mut w = flate2::write::GzEncoder::new(
+                BufWriter::new(file),
+                flate2::Compression::new(level.min(9)),
+            );
             pump(&mut w)?;
             let inner = w
                 .finish()

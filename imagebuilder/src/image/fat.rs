@@ -2,7 +2,7 @@
 //! staged folder, in sorted order, with every timestamp set to the build's epoch.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -108,7 +108,154 @@ pub fn make(
         }
     }
     fs.unmount().context("closing the FAT filesystem")?;
+    fix_dot_entries(&mut PartitionIo::new(image, span, true))
+        .context("fixing the FAT folders' `.` entries")?;
     Ok(())
+}
+
+/// fatfs 0.3 writes a long-name entry before each new folder's `.` and `..`, which
+/// `fsck.vfat` rejects ("Expected a valid '.' entry in this slot"): move `.` and `..`
+/// to slots 0 and 1 of every folder and mark the long-name slots deleted.
+fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
+    let mut bpb = [0u8; 512];
+    io.seek(SeekFrom::Start(0))?;
+    io.read_exact(&mut bpb)?;
+    let u16_at = |o: usize| u64::from(u16::from_le_bytes([bpb[o], bpb[o + 1]]));
+    let u32_at = |o: usize| {
+        u64::from(u32::from_le_bytes([
+            bpb[o],
+            bpb[o + 1],
+            bpb[o + 2],
+            bpb[o + 3],
+        ]))
+    };
+    let bps = u16_at(11);
+    let spc = u64::from(bpb[13]);
+    let reserved = u16_at(14);
+    let fats = u64::from(bpb[16]);
+    let root_entries = u16_at(17);
+    let total = if u16_at(19) != 0 {
+        u16_at(19)
+    } else {
+        u32_at(32)
+    };
+    let fat_size = if u16_at(22) != 0 {
+        u16_at(22)
+    } else {
+        u32_at(36)
+    };
+    if bps == 0 || spc == 0 {
+        return Ok(());
+    }
+    let root_dir_sectors = (root_entries * 32).div_ceil(bps);
+    let first_data = reserved + fats * fat_size + root_dir_sectors;
+    let clusters = (total - first_data) / spc;
+    let fat32 = clusters >= 65_525;
+    if clusters < 4085 {
+        return Ok(()); // FAT12: not made by armada
+    }
+    let cluster_bytes = bps * spc;
+    let cluster_off = |c: u64| (first_data + (c - 2) * spc) * bps;
+    let next = |io: &mut T, c: u64| -> std::io::Result<Option<u64>> {
+        let (off, width) = if fat32 {
+            (reserved * bps + c * 4, 4)
+        } else {
+            (reserved * bps + c * 2, 2)
+        };
+        let mut b = [0u8; 4];
+        io.seek(SeekFrom::Start(off))?;
+        io.read_exact(&mut b[..width])?;
+        let v = if fat32 {
+            u64::from(u32::from_le_bytes(b) & 0x0fff_ffff)
+        } else {
+            u64::from(u16::from_le_bytes([b[0], b[1]]))
+        };
+        let eoc = if fat32 { 0x0fff_fff8 } else { 0xfff8 };
+        Ok(if v < 2 || v >= eoc { None } else { Some(v) })
+    };
+    // (byte ranges of the folder, whether it is a subfolder)
+    let mut todo: Vec<(Vec<(u64, u64)>, bool)> = Vec::new();
+    if fat32 {
+        let mut chain = Vec::new();
+        let mut c = Some(u32_at(44));
+        while let Some(cl) = c {
+            chain.push((cluster_off(cl), cluster_bytes));
+            c = next(io, cl)?;
+            if chain.len() > 65_536 {
+                break;
+            }
+        }
+        todo.push((chain, false));
+    } else {
+        todo.push((
+            vec![((reserved + fats * fat_size) * bps, root_dir_sectors * bps)],
+            false,
+        ));
+    }
+    let mut visited = 0;
+    while let Some((ranges, is_sub)) = todo.pop() {
+        visited += 1;
+        if visited > 100_000 {
+            break;
+        }
+        let mut data = Vec::new();
+        for (off, len) in &ranges {
+            let mut b = vec![0u8; *len as usize];
+            io.seek(SeekFrom::Start(*off))?;
+            io.read_exact(&mut b)?;
+            data.extend_from_slice(&b);
+        }
+        if is_sub {
+            let slot = |i: usize| &data[i * 32..i * 32 + 32];
+            let dot = (0..6).find(|&i| &slot(i)[..11] == b".          " && slot(i)[11] & 0x10 != 0);
+            let dotdot =
+                (0..6).find(|&i| &slot(i)[..11] == b"..         " && slot(i)[11] & 0x10 != 0);
+            if let (Some(d), Some(dd)) = (dot, dotdot) {
+                if (d, dd) != (0, 1) {
+                    let (de, dde) = (slot(d).to_vec(), slot(dd).to_vec());
+                    let last = d.max(dd);
+                    for i in 0..=last {
+                        let e: Vec<u8> = match i {
+                            0 => de.clone(),
+                            1 => dde.clone(),
+                            _ => {
+                                let mut z = vec![0u8; 32];
+                                z[0] = 0xe5;
+                                z
+                            }
+                        };
+                        data[i * 32..i * 32 + 32].copy_from_slice(&e);
+                    }
+                    let (off, _) = ranges[0];
+                    io.seek(SeekFrom::Start(off))?;
+                    io.write_all(&data[..(last + 1) * 32])?;
+                }
+            }
+        }
+        for e in data.chunks_exact(32) {
+            if e[0] == 0 {
+                break;
+            }
+            if e[0] == 0xe5 || e[11] == 0x0f || e[11] & 0x10 == 0 || e[0] == b'.' {
+                continue;
+            }
+            let first = (u64::from(u16::from_le_bytes([e[20], e[21]])) << 16)
+                | u64::from(u16::from_le_bytes([e[26], e[27]]));
+            let mut chain = Vec::new();
+            let mut c = Some(first);
+            while let Some(cl) = c {
+                chain.push((cluster_off(cl), cluster_bytes));
+                c = next(io, cl)?;
+                if chain.len() > 65_536 {
+                    break;
+                }
+            }
+            if !chain.is_empty() {
+                todo.push((chain, true));
+            }
+        }
+    }
+    io.flush()
 }
 
 #[cfg(test)]
@@ -122,5 +269,64 @@ mod tests {
         assert_eq!((d.time.hour, d.time.min, d.time.sec), (22, 13, 20));
         let d = fat_datetime(0);
         assert_eq!((d.date.year, d.date.month, d.date.day), (1980, 1, 1));
+    }
+}
+
+#[cfg(test)]
+mod fsck_tests {
+    use super::*;
+
+    #[test]
+    fn nested_folders_pass_fsck_vfat() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        for p in [
+            "extlinux/extlinux.conf",
+            "dtbs/allwinner/a.dtb",
+            "dtbs/allwinner/b.dtb",
+            "top.txt",
+        ] {
+            let f = tree.join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, p).unwrap();
+        }
+        let img = d.path().join("fat.img");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&img)
+            .unwrap();
+        file.set_len(70 << 20).unwrap();
+        let span = PartitionSpan {
+            offset: 1 << 20,
+            len: 64 << 20,
+        };
+        make(&file, span, "BOOT", 0x1234_5678, &tree, 1_700_000_000).unwrap();
+        drop(file);
+        let part = d.path().join("part.img");
+        let o = std::process::Command::new("dd")
+            .args([
+                format!("if={}", img.display()),
+                format!("of={}", part.display()),
+                "bs=1M".into(),
+                "skip=1".into(),
+                "count=64".into(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        let o = std::process::Command::new("fsck.vfat")
+            .arg("-n")
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
