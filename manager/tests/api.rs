@@ -253,7 +253,10 @@ async fn reports_dedupe_show_in_nodes_and_federate_for_promtool() {
         .await
         .unwrap();
     assert!(own.contains("armada_manager_snapshots_ingested_total 9"));
-    assert!(!own.contains("hostname=\"pine-05\""), "no node samples without federation");
+    assert!(
+        !own.contains("hostname=\"pine-05\""),
+        "no node samples without federation"
+    );
     let path = tmp.path().join("metrics.txt");
     std::fs::write(&path, &text).unwrap();
     let out = std::process::Command::new("promtool")
