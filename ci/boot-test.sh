@@ -392,8 +392,9 @@ manager_case() {
     nodes_log_tail "$d/flash.log" 20; fail_case "$c" "flash failed" 1; return; }
   mac=52:54:00:e2:00:99
   boot_start "$c" 1 "$img" "$board" "$machine" "$mac" "$(($(stat -c %s "$img") * 2))" || { fail_case "$c" "qemu did not start" 1; return; }
-  guest_ip() { awk -v m="$mac" '$2 == m { print $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | tail -n 1 | grep .; }
-  wait_for "$REG_BOUND_RASPI" "a DHCP lease for $mac" guest_ip || { fail_case "$c" "no DHCP lease" 1; return; }
+  # By the hostname the guest sends (raspi3b's usb-net gets a random MAC in the guest).
+  guest_ip() { awk -v h="$host" '$4 == h { print $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | tail -n 1 | grep .; }
+  wait_for "$REG_BOUND_RASPI" "a DHCP lease for $host" guest_ip || { fail_case "$c" "no DHCP lease" 1; return; }
   ip=$(guest_ip)
   wait_for "$REG_BOUND_RASPI" "the guest manager's API on $ip" api_at "$ip" /v1/health || { fail_case "$c" "guest manager API not up" 1; return; }
   t_api=$(since "$POWER_ON" "$(now)")

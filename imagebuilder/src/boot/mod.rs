@@ -226,8 +226,20 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let stopped = q.stop(Duration::from_secs(15))?;
-    tracing::debug!("qemu stop: {stopped:?}");
+    // qemu writes its disk cache and the overlay's tables out on SIGTERM; on a busy host
+    // that can take a while, and a SIGKILL before the end could damage the overlay.
+    let stop_started = Instant::now();
+    let stopped = q.stop(Duration::from_secs(90))?;
+    ui.info(&format!(
+        "qemu (pid {}) {} in {:.1}s",
+        q.pid(),
+        match stopped {
+            qemu::Stopped::AlreadyExited(_) => "had exited",
+            qemu::Stopped::Terminated => "stopped by SIGTERM",
+            qemu::Stopped::Killed => "did not stop on SIGTERM and was killed",
+        },
+        stop_started.elapsed().as_secs_f64()
+    ));
     let total = power_on.elapsed().as_secs_f64();
 
     let summary: Vec<String> = Milestone::ALL
