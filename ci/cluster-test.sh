@@ -358,6 +358,15 @@ else
   fail "every snapshot stored exactly once across the manager's SIGKILL" "$(mgr_log)"
 fi
 
+# Figures, not checks: what an agent costs (x86 debug build, 2 s interval).
+for n in 1 2 3; do
+  pid=${AGENT_PID[$n]}
+  rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+  read -r ut st <<<"$(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null)"
+  taken=$(detail "$n" | jq -r '.latest.seq + 1')
+  log "agent node$n: RSS $((${rss:-0} / 1024)) MiB, CPU $(((${ut:-0} + ${st:-0}) * 1000 / $(getconf CLK_TCK) / ${taken:-1})) ms per snapshot over $taken snapshots"
+done
+
 # ---------------------------------------------------------------- a reboot reuses the credential
 
 log "agent on node2 restarted (a reboot)"
