@@ -504,11 +504,12 @@ async fn acknowledge_join(
     credential: NodeCredential,
     state: StateDir,
 ) {
-    let node_id = match swarm::wait_for_node_id(&docker, Duration::from_secs(120)).await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            return;
+    // The join may still be going on (a swarm manager that was away): keep waiting,
+    // the labels depend on it.
+    let node_id = loop {
+        match swarm::wait_for_node_id(&docker, Duration::from_secs(60)).await {
+            Ok(id) => break id,
+            Err(e) => tracing::warn!("{e:#}; still waiting"),
         }
     };
     if state.swarm_node_id().as_deref() == Some(node_id.as_str()) {
