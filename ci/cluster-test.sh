@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# The cluster test: three real dockerd in network namespaces this script creates
-# (arm-cl-node1..3 on 172.30.1.0/24 behind a bridge in arm-cl-hub), `armada cluster
+# The cluster test: four real dockerd in network namespaces this script creates
+# (arm-cl-node1..4 on 172.30.1.0/24 behind a bridge in arm-cl-hub), `armada cluster
 # init`, armada-manager plus an agent on node1, agents on node2 and node3, each agent
-# with its own armada.toml, state dir and engine socket. It shows:
+# with its own armada.toml, state dir and engine socket; node4's engine stays outside the
+# swarm for the refusal probes. It shows:
+#   - agents started before the manager retry with backoff and already collect;
 #   - every node registers, joins, is Ready and labelled (seen through node1's engine);
 #   - the bootstrap token leaves armada.toml, the credential is 0600;
-#   - metrics of real running containers on each node reach the manager;
+#   - metrics of real running containers on each node reach the manager, and each
+#     agent's /metrics is promtool-clean;
 #   - a 6-replica service constrained on node.labels.armada.board lands only there;
-#   - the manager SIGKILLed mid-stream and restarted loses no node and no report, and
-#     the agents deliver their backlog;
+#   - the manager SIGKILLed mid-stream and restarted loses no node and no report, the
+#     agents deliver their backlog, and a full backlog drops its oldest and counts it;
 #   - an agent restarted (a reboot) reuses its credential and does not register again;
 #   - a worker's dockerd killed: the manager marks it down while swarm moves its tasks;
-#   - a wrong token, a token of another CA, and a removed node's credential are refused.
+#   - a wrong token, a token of another CA, a swarm join token the swarm rejects, and a
+#     removed node's credential are refused, each with a message that says so.
 # Every wait is bounded; a failed check prints the tails of the logs that matter.
 # Teardown (trap) ends by PID what it started, unmounts, deletes netns and cgroups.
 #
