@@ -321,3 +321,97 @@ fn read_network(
         Err(e) => warn(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::cgroup::{Layout, Version};
+
+    const A: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn add_container(base: &Path, id: &str, usage_usec: u64) {
+        let dir = base
+            .join("sys/fs/cgroup/sw")
+            .join(format!("docker-{id}.scope"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in [
+            ("io.stat", ""),
+            ("pids.current", "1\n"),
+            ("cgroup.procs", ""),
+        ] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        std::fs::write(
+            dir.join("cpu.stat"),
+            format!("usage_usec {usage_usec}\nuser_usec 0\nsystem_usec 0\n"),
+        )
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn containers_starting_and_stopping_are_seen_without_an_engine() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        let mut c = Containers::new(None);
+        let mut file = PseudoFile::new();
+        let mut warnings = Vec::new();
+        let mut out = Vec::new();
+        let ids =
+            |out: &Vec<ContainerMetrics>| out.iter().map(|m| m.id.clone()).collect::<Vec<_>>();
+
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |w| warnings.push(w),
+            &mut out,
+        )
+        .await;
+        assert_eq!(ids(&out), [A]);
+        assert_eq!(out[0].cpu.as_ref().map(|c| c.usage_seconds), Some(1.0));
+
+        add_container(root.path(), B, 2_000_000);
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |w| warnings.push(w),
+            &mut out,
+        )
+        .await;
+        assert_eq!(
+            ids(&out),
+            [A, B],
+            "a new container under a known parent is picked up next cycle"
+        );
+
+        std::fs::remove_dir_all(
+            root.path()
+                .join(format!("sys/fs/cgroup/sw/docker-{A}.scope")),
+        )
+        .unwrap();
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |w| warnings.push(w),
+            &mut out,
+        )
+        .await;
+        assert_eq!(
+            ids(&out),
+            [B],
+            "a removed container disappears without a warning"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+}

@@ -133,13 +133,12 @@ impl Collector {
         self.collect_host(&root, &mut snap.host);
         self.collect_health(&root, &mut snap.health);
         if let Some(Ok(layout)) = &self.found.cgroup {
-            let layout = layout.clone();
             let warnings = &mut self.warnings;
             let mut warn = |cause: String| warnings.note(cause);
             self.containers
                 .collect(
                     &root,
-                    &layout,
+                    layout,
                     &mut self.file,
                     self.ticks_per_second,
                     &mut warn,
