@@ -125,6 +125,6 @@ if [ -n "$compressed" ]; then
 fi
 
 echo
-echo "== flash benchmark: image $size bytes, $mapped mapped; target tmpfs-backed $loop"
+echo "== flash benchmark: image $size bytes, $mapped mapped; target tmpfs-backed $loop; $(nproc) cores, load average $(cut -d" " -f1-3 /proc/loadavg)"
 printf '%-44s %14s %8s %10s\n' "tool" "bytes written" "seconds" "image MB/s"
 printf '%s\n' "${results[@]}"

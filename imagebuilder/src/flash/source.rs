@@ -47,6 +47,32 @@ pub struct Source {
     scratch: Vec<u8>,
 }
 
+/// A multi-threaded xz decoder (one worker per core for images compressed in blocks,
+/// as `xz -T0` and liblzma's parallel encoder write them; a single-block file decodes
+/// on one). liblzma's threading memory limit defaults to 0, which silently means one
+/// thread: allow a quarter of RAM, as xz's documentation suggests.
+fn xz_decoder(path: &Path) -> Result<liblzma::stream::Stream> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_PHYS_PAGES),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
+    let quarter = if pages > 0 && page > 0 {
+        pages as u64 * page as u64 / 4
+    } else {
+        1 << 30
+    };
+    liblzma::stream::MtStreamBuilder::new()
+        .threads(threads)
+        .memlimit_threading(quarter)
+        .memlimit_stop(u64::MAX)
+        .decoder()
+        .with_context(|| format!("setting up the xz decoder for {}", path.display()))
+}
+
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
         let file = File::open(path).with_context(|| format!("opening image {}", path.display()))?;
@@ -68,10 +94,8 @@ impl Source {
             Compression::None => (Stream::Raw(file), Some(meta.len())),
             Compression::Xz => {
                 let input = BufReader::with_capacity(1 << 20, file);
-                (
-                    Stream::Decoder(Box::new(liblzma::read::XzDecoder::new_parallel(input))),
-                    None,
-                )
+                let decoder = liblzma::read::XzDecoder::new_stream(input, xz_decoder(path)?);
+                (Stream::Decoder(Box::new(decoder)), None)
             }
             Compression::Gzip => {
                 let input = BufReader::with_capacity(1 << 20, file);
