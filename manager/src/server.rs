@@ -155,6 +155,7 @@ pub async fn serve(
     if swarm.enabled() {
         tokio::spawn(swarm_loop(swarm.clone(), store.clone()));
     }
+    tokio::spawn(return_freed_memory());
 
     let listener = TlsListener::bind(cfg.listen, tls)
         .await
@@ -173,6 +174,20 @@ pub async fn serve(
     store.shutdown().await;
     tracing::info!("stopped; store checkpointed");
     Ok(())
+}
+
+/// Hands freed heap back to the system every 30 s: a federation scrape of thousands of
+/// nodes builds a large text once, and glibc keeps such memory mapped otherwise.
+async fn return_freed_memory() {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: malloc_trim only releases free heap pages; it touches no live memory.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 /// Initialises or reads the swarm, then polls node states and re-applies missing labels.
