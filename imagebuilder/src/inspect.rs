@@ -96,19 +96,24 @@ pub fn blob_kind(head: &[u8]) -> &'static str {
     }
 }
 
-/// Runs of non-zero 4 KiB blocks in `[from, to)`: (start, end).
+/// Runs of non-zero 4 KiB-aligned blocks in `[from, to)`: (start, end), each start moved
+/// to the 1 KiB boundary at or before its first non-zero byte (blobs sit at KiB offsets).
 pub fn nonzero_runs(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>> {
     let mut runs: Vec<(u64, u64)> = Vec::new();
     let mut buf = vec![0u8; 4096];
     let mut pos = from;
     while pos < to {
-        let n = (to - pos).min(4096) as usize;
+        let block_end = ((pos / 4096) + 1) * 4096;
+        let n = (block_end.min(to) - pos) as usize;
         file.read_exact_at(&mut buf[..n], pos)
             .context("reading the image")?;
-        if buf[..n].iter().any(|&b| b != 0) {
+        if let Some(first) = buf[..n].iter().position(|&b| b != 0) {
             match runs.last_mut() {
                 Some(r) if r.1 == pos => r.1 = pos + n as u64,
-                _ => runs.push((pos, pos + n as u64)),
+                _ => {
+                    let start = ((pos + first as u64) / 1024 * 1024).max(from);
+                    runs.push((start, pos + n as u64));
+                }
             }
         }
         pos += n as u64;

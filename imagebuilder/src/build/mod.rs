@@ -57,8 +57,9 @@ pub struct BuildArgs {
     /// xz threads (default: all cores).
     #[arg(long)]
     pub xz_threads: Option<u32>,
-    /// xz preset, 0-9 (higher: smaller and slower).
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+    /// xz preset, 0-9. The default 1 is ~5x faster than 6 on a rootfs for ~20% more
+    /// bytes: on a 2-core builder that is minutes per image.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=9))]
     pub xz_level: u32,
     /// Keep the raw `.img` too (the qemu boot test needs it).
     #[arg(long)]
@@ -281,6 +282,29 @@ struct WorkDir(PathBuf);
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Removes what interrupted builds left in `dir`: entries ending in `-PID` or
+/// `.tmp-PID` whose process is gone (a killed build never reaches its own cleanup).
+fn sweep_stale(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let ours = name.starts_with('.') && name.contains(".tmp-") || dir.ends_with("work");
+        if ours && pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let p = e.path();
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+        }
     }
 }
 
@@ -714,8 +738,16 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                     offset: p.start,
                     len: p.size,
                 };
-                image::fat::make(&img, span, &p.label, vol, &boot, epoch)
-                    .with_context(|| format!("partition {} ({})", p.number, p.name))?;
+                image::fat::make(
+                    &img,
+                    span,
+                    &p.label,
+                    vol,
+                    &boot,
+                    epoch,
+                    matches!(p.mbr_type, 0x0b | 0x0c),
+                )
+                .with_context(|| format!("partition {} ({})", p.number, p.name))?;
             }
         }
     }

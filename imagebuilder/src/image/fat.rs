@@ -61,19 +61,28 @@ pub fn make(
     volume_id: u32,
     tree: &Path,
     epoch: i64,
+    fat32: bool,
 ) -> Result<()> {
     let mut label11 = [b' '; 11];
     for (d, s) in label11.iter_mut().zip(label.to_ascii_uppercase().bytes()) {
         *d = s;
     }
     let mut io = PartitionIo::new(image, span, true);
-    fatfs::format_volume(
-        &mut io,
-        FormatVolumeOptions::new()
-            .volume_id(volume_id)
-            .volume_label(label11),
-    )
-    .context("formatting the FAT boot partition")?;
+    let mut opts = FormatVolumeOptions::new()
+        .volume_id(volume_id)
+        .volume_label(label11);
+    if fat32 {
+        let cluster = fat32_cluster_size(span.len).with_context(|| {
+            format!(
+                "{} bytes are too few for FAT32 (the MBR type says FAT32)",
+                span.len
+            )
+        })?;
+        opts = opts
+            .fat_type(fatfs::FatType::Fat32)
+            .bytes_per_cluster(cluster);
+    }
+    fatfs::format_volume(&mut io, opts).context("formatting the FAT boot partition")?;
     let tp: &'static EpochTime = Box::leak(Box::new(EpochTime(fat_datetime(epoch))));
     let fs = fatfs::FileSystem::new(
         PartitionIo::new(image, span, true),
@@ -111,6 +120,14 @@ pub fn make(
     fix_dot_entries(&mut PartitionIo::new(image, span, true))
         .context("fixing the FAT folders' `.` entries")?;
     Ok(())
+}
+
+/// The largest cluster (4 KiB down to 512 B) that still gives FAT32 its minimum of
+/// 65525 clusters, with some margin for the FATs and reserved sectors.
+pub fn fat32_cluster_size(len: u64) -> Option<u32> {
+    [4096u32, 2048, 1024, 512]
+        .into_iter()
+        .find(|c| len / u64::from(*c) >= 66_000)
 }
 
 /// fatfs 0.3 writes a long-name entry before each new folder's `.` and `..`, which
@@ -303,7 +320,7 @@ mod fsck_tests {
             offset: 1 << 20,
             len: 64 << 20,
         };
-        make(&file, span, "BOOT", 0x1234_5678, &tree, 1_700_000_000).unwrap();
+        make(&file, span, "BOOT", 0x1234_5678, &tree, 1_700_000_000, true).unwrap();
         drop(file);
         let part = d.path().join("part.img");
         let o = std::process::Command::new("dd")

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Image tier, part 1 (image build): real images with mmdebstrap, checked from outside.
+#   ci/tier-image.sh
+# Builds rpi3 worker, pine64 worker and rpi3 manager images (raw images kept for the
+# boot tests) into ${ARMADA_IMAGE_OUT:-out/ci-images}, checks each one's partition
+# table, filesystems (fsck), boot files, kernel, device trees, blobs, docker.io and the
+# agent inside, then rebuilds the rpi3 worker and requires a bit-identical image.
+# The first run makes the shared base rootfs (mmdebstrap, ~4-20 min depending on load);
+# later runs reuse ~/.cache/armada (or $ARMADA_CACHE_DIR).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '[tier-image] %s\n' "$*" >&2; }
+fail() { printf '[tier-image] FAIL: %s\n' "$*" >&2; exit 1; }
+
+out=${ARMADA_IMAGE_OUT:-out/ci-images}
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
+# Level 1 keeps CI fast; the format and the tools that read it are the same.
+xz_opts=(--xz-level 1)
+
+[ -x dist/aarch64/armada-agent ] && [ -x dist/aarch64/armada-manager ] || bash ci/cross-build.sh
+cargo build --release --locked -p armada
+armada=target/release/armada
+
+work=$(mktemp -d /var/tmp/armada-tier-image.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$out"
+"$armada" cluster init "$work/cluster" --san 172.30.0.1 -q
+
+t0=$(date +%s)
+build() { # board role
+  local s; s=$(date +%s)
+  "$armada" build --board "$1" --role "$2" --cluster "$work/cluster" --out "$out" --keep-raw "${xz_opts[@]}"
+  log "$1 $2 built in $(( $(date +%s) - s ))s"
+}
+
+part_start() { sfdisk --json "$1" | jq ".partitiontable.partitions[$2].start * 512"; }
+part_size() { sfdisk --json "$1" | jq ".partitiontable.partitions[$2].size * 512"; }
+
+check_common() { # img
+  local img=$1 boot root r
+  boot=$(part_start "$img" 0); root=$(part_start "$img" 1)
+  fsck.ext4 -fn "$img?offset=$root" >/dev/null || fail "fsck.ext4 $img"
+  dd if="$img" of="$work/fat.img" bs=1M iflag=skip_bytes,count_bytes skip="$boot" count="$(part_size "$img" 0)" conv=sparse status=none
+  fsck.vfat -n "$work/fat.img" >/dev/null || fail "fsck.vfat $img"
+  r="$img?offset=$root"
+  debugfs -R 'stat /usr/local/bin/armada-agent' "$r" 2>/dev/null | grep -q 'Mode:  0755' || fail "no agent in $img"
+  debugfs -R 'cat /var/lib/dpkg/status' "$r" 2>/dev/null | grep -q '^Package: docker.io$' || fail "no docker.io in $img"
+  debugfs -R 'ls /lib/modules' "$r" 2>/dev/null | grep -q 'arm64' || fail "no kernel modules in $img"
+  debugfs -R 'cat /etc/systemd/system/armada-firstboot.service' "$r" 2>/dev/null | grep -q firstboot.sh || fail "no first-boot unit in $img"
+  debugfs -R 'ls /etc/ssh' "$r" 2>/dev/null | grep -q ssh_host_ && fail "baked ssh host keys in $img"
+  # No mirror host name of this machine's apt sources ends up in the image.
+  for h in $(sed -n 's#^URIs: *##p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n' | sed 's#^[a-z+]*://##; s#/.*##' | sort -u); do
+    debugfs -R 'cat /etc/apt/sources.list' "$r" 2>/dev/null | grep -qF "$h" && fail "a mirror host name is in $img"
+  done
+  "$armada" inspect "$img" > "$work/inspect.txt" || fail "armada inspect $img"
+  grep -q 'armada.toml' "$work/inspect.txt" || fail "no armada.toml in $img"
+  grep -q 'docker: 20.10' "$work/inspect.txt" || fail "manifest lacks Docker in $img"
+}
+
+mtype_i() { MTOOLS_SKIP_CHECK=1 mtype -i "$1@@$(part_start "$1" 0)" "::$2"; }
+mdir_i() { MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$(part_start "$1" 0)" "::$2"; }
+
+# --- rpi3 worker ---
+build rpi3 worker
+v=$("$armada" --version | awk '{print $2}')
+img="$out/rpi3-worker-$v.img"
+check_common "$img"
+for f in bootcode.bin start.elf fixup.dat bcm2837-rpi-3-b.dtb bcm2837-rpi-3-b-plus.dtb config.txt cmdline.txt armada.toml; do
+  mdir_i "$img" "" | grep -qi "/$f\$" || fail "rpi3: $f missing on the boot partition"
+done
+mdir_i "$img" "" | grep -qi '/vmlinuz-.*-arm64$' || fail "rpi3: no kernel on the boot partition"
+mdir_i "$img" "" | grep -qi '/initrd.img-.*-arm64$' || fail "rpi3: no initrd on the boot partition"
+mtype_i "$img" config.txt | grep -q '^arm_64bit=1' || fail "rpi3: config.txt lacks arm_64bit=1"
+mtype_i "$img" cmdline.txt | grep -q 'root=LABEL=RASPIROOT.*cgroup_enable=memory' || fail "rpi3: cmdline.txt"
+sha_first=$(sha256sum "$img" | cut -d' ' -f1)
+bmaptool copy --bmap "$out/rpi3-worker-$v.img.bmap" "$out/rpi3-worker-$v.img.xz" "$work/copy.img" >/dev/null 2>&1 || fail "bmaptool copy"
+cmp "$img" "$work/copy.img" || fail "bmaptool copy differs from the raw image"
+rm -f "$work/copy.img"
+
+# --- pine64 worker ---
+build pine64 worker
+img="$out/pine64-worker-$v.img"
+check_common "$img"
+grep -q 'at 8192 (8 KiB).*eGON' <("$armada" inspect "$img") || fail "pine64: no SPL at 8 KiB"
+grep -q 'at 40960 (40 KiB).*FIT' <("$armada" inspect "$img") || fail "pine64: no U-Boot FIT at 40 KiB"
+mtype_i "$img" extlinux/extlinux.conf | grep -q 'kernel /vmlinuz-' || fail "pine64: extlinux.conf"
+mdir_i "$img" dtbs/allwinner | grep -q 'sun50i-a64-pine64-plus.dtb' || fail "pine64: no pine64-plus dtb"
+
+# --- rpi3 manager ---
+build rpi3 manager
+img="$out/rpi3-manager-$v.img"
+check_common "$img"
+r="$img?offset=$(part_start "$img" 1)"
+for f in ca.pem ca.key manager.pem manager.key token admin-token; do
+  debugfs -R "stat /etc/armada/cluster/$f" "$r" 2>/dev/null | grep -q 'Type: regular' || fail "manager: /etc/armada/cluster/$f missing"
+done
+debugfs -R 'stat /usr/local/bin/armada-manager' "$r" 2>/dev/null | grep -q 'Mode:  0755' || fail "manager: no armada-manager"
+
+# --- reproducibility: the same inputs give the same bytes ---
+s=$(date +%s)
+"$armada" build --board rpi3 --role worker --cluster "$work/cluster" --out "$work/again" --keep-raw "${xz_opts[@]}" -q >/dev/null
+log "rpi3 worker rebuilt (warm) in $(( $(date +%s) - s ))s"
+sha_again=$(sha256sum "$work/again/rpi3-worker-$v.img" | cut -d' ' -f1)
+[ "$sha_first" = "$sha_again" ] || fail "rebuild differs: $sha_first vs $sha_again"
+log "rebuild bit-identical ($sha_first)"
+
+ls -la "$out" >&2
+log "passed in $(( $(date +%s) - t0 ))s; raw images for the boot tests are in $out"
