@@ -73,6 +73,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 nodes_teardown # what a crashed earlier run left
+rm -rf "$WORK/nodes" # engines start with empty data roots (no swarm from an earlier run)
+nodes_init "$PREFIX" "$SUBNET" "$WORK/nodes"
 
 CL=$WORK/cluster
 AUTH=$WORK/auth-header # the admin token as a curl header file, never printed
