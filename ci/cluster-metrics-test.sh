@@ -96,7 +96,10 @@ rate() { # name
     '(($b[0].containers[] | select(.name==$n) | .cpu.usage_seconds) - ($a[0].containers[] | select(.name==$n) | .cpu.usage_seconds)) / $dt'
 }
 burn_rate=$(rate md-burn); idle_rate=$(rate md-idle-3)
-jq -n --argjson r "$burn_rate" '$r > 0.3' | grep -q true || fail "md-burn used only $burn_rate CPUs over ${dt}s"
+# A busy machine (other jobs on 2 cores) can starve the burner, so the bar is "clearly
+# burning": 0.1 CPU and ten times the sleeper; agreement with the cgroup is checked above.
+jq -n --argjson r "$burn_rate" --argjson i "$idle_rate" '$r > 0.1 and $r > 10 * $i' | grep -q true \
+  || fail "md-burn used only $burn_rate CPUs over ${dt}s (md-idle-3: $idle_rate)"
 jq -n --argjson r "$idle_rate" '$r < 0.05' | grep -q true || fail "md-idle-3 used $idle_rate CPUs"
 pass "md-burn used $burn_rate CPUs and md-idle-3 $idle_rate over ${dt}s"
 user=$(c "$work/b.json" md-burn .cpu.user_seconds); usage=$(c "$work/b.json" md-burn .cpu.usage_seconds)
