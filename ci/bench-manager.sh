@@ -73,6 +73,16 @@ echo "== beyond: as fast as acknowledged, 10 snapshots per request (backlog deli
 phase max --nodes "$nodes" --concurrency 64 --batch 10 --duration $((secs / 2))
 rss "end"
 manager_p99
+echo "== idle keep-alive connections: 5000 (agents that keep their connection open)"
+r0=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+timeout 120 "$bin/examples/loadgen" --url "$url" --cluster-dir "$tmp/cluster" idle --connections 5000 --hold 6 &
+lg=$!
+sleep 5
+for _ in $(seq 1 30); do [ "$(ls "/proc/$pid/fd" | wc -l)" -gt 5000 ] && break; sleep 1; done
+r1=$(awk '/^VmRSS/ { print $2 }' "/proc/$pid/status")
+wait "$lg" || true
+echo "[bench] 5000 idle TLS connections: manager RSS +$(((r1 - r0) / 1024)) MiB = $(((r1 - r0) / 5000)) KiB per connection"
+
 t0=$(date +%s.%N)
 bytes=$(curl -s --cacert "$tmp/cluster/ca.pem" -H "Authorization: Bearer $(cat "$tmp/cluster/admin-token")" "$url/metrics" | wc -c)
 echo "[bench] full /metrics (federation of every node): $((bytes / 1048576)) MiB in $(echo "$(date +%s.%N) - $t0" | bc) s"

@@ -57,6 +57,14 @@ enum Mode {
         #[arg(long, default_value = "sim")]
         prefix: String,
     },
+    /// Opens N TLS connections, one request on each, and holds them open (as N agents
+    /// with keep-alive connections would), to measure the manager's memory per connection.
+    Idle {
+        #[arg(long, default_value_t = 5000)]
+        connections: usize,
+        #[arg(long, default_value_t = 10)]
+        hold: u64,
+    },
     Max {
         #[arg(long, default_value_t = 10_000)]
         nodes: usize,
@@ -447,6 +455,75 @@ async fn max(
     Ok(())
 }
 
+async fn idle(cli: &Cli, n: usize, hold: u64) -> Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = std::fs::read(cli.cluster_dir.join("ca.pem")).context("reading ca.pem")?;
+    let admin = std::fs::read_to_string(cli.cluster_dir.join("admin-token"))
+        .context("reading admin-token")?;
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c?)?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let hostport = cli
+        .url
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let host = hostport
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .context("host:port in --url")?;
+    let request = format!(
+        "GET /v1/health HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\r\n",
+        admin.trim()
+    );
+    let t0 = Instant::now();
+    let mut open = Vec::with_capacity(n);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let mut tasks = Vec::new();
+        for _ in chunk {
+            let (connector, hostport, host, request) = (
+                connector.clone(),
+                hostport.clone(),
+                host.clone(),
+                request.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let tcp = tokio::net::TcpStream::connect(&hostport).await?;
+                let name = rustls_pki_types::ServerName::try_from(host)?;
+                let mut tls = connector.connect(name, tcp).await?;
+                tls.write_all(request.as_bytes()).await?;
+                let mut buf = [0u8; 1024];
+                let got = tls.read(&mut buf).await?;
+                if !buf[..got].starts_with(b"HTTP/1.1 200") {
+                    bail!(
+                        "unexpected answer: {}",
+                        String::from_utf8_lossy(&buf[..got])
+                    );
+                }
+                Ok::<_, anyhow::Error>(tls)
+            }));
+        }
+        for t in tasks {
+            open.push(t.await??);
+        }
+    }
+    println!(
+        "idle: {} TLS connections opened in {:.1} s (one request each), held {hold} s",
+        open.len(),
+        t0.elapsed().as_secs_f64()
+    );
+    tokio::time::sleep(Duration::from_secs(hold)).await;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     if !(cli.url.starts_with("https://127.")
@@ -469,6 +546,7 @@ fn main() -> Result<()> {
                 max_in_flight,
                 prefix,
             } => ingest(&cli, *nodes, *interval, *duration, *max_in_flight, prefix).await,
+            Mode::Idle { connections, hold } => idle(&cli, *connections, *hold).await,
             Mode::Max {
                 nodes,
                 concurrency,

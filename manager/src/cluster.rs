@@ -85,7 +85,7 @@ pub fn load(dir: &Path) -> Result<ClusterFiles, ClusterError> {
     let key =
         PrivateKeyDer::from_pem_slice(&read(&key_path)?).map_err(|e| invalid(&key_path, e))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(&cert_path, e))?
         .with_no_client_auth()
@@ -96,6 +96,10 @@ pub fn load(dir: &Path) -> Result<ClusterFiles, ClusterError> {
                 format!("the key does not fit {}: {e}", cert_path.display()),
             )
         })?;
+    // Session tickets: an agent that reconnects for each report resumes its session
+    // instead of a full handshake with a certificate signature.
+    tls.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+        .map_err(|e| invalid(&cert_path, format!("TLS session tickets: {e}")))?;
 
     let admin_path = dir.join(ADMIN_TOKEN);
     let admin = String::from_utf8_lossy(&read(&admin_path)?)

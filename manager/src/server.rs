@@ -95,6 +95,28 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
+/// Raises the open-file limit to its hard maximum: every node may hold a keep-alive
+/// connection, and the usual soft limit of 1024 would refuse the 1025th board.
+pub fn raise_open_file_limit() -> Option<libc::rlim_t> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit fill or read the struct we pass; nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return None;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return None;
+            }
+        }
+    }
+    Some(lim.rlim_cur)
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
@@ -117,6 +139,9 @@ pub async fn serve(
     on_listen: impl FnOnce(SocketAddr),
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    if let Some(n) = raise_open_file_limit() {
+        tracing::info!("open-file limit {n} (about that many nodes can keep a connection open)");
+    }
     let files = cluster::load(&cfg.cluster_dir)?;
     let tokens = TokenFile::new(&cfg.cluster_dir, files.fingerprint.clone());
     tokens.clone().watch();
