@@ -194,6 +194,9 @@ pub struct Partition {
     pub bootable: bool,
     /// Where it is mounted on the board (`/` for the root filesystem).
     pub mount: String,
+    /// ext4 only: `mkfs.ext4 -O` feature changes, e.g. `^metadata_csum,^orphan_file`
+    /// for old kernels.
+    pub ext4_features: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -133,7 +133,7 @@ pub fn unpack_tarball(tarball: &Path, dest: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::{Read, Write as _};
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     /// A one-file HTTP server on loopback that answers `count` requests.

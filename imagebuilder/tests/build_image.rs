@@ -675,6 +675,17 @@ fn pine64_longsleep_fetches_verifies_caches_and_lays_out() {
     .contains("module"));
     assert!(debugfs(&img, root, "cat /lib/firmware/ap6212/fw_bcm43438a0.bin").contains("firmware"));
     assert!(debugfs(&img, root, "cat /etc/docker/daemon.json").contains("\"vfs\""));
+    let o = sh(&format!(
+        "dumpe2fs -h '{}?offset={root}' 2>/dev/null | grep -i 'features'",
+        img.display()
+    ));
+    let features = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        features.contains("extent")
+            && !features.contains("metadata_csum")
+            && !features.contains("orphan_file"),
+        "{features}"
+    );
     let report =
         String::from_utf8_lossy(&armada(&["inspect", img.to_str().unwrap()]).stdout).into_owned();
     assert!(

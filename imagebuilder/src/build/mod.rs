@@ -396,6 +396,8 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     // ---- base rootfs ----
     std::fs::create_dir_all(cache.join("work"))
         .with_context(|| format!("creating {}", cache.join("work").display()))?;
+    sweep_stale(&cache.join("work"));
+    sweep_stale(&args.out);
     let work = WorkDir(
         cache
             .join("work")
@@ -724,6 +726,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                         uuid: &uuid,
                         hash_seed: &seed,
                         epoch,
+                        features: p.ext4_features.as_deref(),
                     },
                     &tree,
                     &tree_paths,

@@ -207,6 +207,7 @@ pub fn ensure_base(
     ));
     let tmp = dir.join(format!(".{key}.tar.tmp-{}", std::process::id()));
     let log = dir.join(format!("{key}.log"));
+    stage.set_message(&format!("mmdebstrap, log in {}", log.display()));
     let apt_cache = cache.join("apt-archives");
     std::fs::create_dir_all(&apt_cache)
         .with_context(|| format!("creating {}", apt_cache.display()))?;

@@ -20,6 +20,7 @@ pub struct Ext4Spec<'a> {
     pub uuid: &'a str,
     pub hash_seed: &'a str,
     pub epoch: i64,
+    pub features: Option<&'a str>,
 }
 
 /// Makes the filesystem from `tree` (whose `paths` came from `tree::walk_sorted`).
@@ -37,6 +38,7 @@ pub fn make(spec: &Ext4Spec, tree: &Path, paths: &[PathBuf], work: &Path) -> Res
             "offset={},hash_seed={},root_owner=0:0",
             spec.offset, spec.hash_seed
         ))
+        .args(spec.features.map(|f| vec!["-O", f]).unwrap_or_default())
         .arg("-d")
         .arg(tree)
         .arg(spec.image)

@@ -191,7 +191,7 @@ fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
         Ok(if v < 2 || v >= eoc { None } else { Some(v) })
     };
     // (byte ranges of the folder, whether it is a subfolder)
-    let mut todo: Vec<(Vec<(u64, u64)>, bool)> = Vec::new();
+    let mut todo: Vec<(Vec<(u64, u64)>, bool, bool)> = Vec::new();
     if fat32 {
         let mut chain = Vec::new();
         let mut c = Some(u32_at(44));
@@ -202,15 +202,16 @@ fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
                 break;
             }
         }
-        todo.push((chain, false));
+        todo.push((chain, false, false));
     } else {
         todo.push((
             vec![((reserved + fats * fat_size) * bps, root_dir_sectors * bps)],
             false,
+            false,
         ));
     }
     let mut visited = 0;
-    while let Some((ranges, is_sub)) = todo.pop() {
+    while let Some((ranges, is_sub, parent_is_root)) = todo.pop() {
         visited += 1;
         if visited > 100_000 {
             break;
@@ -228,8 +229,14 @@ fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
             let dotdot =
                 (0..6).find(|&i| &slot(i)[..11] == b"..         " && slot(i)[11] & 0x10 != 0);
             if let (Some(d), Some(dd)) = (dot, dotdot) {
-                if (d, dd) != (0, 1) {
-                    let (de, dde) = (slot(d).to_vec(), slot(dd).to_vec());
+                let (de, mut dde) = (slot(d).to_vec(), slot(dd).to_vec());
+                // `..` of a folder in the root names cluster 0, whatever the root's cluster.
+                let fix_parent = parent_is_root && (dde[20..22] != [0, 0] || dde[26..28] != [0, 0]);
+                if fix_parent {
+                    dde[20..22].copy_from_slice(&[0, 0]);
+                    dde[26..28].copy_from_slice(&[0, 0]);
+                }
+                if (d, dd) != (0, 1) || fix_parent {
                     let last = d.max(dd);
                     for i in 0..=last {
                         let e: Vec<u8> = match i {
@@ -268,7 +275,7 @@ fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
                 }
             }
             if !chain.is_empty() {
-                todo.push((chain, true));
+                todo.push((chain, true, !is_sub));
             }
         }
     }

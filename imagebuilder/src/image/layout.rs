@@ -17,6 +17,7 @@ pub struct PlannedPartition {
     pub mbr_type: u8,
     pub bootable: bool,
     pub mount: String,
+    pub ext4_features: Option<String>,
     pub start: u64,
     pub size: u64,
 }
@@ -28,11 +29,11 @@ pub struct Layout {
 }
 
 /// Space an ext4 filesystem needs for `data_bytes` in `inodes` files, plus `headroom`:
-/// data in 4 KiB blocks, inode tables (256 B per 16 KiB), the journal, 2% reserved and
-/// some slack for metadata, rounded to a MiB.
+/// data in 4 KiB blocks plus 10% for inode tables, block groups and the 2% reserve,
+/// the journal, and 16 MiB of slack, rounded to a MiB.
 pub fn ext4_size_for(data_bytes: u64, inodes: u64, headroom: u64) -> u64 {
     let base = data_bytes + inodes * 512;
-    let with_meta = base + base / 6;
+    let with_meta = base + base / 10;
     let journal = if with_meta > 1 << 30 {
         64 * MIB
     } else {
@@ -65,6 +66,7 @@ pub fn plan(c: &BoardConfig, auto_size: u64) -> Layout {
             mbr_type: p.mbr_type,
             bootable: p.bootable,
             mount: p.mount.clone(),
+            ext4_features: p.ext4_features.clone(),
             start,
             size,
         });
