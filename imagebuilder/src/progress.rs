@@ -49,7 +49,12 @@ impl Ui {
             }
             Mode::Quiet => None,
         };
-        Stage { name: name.to_string(), start: Instant::now(), bar, mode: self.mode }
+        Stage {
+            name: name.to_string(),
+            start: Instant::now(),
+            bar,
+            mode: self.mode,
+        }
     }
 
     /// A byte-counting bar (MB/s and ETA) for `total` bytes.
@@ -71,7 +76,15 @@ impl Ui {
         if let Mode::Plain = self.mode {
             eprintln!("[armada] {name}: {total} bytes ...");
         }
-        Bytes { name: name.to_string(), total, done: 0, last_line: Instant::now(), start: Instant::now(), bar, mode: self.mode }
+        Bytes {
+            name: name.to_string(),
+            total,
+            done: 0,
+            last_line: Instant::now(),
+            start: Instant::now(),
+            bar,
+            mode: self.mode,
+        }
     }
 
     /// A line of information (not shown with --quiet).
@@ -123,10 +136,16 @@ impl Bytes {
         self.done += n;
         if let Some(b) = &self.bar {
             b.set_position(self.done);
-        } else if matches!(self.mode, Mode::Plain) && self.last_line.elapsed() >= Duration::from_secs(5) {
+        } else if matches!(self.mode, Mode::Plain)
+            && self.last_line.elapsed() >= Duration::from_secs(5)
+        {
             self.last_line = Instant::now();
-            let pct = if self.total > 0 { self.done * 100 / self.total } else { 0 };
-            eprintln!("[armada] {}: {pct}% ({:.1} MB/s)", self.name, self.rate_mb_s());
+            let pct = (self.done * 100).checked_div(self.total).unwrap_or(0);
+            eprintln!(
+                "[armada] {}: {pct}% ({:.1} MB/s)",
+                self.name,
+                self.rate_mb_s()
+            );
         }
     }
     pub fn rate_mb_s(&self) -> f64 {
