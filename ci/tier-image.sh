@@ -108,3 +108,12 @@ log "rebuild bit-identical ($sha_first)"
 
 ls -la "$out" >&2
 log "passed in $(( $(date +%s) - t0 ))s; raw images for the boot tests are in $out"
+
+# ---------------------------------------------------------------------------------------
+# Image tier, part 2 (boot, issue 6; ci/boot-test.sh): the images boot under
+# qemu-system-aarch64 (rpi3 worker under raspi3b, pine64 worker under virt, rpi3 manager
+# under raspi3b), register with a real manager and join a real swarm by themselves,
+# report per-container data, and come back after a power cycle as the same node. It
+# builds its images with its own cluster (the base rootfs cached above makes each build
+# about half a minute) and prints seconds from power-on to each milestone per board.
+bash ci/boot-test.sh
