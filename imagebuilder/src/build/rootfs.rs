@@ -149,8 +149,10 @@ pub fn image_sources(
     out
 }
 
-/// The cache key of a base: everything that decides its content.
-pub fn base_key(profile: &RootfsProfile, sources: &[String], epoch_env: Option<i64>) -> String {
+/// The cache key of a base: everything that decides its packages and files.
+/// SOURCE_DATE_EPOCH is left out on purpose: it only clamps file times, and the image
+/// step clamps them again to the image's epoch, so one base serves every epoch.
+pub fn base_key(profile: &RootfsProfile, sources: &[String]) -> String {
     let mut h = Sha256::new();
     h.update(format!("recipe {RECIPE_VERSION}\n").as_bytes());
     h.update(
@@ -161,9 +163,6 @@ pub fn base_key(profile: &RootfsProfile, sources: &[String], epoch_env: Option<i
     for s in sources {
         h.update(s.as_bytes());
         h.update(b"\n");
-    }
-    if let Some(e) = epoch_env {
-        h.update(format!("epoch {e}").as_bytes());
     }
     hex::encode(&h.finalize()[..16])
 }
@@ -180,7 +179,7 @@ pub fn ensure_base(
     if sources.is_empty() {
         bail!("no Debian mirror: the host's apt sources list none and --mirror was not given");
     }
-    let key = base_key(profile, &sources, epoch_env);
+    let key = base_key(profile, &sources);
     let dir = cache.join("rootfs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tar = dir.join(format!("{key}.tar"));
@@ -374,12 +373,11 @@ mod tests {
     #[test]
     fn key_changes_with_inputs() {
         let s = vec!["deb a b c".to_string()];
-        let k = base_key(&profile(), &s, None);
-        assert_eq!(k, base_key(&profile(), &s, None));
+        let k = base_key(&profile(), &s);
+        assert_eq!(k, base_key(&profile(), &s));
         let mut p = profile();
         p.packages.push("zstd".into());
-        assert_ne!(k, base_key(&p, &s, None));
-        assert_ne!(k, base_key(&profile(), &s, Some(1)));
-        assert_ne!(k, base_key(&profile(), &["deb x b c".to_string()], None));
+        assert_ne!(k, base_key(&p, &s));
+        assert_ne!(k, base_key(&profile(), &["deb x b c".to_string()]));
     }
 }
