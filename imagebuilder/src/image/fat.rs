@@ -130,6 +130,10 @@ pub fn fat32_cluster_size(len: u64) -> Option<u32> {
         .find(|c| len / u64::from(*c) >= 66_000)
 }
 
+/// A folder to visit: its byte ranges, whether it is a subfolder, whether its parent
+/// is the root.
+type FolderTodo = (Vec<(u64, u64)>, bool, bool);
+
 /// fatfs 0.3 writes a long-name entry before each new folder's `.` and `..`, which
 /// `fsck.vfat` rejects ("Expected a valid '.' entry in this slot"): move `.` and `..`
 /// to slots 0 and 1 of every folder and mark the long-name slots deleted.
@@ -191,7 +195,7 @@ fn fix_dot_entries<T: Read + Write + Seek>(io: &mut T) -> std::io::Result<()> {
         Ok(if v < 2 || v >= eoc { None } else { Some(v) })
     };
     // (byte ranges of the folder, whether it is a subfolder)
-    let mut todo: Vec<(Vec<(u64, u64)>, bool, bool)> = Vec::new();
+    let mut todo: Vec<FolderTodo> = Vec::new();
     if fat32 {
         let mut chain = Vec::new();
         let mut c = Some(u32_at(44));

