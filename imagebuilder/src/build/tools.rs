@@ -22,11 +22,22 @@ pub fn find_in(prog: &str, path: &str) -> Option<std::path::PathBuf> {
         .find(|p| p.is_file())
 }
 
+fn search_path() -> String {
+    // sbin folders are not on every user's PATH, but mkfs and debugfs live there.
+    format!(
+        "{}:/usr/sbin:/sbin:/usr/bin:/bin",
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// The full path of `prog` (PATH, then the sbin folders), or the bare name.
+pub fn path_of(prog: &str) -> std::path::PathBuf {
+    find_in(prog, &search_path()).unwrap_or_else(|| prog.into())
+}
+
 /// Refuses with every missing tool and its package.
 pub fn require(tools: &[(&str, &str)]) -> Result<()> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    // sbin folders are not on every user's PATH, but mkfs lives there.
-    let path = format!("{path}:/usr/sbin:/sbin:/usr/bin:/bin");
+    let path = search_path();
     let missing: Vec<String> = tools
         .iter()
         .filter(|(p, _)| find_in(p, &path).is_none())

@@ -25,7 +25,7 @@ pub struct Ext4Spec<'a> {
 
 /// Makes the filesystem from `tree` (whose `paths` came from `tree::walk_sorted`).
 pub fn make(spec: &Ext4Spec, tree: &Path, paths: &[PathBuf], work: &Path) -> Result<()> {
-    let out = Command::new("mkfs.ext4")
+    let out = Command::new(crate::build::tools::path_of("mkfs.ext4"))
         .env("E2FSPROGS_FAKE_TIME", spec.epoch.to_string())
         .env("MKE2FS_DEVICE_SECTSIZE", "512")
         .arg("-q")
@@ -79,7 +79,7 @@ fn fix_ctimes(spec: &Ext4Spec, paths: &[PathBuf], work: &Path) -> Result<()> {
     cmds.flush().context("writing debugfs commands")?;
     drop(cmds);
     let target = format!("{}?offset={}", spec.image.display(), spec.offset);
-    let out = Command::new("debugfs")
+    let out = Command::new(crate::build::tools::path_of("debugfs"))
         .env("E2FSPROGS_FAKE_TIME", spec.epoch.to_string())
         .arg("-w")
         .arg("-f")
