@@ -49,9 +49,13 @@ phase() {
 }
 manager_p99() {
   curl -s --cacert "$tmp/cluster/ca.pem" -H "Authorization: Bearer $(cat "$tmp/cluster/admin-token")" "$url/metrics?federate=false" |
-    awk '/^armada_manager_ingest_latency_seconds_bucket/ { match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5); b[n++] = le; c[le] = $2 }
-         /^armada_manager_ingest_latency_seconds_count/ { total = $2 }
-         END { for (i = 0; i < n; i++) if (c[b[i]] >= 0.99 * total) { printf "manager-side ingest latency p99 <= %s s over %d requests\n", b[i], total; exit } }'
+    awk 'function p99(name, what) { for (i = 0; i < n[name]; i++) if (c[name, b[name, i]] >= 0.99 * total[name]) {
+           printf "[bench] %s p99 <= %s s over %d\n", what, b[name, i], total[name]; return } }
+         /_bucket\{/ { split($1, a, "_bucket"); name = a[1]; match($0, /le="[^"]+"/); le = substr($0, RSTART + 4, RLENGTH - 5)
+                       b[name, n[name]++] = le; c[name, le] = $2 }
+         /_count / { sub(/_count$/, "", $1); total[$1] = $2 }
+         END { p99("armada_manager_ingest_latency_seconds", "manager-side ingest latency (receive to ack)")
+               p99("armada_manager_store_commit_seconds", "store group commit (write + fdatasync)") }'
 }
 
 echo "== burst: $burst new nodes register at once (one new TLS connection each)"

@@ -109,6 +109,8 @@ pub struct Metrics {
     pub agent_backlog_dropped: Counter,
     pub ingest_latency: Histogram,
     pub store_commits: Counter,
+    /// write + fdatasync of one group commit.
+    pub store_commit_latency: Histogram,
     pub labels_applied: Counter,
     pub label_failures: Counter,
 }
@@ -124,6 +126,7 @@ pub static METRICS: Metrics = Metrics {
     agent_backlog_dropped: Counter::new(),
     ingest_latency: Histogram::new(),
     store_commits: Counter::new(),
+    store_commit_latency: Histogram::new(),
     labels_applied: Counter::new(),
     label_failures: Counter::new(),
 };
@@ -207,6 +210,11 @@ pub fn render_own(m: &Metrics, nodes_by_status: &[(&str, u64)], out: &mut String
     m.ingest_latency.render(
         "armada_manager_ingest_latency_seconds",
         "Time from receiving a report to acknowledging it (decode, durable store).",
+        out,
+    );
+    m.store_commit_latency.render(
+        "armada_manager_store_commit_seconds",
+        "Time to write and fdatasync one group commit of the store's log.",
         out,
     );
     let _ = writeln!(

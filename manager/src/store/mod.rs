@@ -381,7 +381,12 @@ impl Writer {
                 }
             }
             if !buf.is_empty() {
-                if let Err(e) = self.segment.append_durable(&buf) {
+                let t0 = Instant::now();
+                let written = self.segment.append_durable(&buf);
+                crate::metrics::METRICS
+                    .store_commit_latency
+                    .observe(t0.elapsed());
+                if let Err(e) = written {
                     // Fail-stop: nothing of this batch is acknowledged; a restart replays
                     // the log as it is on disk.
                     tracing::error!(
