@@ -45,19 +45,25 @@ check_common() { # img
   dd if="$img" of="$work/fat.img" bs=1M iflag=skip_bytes,count_bytes skip="$boot" count="$(part_size "$img" 0)" conv=sparse status=none
   fsck.vfat -n "$work/fat.img" >/dev/null || fail "fsck.vfat $img"
   r="$img?offset=$root"
-  debugfs -R 'stat /usr/local/bin/armada-agent' "$r" 2>/dev/null | grep -q 'Mode:  0755' || fail "no agent in $img"
-  debugfs -R 'cat /var/lib/dpkg/status' "$r" 2>/dev/null | grep -q '^Package: docker.io$' || fail "no docker.io in $img"
-  debugfs -R 'ls /lib/modules' "$r" 2>/dev/null | grep -q 'arm64' || fail "no kernel modules in $img"
-  debugfs -R 'cat /etc/systemd/system/armada-firstboot.service' "$r" 2>/dev/null | grep -q firstboot.sh || fail "no first-boot unit in $img"
-  debugfs -R 'ls /etc/ssh' "$r" 2>/dev/null | grep -q ssh_host_ && fail "baked ssh host keys in $img"
+  has 'Mode:  0755' "$(dbg 'stat /usr/local/bin/armada-agent' "$r")" || fail "no agent in $img"
+  has '^Package: docker.io$' "$(dbg 'cat /var/lib/dpkg/status' "$r")" || fail "no docker.io in $img"
+  has 'arm64' "$(dbg 'ls /lib/modules' "$r")" || fail "no kernel modules in $img"
+  has firstboot.sh "$(dbg 'cat /etc/systemd/system/armada-firstboot.service' "$r")" || fail "no first-boot unit in $img"
+  has ssh_host_ "$(dbg 'ls /etc/ssh' "$r")" && fail "baked ssh host keys in $img"
   # No mirror host name of this machine's apt sources ends up in the image.
   for h in $(sed -n 's#^URIs: *##p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n' | sed 's#^[a-z+]*://##; s#/.*##' | sort -u); do
-    debugfs -R 'cat /etc/apt/sources.list' "$r" 2>/dev/null | grep -qF "$h" && fail "a mirror host name is in $img"
+    grep -qF -- "$h" <<<"$(dbg 'cat /etc/apt/sources.list' "$r")" && fail "a mirror host name is in $img"
   done
   "$armada" inspect "$img" > "$work/inspect.txt" || fail "armada inspect $img"
   grep -q 'armada.toml' "$work/inspect.txt" || fail "no armada.toml in $img"
   grep -q 'docker: 20.10' "$work/inspect.txt" || fail "manifest lacks Docker in $img"
 }
+
+# Outputs are captured before grep: with pipefail, `grep -q` closing the pipe early
+# would fail the producer with SIGPIPE.
+dbg() { debugfs -R "$1" "$2" 2>/dev/null || true; }
+has() { grep -q -- "$1" <<<"$2"; }
+hasi() { grep -qi -- "$1" <<<"$2"; }
 
 mtype_i() { MTOOLS_SKIP_CHECK=1 mtype -i "$1@@$(part_start "$1" 0)" "::$2"; }
 mdir_i() { MTOOLS_SKIP_CHECK=1 mdir -b -i "$1@@$(part_start "$1" 0)" "::$2"; }
@@ -68,12 +74,12 @@ v=$("$armada" --version | awk '{print $2}')
 img="$out/rpi3-worker-$v.img"
 check_common "$img"
 for f in bootcode.bin start.elf fixup.dat bcm2837-rpi-3-b.dtb bcm2837-rpi-3-b-plus.dtb config.txt cmdline.txt armada.toml; do
-  mdir_i "$img" "" | grep -qi "/$f\$" || fail "rpi3: $f missing on the boot partition"
+  hasi "/$f\$" "$(mdir_i "$img" "")" || fail "rpi3: $f missing on the boot partition"
 done
-mdir_i "$img" "" | grep -qi '/vmlinuz-.*-arm64$' || fail "rpi3: no kernel on the boot partition"
-mdir_i "$img" "" | grep -qi '/initrd.img-.*-arm64$' || fail "rpi3: no initrd on the boot partition"
-mtype_i "$img" config.txt | grep -q '^arm_64bit=1' || fail "rpi3: config.txt lacks arm_64bit=1"
-mtype_i "$img" cmdline.txt | grep -q 'root=LABEL=RASPIROOT.*cgroup_enable=memory' || fail "rpi3: cmdline.txt"
+hasi '/vmlinuz-.*-arm64$' "$(mdir_i "$img" "")" || fail "rpi3: no kernel on the boot partition"
+hasi '/initrd.img-.*-arm64$' "$(mdir_i "$img" "")" || fail "rpi3: no initrd on the boot partition"
+has '^arm_64bit=1' "$(mtype_i "$img" config.txt)" || fail "rpi3: config.txt lacks arm_64bit=1"
+has 'root=LABEL=RASPIROOT.*cgroup_enable=memory' "$(mtype_i "$img" cmdline.txt)" || fail "rpi3: cmdline.txt"
 sha_first=$(sha256sum "$img" | cut -d' ' -f1)
 bmaptool copy --bmap "$out/rpi3-worker-$v.img.bmap" "$out/rpi3-worker-$v.img.xz" "$work/copy.img" >/dev/null 2>&1 || fail "bmaptool copy"
 cmp "$img" "$work/copy.img" || fail "bmaptool copy differs from the raw image"
@@ -83,10 +89,10 @@ rm -f "$work/copy.img"
 build pine64 worker
 img="$out/pine64-worker-$v.img"
 check_common "$img"
-grep -q 'at 8192 (8 KiB).*eGON' <("$armada" inspect "$img") || fail "pine64: no SPL at 8 KiB"
-grep -q 'at 40960 (40 KiB).*FIT' <("$armada" inspect "$img") || fail "pine64: no U-Boot FIT at 40 KiB"
-mtype_i "$img" extlinux/extlinux.conf | grep -q 'kernel /vmlinuz-' || fail "pine64: extlinux.conf"
-mdir_i "$img" dtbs/allwinner | grep -q 'sun50i-a64-pine64-plus.dtb' || fail "pine64: no pine64-plus dtb"
+has 'at 8192 (8 KiB).*eGON' "$("$armada" inspect "$img")" || fail "pine64: no SPL at 8 KiB"
+has 'at 40960 (40 KiB).*FIT' "$("$armada" inspect "$img")" || fail "pine64: no U-Boot FIT at 40 KiB"
+has 'kernel /vmlinuz-' "$(mtype_i "$img" extlinux/extlinux.conf)" || fail "pine64: extlinux.conf"
+has 'sun50i-a64-pine64-plus.dtb' "$(mdir_i "$img" dtbs/allwinner)" || fail "pine64: no pine64-plus dtb"
 
 # --- rpi3 manager ---
 build rpi3 manager
@@ -94,9 +100,9 @@ img="$out/rpi3-manager-$v.img"
 check_common "$img"
 r="$img?offset=$(part_start "$img" 1)"
 for f in ca.pem ca.key manager.pem manager.key token admin-token; do
-  debugfs -R "stat /etc/armada/cluster/$f" "$r" 2>/dev/null | grep -q 'Type: regular' || fail "manager: /etc/armada/cluster/$f missing"
+  has 'Type: regular' "$(dbg "stat /etc/armada/cluster/$f" "$r")" || fail "manager: /etc/armada/cluster/$f missing"
 done
-debugfs -R 'stat /usr/local/bin/armada-manager' "$r" 2>/dev/null | grep -q 'Mode:  0755' || fail "manager: no armada-manager"
+has 'Mode:  0755' "$(dbg 'stat /usr/local/bin/armada-manager' "$r")" || fail "manager: no armada-manager"
 
 # --- reproducibility: the same inputs give the same bytes ---
 s=$(date +%s)
