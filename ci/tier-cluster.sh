@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Cluster tier: x86 debug builds of armada, armada-agent and armada-manager, then a real
 # three-node Docker Swarm in network namespaces (ci/cluster-test.sh), then the checks
-# other parts add on the same kind of cluster when they are present:
-# ci/cluster-metrics-test.sh (metrics) and ci/dashboard-test.sh (the dashboard in a
-# headless browser). Run as root.
+# on the same kind of set-up: ci/cluster-metrics-test.sh (per-container metrics against
+# 20 real containers), ci/manager-swarm-test.sh (the manager against its own engine:
+# swarm init, join tokens, labels) and ci/dashboard-test.sh (the dashboard in headless
+# Chromium). Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -16,10 +17,8 @@ cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "clus
 
 rc=0
 bash ci/cluster-test.sh || rc=1
-for extra in ci/cluster-metrics-test.sh ci/dashboard-test.sh; do
-  if [ -f "$extra" ]; then
-    echo "== $extra"
-    bash "$extra" || rc=1
-  fi
+for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/dashboard-test.sh; do
+  echo "== $extra"
+  bash "$extra" || { echo "cluster tier: $extra FAILED" >&2; rc=1; }
 done
 exit "$rc"

@@ -14,7 +14,8 @@ use crate::snapshot::Snapshot;
 /// `GET`: the manager's CA certificate (PEM). The agent checks its SHA-256 against the
 /// fingerprint in its bootstrap token before trusting anything else.
 pub const PATH_CA: &str = "/v1/ca";
-/// `GET`: liveness, no authentication, no data.
+/// `GET`: liveness (`ok`). Authenticated like every endpoint but `/v1/ca` (public CA
+/// certificate) and `/v1/register` (bootstrap token): admin token or node credential.
 pub const PATH_HEALTH: &str = "/v1/health";
 /// `POST` [`RegisterRequest`] -> [`RegisterResponse`].
 pub const PATH_REGISTER: &str = "/v1/register";
