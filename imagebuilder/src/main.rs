@@ -92,7 +92,11 @@ fn main() -> std::process::ExitCode {
 fn init_tracing(quiet: bool) {
     // The fatfs crate warns about every FAT that mkfs.vfat made (reserved_sectors != 1),
     // which is all of them: only its errors are worth showing.
-    let default = if quiet { "warn,fatfs=error" } else { "info,fatfs=error" };
+    let default = if quiet {
+        "warn,fatfs=error"
+    } else {
+        "info,fatfs=error"
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARMADA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()

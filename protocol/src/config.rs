@@ -90,7 +90,11 @@ pub enum ConfigError {
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: `{key}`: {message}")]
-    Invalid { file: String, key: String, message: String },
+    Invalid {
+        file: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl FirstBootConfig {
@@ -150,7 +154,10 @@ impl FirstBootConfig {
             }
         }
         if !(1..=3600).contains(&self.agent.interval_seconds) {
-            return Err(invalid("agent.interval_seconds", "must be between 1 and 3600".into()));
+            return Err(invalid(
+                "agent.interval_seconds",
+                "must be between 1 and 3600".into(),
+            ));
         }
         Ok(())
     }
@@ -176,11 +183,16 @@ impl ConfigEdit {
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         // Validate against the schema first, so an edit never launders a bad file.
         FirstBootConfig::parse(text, file)?;
-        let doc = text.parse::<toml_edit::DocumentMut>().map_err(|e| ConfigError::Parse {
+        let doc = text
+            .parse::<toml_edit::DocumentMut>()
+            .map_err(|e| ConfigError::Parse {
+                file: file.to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(ConfigEdit {
+            doc,
             file: file.to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(ConfigEdit { doc, file: file.to_string() })
+        })
     }
 
     pub fn set_str(&mut self, dotted_key: &str, value: &str) -> &mut Self {
@@ -212,7 +224,11 @@ impl ConfigEdit {
 
     /// Removes `manager.token`: done by the agent once it holds its own credential.
     pub fn remove_token(&mut self) -> &mut Self {
-        if let Some(m) = self.doc.get_mut("manager").and_then(|m| m.as_table_like_mut()) {
+        if let Some(m) = self
+            .doc
+            .get_mut("manager")
+            .and_then(|m| m.as_table_like_mut())
+        {
             m.remove("token");
         }
         self
@@ -273,7 +289,10 @@ mod tests {
         let cfg = FirstBootConfig {
             hostname: "pine-01".into(),
             board: "pine64".into(),
-            manager: ManagerConfig { address: "10.1.0.1:7443".into(), token: token() },
+            manager: ManagerConfig {
+                address: "10.1.0.1:7443".into(),
+                token: token(),
+            },
             ..Default::default()
         };
         let text = cfg.to_toml();
@@ -285,7 +304,9 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_line() {
         let text = "hostname = \"a\"\n\n[manager]\nadress = \"x\"\n";
-        let err = FirstBootConfig::parse(text, "/boot/armada.toml").unwrap_err().to_string();
+        let err = FirstBootConfig::parse(text, "/boot/armada.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/boot/armada.toml"), "{err}");
         assert!(err.contains("line 4"), "{err}");
         assert!(err.contains("adress"), "{err}");
@@ -293,13 +314,21 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = FirstBootConfig::parse("hostname = \"-bad\"", "f").unwrap_err().to_string();
+        let err = FirstBootConfig::parse("hostname = \"-bad\"", "f")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`hostname`"), "{err}");
-        let err = FirstBootConfig::parse("[manager]\ntoken = \"nope\"", "f").unwrap_err().to_string();
+        let err = FirstBootConfig::parse("[manager]\ntoken = \"nope\"", "f")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("manager.token"), "{err}");
-        let err = FirstBootConfig::parse("[labels]\n\"armada.board\" = \"x\"", "f").unwrap_err().to_string();
+        let err = FirstBootConfig::parse("[labels]\n\"armada.board\" = \"x\"", "f")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("labels.armada.board"), "{err}");
-        let err = FirstBootConfig::parse("role = \"boss\"", "f").unwrap_err().to_string();
+        let err = FirstBootConfig::parse("role = \"boss\"", "f")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("boss"), "{err}");
     }
 
@@ -310,7 +339,9 @@ mod tests {
             token()
         );
         let mut edit = ConfigEdit::parse(&text, "armada.toml").unwrap();
-        edit.set_str("hostname", "pine-07").set_label("zone", "shelf-2").set_role(Role::Manager);
+        edit.set_str("hostname", "pine-07")
+            .set_label("zone", "shelf-2")
+            .set_role(Role::Manager);
         edit.set_ssh_keys(&["ssh-ed25519 AAAAC3Nza user@host".into()]);
         let (out, cfg) = edit.finish().unwrap();
         assert!(out.contains("# operator's note"));

@@ -257,6 +257,10 @@ impl Snapshot {
 
     /// Highest temperature of any thermal zone.
     pub fn max_temperature(&self) -> Option<f64> {
-        self.health.thermal.iter().map(|z| z.celsius).reduce(f64::max)
+        self.health
+            .thermal
+            .iter()
+            .map(|z| z.celsius)
+            .reduce(f64::max)
     }
 }

@@ -44,7 +44,9 @@ impl FromStr for CaFingerprint {
     type Err = TokenError;
     fn from_str(s: &str) -> Result<Self, TokenError> {
         if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(TokenError::BadToken("the CA fingerprint is not 64 hex characters"));
+            return Err(TokenError::BadToken(
+                "the CA fingerprint is not 64 hex characters",
+            ));
         }
         Ok(CaFingerprint(s.to_ascii_lowercase()))
     }
@@ -66,7 +68,10 @@ pub struct BootstrapToken {
 impl BootstrapToken {
     /// A fresh token for the CA with this fingerprint.
     pub fn generate(ca: CaFingerprint) -> Self {
-        BootstrapToken { ca, secret: random_secret() }
+        BootstrapToken {
+            ca,
+            secret: random_secret(),
+        }
     }
     pub fn secret(&self) -> &str {
         &self.secret
@@ -93,15 +98,24 @@ impl FromStr for BootstrapToken {
         let mut parts = s.trim().splitn(3, '.');
         let (prefix, ca, secret) = match (parts.next(), parts.next(), parts.next()) {
             (Some(p), Some(c), Some(s)) => (p, c, s),
-            _ => return Err(TokenError::BadToken("it does not have three dot-separated parts")),
+            _ => {
+                return Err(TokenError::BadToken(
+                    "it does not have three dot-separated parts",
+                ))
+            }
         };
         if prefix != TOKEN_PREFIX {
             return Err(TokenError::BadToken("it does not start with `armada1.`"));
         }
         if !is_secret(secret) {
-            return Err(TokenError::BadToken("the secret is not 16-128 URL-safe characters"));
+            return Err(TokenError::BadToken(
+                "the secret is not 16-128 URL-safe characters",
+            ));
         }
-        Ok(BootstrapToken { ca: ca.parse()?, secret: secret.to_string() })
+        Ok(BootstrapToken {
+            ca: ca.parse()?,
+            secret: secret.to_string(),
+        })
     }
 }
 
@@ -114,7 +128,10 @@ pub struct NodeCredential {
 
 impl NodeCredential {
     pub fn generate(node_id: &str) -> Self {
-        NodeCredential { node_id: node_id.to_string(), secret: random_secret() }
+        NodeCredential {
+            node_id: node_id.to_string(),
+            secret: random_secret(),
+        }
     }
     /// SHA-256 of the secret: what the manager stores.
     pub fn secret_hash(&self) -> String {
@@ -143,16 +160,28 @@ impl FromStr for NodeCredential {
         let rest = s
             .strip_prefix(CREDENTIAL_PREFIX)
             .and_then(|r| r.strip_prefix('.'))
-            .ok_or(TokenError::BadCredential("it does not start with `armadanode1.`"))?;
-        let (node_id, secret) =
-            rest.rsplit_once('.').ok_or(TokenError::BadCredential("no secret part"))?;
-        if node_id.is_empty() || !node_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            .ok_or(TokenError::BadCredential(
+                "it does not start with `armadanode1.`",
+            ))?;
+        let (node_id, secret) = rest
+            .rsplit_once('.')
+            .ok_or(TokenError::BadCredential("no secret part"))?;
+        if node_id.is_empty()
+            || !node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err(TokenError::BadCredential("the node id is not alphanumeric"));
         }
         if !is_secret(secret) {
-            return Err(TokenError::BadCredential("the secret is not 16-128 URL-safe characters"));
+            return Err(TokenError::BadCredential(
+                "the secret is not 16-128 URL-safe characters",
+            ));
         }
-        Ok(NodeCredential { node_id: node_id.to_string(), secret: secret.to_string() })
+        Ok(NodeCredential {
+            node_id: node_id.to_string(),
+            secret: secret.to_string(),
+        })
     }
 }
 
@@ -164,7 +193,8 @@ fn random_secret() -> String {
 
 fn is_secret(s: &str) -> bool {
     (16..=128).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -199,7 +229,12 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused_with_a_reason() {
-        for bad in ["", "armada1", "armada2.aa.bbbbbbbbbbbbbbbbbbbb", "armada1.xyz.bbbbbbbbbbbbbbbbbbbb"] {
+        for bad in [
+            "",
+            "armada1",
+            "armada2.aa.bbbbbbbbbbbbbbbbbbbb",
+            "armada1.xyz.bbbbbbbbbbbbbbbbbbbb",
+        ] {
             assert!(bad.parse::<BootstrapToken>().is_err(), "{bad}");
         }
         let short = format!("armada1.{}.short", fp());

@@ -53,7 +53,9 @@ impl std::str::FromStr for Role {
         match s {
             "worker" => Ok(Role::Worker),
             "manager" => Ok(Role::Manager),
-            other => Err(format!("unknown role `{other}`: expected `worker` or `manager`")),
+            other => Err(format!(
+                "unknown role `{other}`: expected `worker` or `manager`"
+            )),
         }
     }
 }
