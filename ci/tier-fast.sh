@@ -2,4 +2,4 @@
 # Unit and in-process tests of every crate: no daemons, no network but loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
