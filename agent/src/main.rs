@@ -19,9 +19,11 @@
 //! - `report`: the bounded backlog and the push loop.
 //! - `serve`: the Prometheus endpoint.
 //! - `state`: `/var/lib/armada` (credential, CA, registration).
+//! - `clock`: `sync-clock` before Docker starts (boards have no RTC), and the clock floor.
 //! - `firstboot`: hostname and ssh keys from `armada.toml`.
 //! - `main.rs`: command line and wiring.
 
+mod clock;
 mod discover;
 mod facts;
 mod firstboot;
@@ -66,6 +68,9 @@ enum Command {
     Status(StatusArgs),
     /// Collect and print metrics.
     Metrics(metrics::MetricsArgs),
+    /// Step a lagging clock forward to the clock floor and the manager's time (run once
+    /// per boot by armada-clock.service, before Docker).
+    SyncClock(SyncClockArgs),
 }
 
 #[derive(Args)]
@@ -105,6 +110,18 @@ struct StatusArgs {
     state_dir: PathBuf,
 }
 
+#[derive(Args)]
+struct SyncClockArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Where the registration (manager address, CA) and the clock floor are kept.
+    #[arg(long, default_value = "/var/lib/armada")]
+    state_dir: PathBuf,
+    /// Give up reaching the manager after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
@@ -126,6 +143,15 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Status(args) => status(&args),
         Command::Metrics(args) => metrics::run_cli(args),
+        Command::SyncClock(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(clock::sync_clock(
+                &args.state_dir,
+                load_config(&args.cfg),
+                Duration::from_secs(args.timeout),
+            )),
     }
 }
 
@@ -198,6 +224,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
         tokio::spawn(serve::serve(listener, shared.clone()));
     }
+    // The clock floor sync-clock starts from after a power cut.
+    tokio::spawn(clock::keep_floor(args.state_dir.clone()));
     let instance = hex::encode(rand::random::<[u8; 8]>());
     let source = MetricsSource(metrics::Collector::new(
         args.cfg.root.clone(),
