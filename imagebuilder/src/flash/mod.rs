@@ -53,7 +53,8 @@ pub struct FlashArgs {
     /// Write every byte of the image even if a bmap is found.
     #[arg(long)]
     pub no_bmap: bool,
-    /// Hostname for the card; `{n}`/`{nn}` is replaced by --index (padded to the n's).
+    /// Hostname for the card. With --index, a placeholder of n's in braces is replaced by the
+    /// index padded to that many digits: 'pine-{nn}' with --index 7 gives pine-07.
     #[arg(long, value_name = "H")]
     pub hostname: Option<String>,
     /// The card's number in a batch, for a --hostname template.
