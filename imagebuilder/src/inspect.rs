@@ -121,6 +121,31 @@ pub fn nonzero_runs(file: &File, from: u64, to: u64) -> Result<Vec<(u64, u64)>> 
     Ok(runs)
 }
 
+/// Splits runs where a known blob starts inside them (an SPL padded right up to the
+/// FIT image after it reads as one run).
+fn split_at_magic(file: &File, runs: Vec<(u64, u64)>) -> Result<Vec<(u64, u64)>> {
+    let mut out = Vec::new();
+    let mut head = [0u8; 12];
+    for (s, e) in runs {
+        let mut start = s;
+        let mut o = (s / 1024 + 1) * 1024;
+        while o + 12 <= e {
+            file.read_exact_at(&mut head, o)
+                .context("reading the image")?;
+            if matches!(
+                blob_kind(&head),
+                "Allwinner eGON boot0/SPL" | "FIT image (U-Boot + ATF)"
+            ) {
+                out.push((start, o));
+                start = o;
+            }
+            o += 1024;
+        }
+        out.push((start, e));
+    }
+    Ok(out)
+}
+
 /// A file removed when dropped.
 struct TempImage(PathBuf);
 impl Drop for TempImage {
@@ -256,7 +281,7 @@ pub fn report(image: &Path) -> Result<String> {
     if runs.is_empty() {
         out.push_str("  none\n");
     }
-    for (s, e) in runs {
+    for (s, e) in split_at_magic(&file, runs)? {
         let mut head = vec![0u8; ((e - s) as usize).min(4096)];
         file.read_exact_at(&mut head, s)
             .context("reading the image")?;
