@@ -6,7 +6,8 @@
 
 use std::io::Read;
 
-use protocol::snapshot::Snapshot;
+use protocol::snapshot::{CpuTimes, Memory, Snapshot};
+use serde::de::IgnoredAny;
 
 /// Largest report body accepted on the wire (compressed).
 pub const MAX_REPORT_BODY: usize = 4 << 20;
@@ -76,7 +77,17 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
             body.into()
         }
         BodyEncoding::Gzip => {
-            let mut out = Vec::with_capacity(body.len() * 4);
+            // The gzip trailer's ISIZE (length mod 2^32) sizes the buffer once instead of
+            // growing it by copies; it is a hint only, capped by the bomb limit.
+            let hint = body
+                .len()
+                .checked_sub(4)
+                .and_then(|at| body.get(at..))
+                .and_then(|t| <[u8; 4]>::try_from(t).ok())
+                .map(|t| u32::from_le_bytes(t) as usize)
+                .unwrap_or(0);
+            let cap = if hint > 0 { hint + 1 } else { body.len() * 4 };
+            let mut out = Vec::with_capacity(cap.min(MAX_DECODED_REPORT + 1));
             flate2::read::MultiGzDecoder::new(body)
                 .take(MAX_DECODED_REPORT as u64 + 1)
                 .read_to_end(&mut out)
@@ -100,11 +111,20 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
     if batch.snapshots.len() > MAX_SNAPSHOTS_PER_BATCH {
         return Err(ReportError::TooManySnapshots(batch.snapshots.len()));
     }
+    // Only the newest snapshot is kept as JSON, so only it is parsed as a whole
+    // `Snapshot` (validated for later readers); the older ones of a backlog batch give
+    // just their digest, read by a lean view that skips the other fields unallocated.
     let mut snapshots = Vec::with_capacity(batch.snapshots.len());
-    for raw in &batch.snapshots {
-        let s: Snapshot = serde_json::from_str(raw.get())
-            .map_err(|e| ReportError::BadJson(format!("snapshot {}: {e}", snapshots.len())))?;
-        snapshots.push(digest(&s));
+    let last = batch.snapshots.len().saturating_sub(1);
+    for (i, raw) in batch.snapshots.iter().enumerate() {
+        let bad = |e: serde_json::Error| ReportError::BadJson(format!("snapshot {i}: {e}"));
+        if i == last {
+            let s: Snapshot = serde_json::from_str(raw.get()).map_err(bad)?;
+            snapshots.push(digest(&s));
+        } else {
+            let s: LeanSnapshot = serde_json::from_str(raw.get()).map_err(bad)?;
+            snapshots.push(s.digest());
+        }
     }
     Ok(DecodedReport {
         snapshots,
@@ -123,13 +143,71 @@ struct RawBatch<'a> {
     dropped_total: u64,
 }
 
-pub fn digest(s: &Snapshot) -> SnapshotDigest {
-    let cpu_times = s.host.cpu.iter().find(|c| c.cpu.is_none()).map(|t| {
+/// What [`digest`] reads of a [`Snapshot`]; the required fields it does not read are
+/// still required (and skipped), so a lean read refuses what a full one would miss.
+#[derive(serde::Deserialize)]
+struct LeanSnapshot {
+    instance: String,
+    seq: u64,
+    collected_at_ms: u64,
+    #[allow(dead_code)]
+    hostname: IgnoredAny,
+    host: LeanHost,
+    #[serde(default)]
+    containers: Vec<IgnoredAny>,
+    health: LeanHealth,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanHost {
+    #[serde(default)]
+    cpu: Vec<CpuTimes>,
+    memory: Option<Memory>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanHealth {
+    #[serde(default)]
+    thermal: Vec<LeanZone>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanZone {
+    celsius: f64,
+}
+
+impl LeanSnapshot {
+    fn digest(self) -> SnapshotDigest {
+        let (used, total) = memory_used_total(self.host.memory.as_ref());
+        SnapshotDigest {
+            instance: self.instance,
+            seq: self.seq,
+            collected_at_ms: self.collected_at_ms,
+            cpu_times: cpu_busy_total(&self.host.cpu),
+            memory_used_bytes: used,
+            memory_total_bytes: total,
+            temperature_celsius: self
+                .health
+                .thermal
+                .iter()
+                .map(|z| z.celsius)
+                .reduce(f64::max),
+            containers: self.containers.len() as u32,
+        }
+    }
+}
+
+/// (busy, total) CPU seconds of the all-CPU line.
+fn cpu_busy_total(cpu: &[CpuTimes]) -> Option<(f64, f64)> {
+    cpu.iter().find(|c| c.cpu.is_none()).map(|t| {
         let idle = t.idle + t.iowait;
         let total = t.user + t.nice + t.system + t.irq + t.softirq + t.steal + idle;
         (total - idle, total)
-    });
-    let (used, total) = match &s.host.memory {
+    })
+}
+
+fn memory_used_total(memory: Option<&Memory>) -> (Option<u64>, Option<u64>) {
+    match memory {
         Some(m) => {
             let free = m
                 .available_bytes
@@ -140,12 +218,16 @@ pub fn digest(s: &Snapshot) -> SnapshotDigest {
             )
         }
         None => (None, None),
-    };
+    }
+}
+
+pub fn digest(s: &Snapshot) -> SnapshotDigest {
+    let (used, total) = memory_used_total(s.host.memory.as_ref());
     SnapshotDigest {
         instance: s.instance.clone(),
         seq: s.seq,
         collected_at_ms: s.collected_at_ms,
-        cpu_times,
+        cpu_times: cpu_busy_total(&s.host.cpu),
         memory_used_bytes: used,
         memory_total_bytes: total,
         temperature_celsius: s.max_temperature(),
@@ -190,6 +272,19 @@ mod tests {
         assert_eq!(a.snapshots.len(), 3);
         assert_eq!(a.dropped_total, 3);
         assert!(a.last_json.unwrap().contains("\"seq\":2"));
+    }
+
+    #[test]
+    fn lean_and_full_digests_agree() {
+        let s = crate::sim::snapshot("host-1", "inst", 5, 1_700_000_000_000);
+        let json = serde_json::to_string(&s).unwrap();
+        let lean: LeanSnapshot = serde_json::from_str(&json).unwrap();
+        let d = lean.digest();
+        assert_eq!(d, digest(&s));
+        assert!(d.memory_used_bytes.is_some() && d.temperature_celsius == Some(50.0));
+        assert_eq!(d.containers, 3);
+        let no_host = json.replace("\"host\":", "\"hosts\":");
+        assert!(serde_json::from_str::<LeanSnapshot>(&no_host).is_err());
     }
 
     #[test]
