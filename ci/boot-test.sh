@@ -74,6 +74,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 nodes_teardown # what a crashed earlier run left
 rm -rf "$WORK/nodes" # engines start with empty data roots (no swarm from an earlier run)
+rm -f "$WORK/dnsmasq.leases" # an earlier run's lease for the same hostname would point at no guest
 nodes_init "$PREFIX" "$SUBNET" "$WORK/nodes"
 
 CL=$WORK/cluster
@@ -396,7 +397,8 @@ manager_case() {
   mac=52:54:00:e2:00:99
   boot_start "$c" 1 "$img" "$board" "$machine" "$mac" "$(($(stat -c %s "$img") * 2))" || { fail_case "$c" "qemu did not start" 1; return; }
   # By the hostname the guest sends (raspi3b's usb-net gets a random MAC in the guest).
-  guest_ip() { awk -v h="$host" '$4 == h { print $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | tail -n 1 | grep .; }
+  # The newest lease for that hostname (dnsmasq's file is not in time order; field 1 is the expiry).
+  guest_ip() { awk -v h="$host" '$4 == h { print $1, $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2 | grep .; }
   wait_for "$REG_BOUND_RASPI" "a DHCP lease for $host" guest_ip || { fail_case "$c" "no DHCP lease" 1; return; }
   ip=$(guest_ip)
   wait_for "$REG_BOUND_RASPI" "the guest manager's API on $ip" api_at "$ip" /v1/health || { fail_case "$c" "guest manager API not up" 1; return; }
