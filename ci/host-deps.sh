@@ -26,11 +26,11 @@ build_pkgs=(
   ca-certificates
 )
 test_pkgs=(
-  qemu-user qemu-system-arm ipxe-qemu qemu-utils
+  qemu-user qemu-system-arm ipxe-qemu qemu-utils u-boot-qemu
   docker.io iproute2 util-linux
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
-  jq curl file busybox-static
+  jq curl file busybox-static sqlite3
 )
 
 pkgs=("${build_pkgs[@]}")
@@ -42,6 +42,45 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   dpkg --add-architecture arm64
   rm -f /var/lib/apt/lists/.armada-updated
 fi
+
+# qemu: one consistent version for every qemu package. A fresh machine of this kind ships
+# qemu-utils from bookworm-backports; installing bookworm's qemu-system-arm (7.2) beside it
+# would REMOVE qemu-utils. So the backports suite is added with the host's own mirror and
+# every qemu package is pinned to it, whichever qemu-utils the machine came with.
+add_backports() {
+  local src=/etc/apt/sources.list.d/armada-bookworm-backports.sources mirror
+  [ -f "$src" ] && return 0
+  if grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    return 0
+  fi
+  mirror=$(sed -n 's#^URIs: *\([^ ]*\).*#\1#p' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n 1)
+  [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $3 ~ /^bookworm/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+  if [ -z "$mirror" ]; then
+    echo "ci/host-deps.sh: no Debian mirror found in /etc/apt/sources.list{,.d}: add one for bookworm" >&2
+    exit 1
+  fi
+  log "adding bookworm-backports from the host's mirror (for one consistent qemu 10)"
+  cat > "$src" <<SRC
+Types: deb
+URIs: $mirror
+Suites: bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  rm -f /var/lib/apt/lists/.armada-updated
+}
+pin_qemu() {
+  local pin=/etc/apt/preferences.d/armada-qemu
+  [ -f "$pin" ] && return 0
+  cat > "$pin" <<'PIN'
+# armada (ci/host-deps.sh): every qemu package from one release, so none removes another
+Package: qemu-* src:qemu
+Pin: release n=bookworm-backports
+Pin-Priority: 990
+PIN
+}
+add_backports
+pin_qemu
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -55,7 +94,8 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
   log "installing: ${missing[*]}"
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # One transaction; a removal of anything installed is refused, never done silently.
+  apt-get install -y -qq --no-install-recommends --no-remove "${missing[@]}" >/dev/null
 else
   log "all packages present"
 fi
@@ -85,4 +125,21 @@ fi
 if [ "$want_tests" = 1 ] && command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null 2>&1 || true
 fi
-log "done"
+# Every tool promised above must now be callable: a package that apt reported installed
+# but whose program is gone (a removal by a later transaction) fails here, not in a tier.
+build_tools=(/usr/bin/rustc /usr/bin/cargo aarch64-linux-gnu-gcc mmdebstrap arch-test
+  mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk)
+test_tools=(qemu-aarch64 qemu-system-aarch64 qemu-img dockerd docker ip nsenter unshare
+  promtool prometheus-node-exporter bmaptool chromium dnsmasq jq curl file busybox sqlite3)
+tools=("${build_tools[@]}")
+[ "$want_tests" = 1 ] && tools+=("${test_tools[@]}")
+absent=()
+for t in "${tools[@]}"; do
+  command -v "$t" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$t" >/dev/null 2>&1 || absent+=("$t")
+done
+[ "$want_tests" = 1 ] && [ ! -e /usr/share/qemu/u-boot-qemu_arm64/u-boot.bin ] && [ ! -e /usr/lib/u-boot/qemu_arm64/u-boot.bin ] && absent+=("u-boot.bin for qemu_arm64 (u-boot-qemu)")
+if [ "${#absent[@]}" -gt 0 ]; then
+  echo "ci/host-deps.sh: installed, but these tools are missing: ${absent[*]}" >&2
+  exit 1
+fi
+log "done: ${#tools[@]} tools checked"
