@@ -84,6 +84,10 @@ impl Backlog {
         self.items.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
     }

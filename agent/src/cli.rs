@@ -1,0 +1,208 @@
+//! The command line: its arguments, `armada.toml` lookup, and the small commands
+//! (`firstboot`, `status`); `run` is in `crate::run`, `metrics` in `crate::metrics`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use protocol::config::{FirstBootConfig, BOOT_CONFIG_PATHS};
+
+use crate::state::StateDir;
+use crate::{clock, facts, firstboot, metrics};
+
+#[derive(Parser)]
+#[command(
+    name = "armada-agent",
+    version,
+    about = "armada's board agent: register, join the swarm, report metrics"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Register (once), join the swarm and report metrics until stopped.
+    Run(RunArgs),
+    /// Apply armada.toml's hostname and ssh keys (run once by the first-boot unit).
+    Firstboot(FirstbootArgs),
+    /// Show this node's registration and swarm state.
+    Status(StatusArgs),
+    /// Collect and print metrics.
+    Metrics(metrics::MetricsArgs),
+    /// Step a lagging clock forward to the clock floor and the manager's time (run once
+    /// per boot by armada-clock.service, before Docker).
+    SyncClock(SyncClockArgs),
+}
+
+#[derive(Args)]
+pub struct ConfigArgs {
+    /// armada.toml to read; default: /boot/firmware/armada.toml or /boot/armada.toml
+    /// under --root.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Root of the system to read facts and metrics from.
+    #[arg(long, default_value = "/")]
+    pub root: PathBuf,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Where the credential, CA and registration are kept.
+    #[arg(long, default_value = "/var/lib/armada")]
+    pub state_dir: PathBuf,
+    /// The local engine's socket (unix:// only: the engine is never reached over TCP).
+    #[arg(long, default_value = "unix:///var/run/docker.sock")]
+    pub docker_host: String,
+}
+
+#[derive(Args)]
+pub struct FirstbootArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    #[arg(long, default_value = "/var/lib/armada")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SyncClockArgs {
+    #[command(flatten)]
+    pub cfg: ConfigArgs,
+    /// Where the registration (manager address, CA) and the clock floor are kept.
+    #[arg(long, default_value = "/var/lib/armada")]
+    pub state_dir: PathBuf,
+    /// Give up reaching the manager after this many seconds.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// Runs one command.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run(args) => {
+            init_logging();
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(crate::run::run(args))
+        }
+        Command::Firstboot(args) => {
+            let (path, cfg) = load_config(&args.cfg)?;
+            for line in firstboot::apply(&args.cfg.root, &cfg)? {
+                println!("{line}");
+            }
+            println!("first boot settings from {} applied", path.display());
+            Ok(())
+        }
+        Command::Status(args) => status(&args),
+        Command::Metrics(args) => metrics::run_cli(args),
+        Command::SyncClock(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?
+            .block_on(clock::sync_clock(
+                &args.state_dir,
+                load_config(&args.cfg),
+                Duration::from_secs(args.timeout),
+            )),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+/// `--config`, or the first of the boot partition's paths that exists under `--root`.
+pub fn find_config(args: &ConfigArgs) -> anyhow::Result<PathBuf> {
+    if let Some(p) = &args.config {
+        return Ok(p.clone());
+    }
+    let candidates: Vec<PathBuf> = BOOT_CONFIG_PATHS
+        .iter()
+        .map(|p| args.root.join(p.trim_start_matches('/')))
+        .collect();
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "no armada.toml found (looked at {}); pass --config PATH",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+pub fn load_config(args: &ConfigArgs) -> anyhow::Result<(PathBuf, FirstBootConfig)> {
+    let path = find_config(args)?;
+    let cfg = FirstBootConfig::load(&path)?;
+    Ok((path, cfg))
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    match load_config(&args.cfg) {
+        Ok((path, cfg)) => {
+            println!("config:        {}", path.display());
+            println!("hostname:      {}", facts::hostname(&args.cfg.root, &cfg));
+            println!("role:          {}", cfg.role);
+            println!(
+                "manager:       {}",
+                if cfg.manager.address.is_empty() {
+                    "(discover)"
+                } else {
+                    &cfg.manager.address
+                }
+            );
+            println!(
+                "token in file: {}",
+                if cfg.manager.token.is_empty() {
+                    "no"
+                } else {
+                    "yes"
+                }
+            );
+        }
+        Err(e) => println!("config:        {e:#}"),
+    }
+    let state = StateDir::new(&args.state_dir);
+    match state.load()? {
+        Some(reg) => {
+            println!(
+                "registered:    yes, node {} with {}",
+                reg.credential.node_id, reg.info.manager
+            );
+            println!(
+                "swarm node:    {}",
+                state
+                    .swarm_node_id()
+                    .unwrap_or_else(|| "(not acknowledged by the manager yet)".into())
+            );
+        }
+        None => println!(
+            "registered:    no ({} holds no credential)",
+            state.path().display()
+        ),
+    }
+    Ok(())
+}
