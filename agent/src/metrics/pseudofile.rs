@@ -156,19 +156,25 @@ impl PseudoFile {
     }
 }
 
-/// Reads a file from offset 0 into `buf` (grown when full); returns the length.
-/// A short read ends it: /proc, /sys and cgroup files fill a read up to EOF.
+/// Reads a file from offset 0 into `buf` (grown when full) until a read returns 0;
+/// returns the length.
+///
+/// A short read does not mean the end: seq_file pseudo-files (`/proc/net/dev`,
+/// `/proc/self/mounts`, `/proc/diskstats`, cgroup files) hand out at most about a page
+/// per read, so stopping at the first short read silently cuts a 15 KB table after its
+/// first 4 KB. Only a read of 0 bytes is the end of the file.
 fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
-            buf.resize(buf.len() * 2, 0);
+            let grown = buf.len().saturating_mul(2).max(4096);
+            buf.resize(grown, 0);
         }
-        let want = buf.len() - len;
-        let n = file.read_at(&mut buf[len..], len as u64)?;
-        len += n;
-        if n == 0 || n < want {
-            return Ok(len);
+        match file.read_at(&mut buf[len..], len as u64) {
+            Ok(0) => return Ok(len),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -303,5 +309,114 @@ mod tests {
             .unwrap_err();
         assert!(err.is_missing());
         assert!(err.to_string().contains("/nonexistent-armada/x"), "{err}");
+    }
+
+    /// Real kernel seq_files larger than a page, made by the test in namespaces of its
+    /// own: the reads must return every byte (the old reader stopped at the first
+    /// short read, about one page).
+    mod kernel {
+        use super::*;
+        use std::io::{BufRead, BufReader, Write};
+        use std::process::{Child, Command, Stdio};
+
+        /// Root runs the test; otherwise a loud skip, or a failure under `CI=true`.
+        fn may_run(what: &str) -> bool {
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } == 0 {
+                return true;
+            }
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{what} needs root (namespaces): under CI=true this is a failure"
+            );
+            eprintln!("SKIPPED {what}: needs root (namespaces, veth, mounts)");
+            false
+        }
+
+        /// A shell in new namespaces that prints `ready` once set up, then waits for
+        /// stdin to close. Killed and reaped on drop, which frees its namespaces.
+        struct Holder(Child);
+
+        impl Holder {
+            fn start(unshare: &[&str], script: &str) -> Holder {
+                let mut child = Command::new("unshare")
+                    .args(unshare)
+                    .args(["--", "sh", "-ec", script])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .expect("running unshare (util-linux)");
+                let mut line = String::new();
+                BufReader::new(child.stdout.take().unwrap())
+                    .read_line(&mut line)
+                    .unwrap();
+                let mut h = Holder(child);
+                assert_eq!(line.trim(), "ready", "namespace set-up failed");
+                let _ = h.0.stdin.as_mut().unwrap().flush();
+                h
+            }
+            fn pid(&self) -> u32 {
+                self.0.id()
+            }
+        }
+
+        impl Drop for Holder {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+
+        #[test]
+        fn net_dev_with_240_veths_is_read_whole() {
+            if !may_run("net_dev_with_240_veths_is_read_whole") {
+                return;
+            }
+            let ns = Holder::start(
+                &["--net"],
+                "for i in $(seq 1 120); do ip link add arm-mx-a$i type veth peer name arm-mx-b$i; done; echo ready; read _ || true",
+            );
+            let dir = PathBuf::from(format!("/proc/{}/net", ns.pid()));
+            let whole = std::fs::read(dir.join("dev")).unwrap();
+            assert!(
+                whole.len() > 3 * 4096,
+                "{} bytes: not a multi-page table",
+                whole.len()
+            );
+            let mut f = PseudoFile::new();
+            for round in 0..2 {
+                // The second round reads the kept-open file again from offset 0.
+                let got = f.read_in(&dir, "dev").unwrap().to_vec();
+                assert_eq!(got.len(), whole.len(), "round {round}: cut short");
+                let mut out = Vec::new();
+                crate::metrics::network::parse(&got, true, &mut out);
+                assert_eq!(out.len(), 241, "lo and 240 veth ends");
+                assert!(out.iter().any(|n| n.interface == "arm-mx-b120"));
+            }
+        }
+
+        #[test]
+        fn mount_table_over_8_kib_is_read_whole() {
+            if !may_run("mount_table_over_8_kib_is_read_whole") {
+                return;
+            }
+            let points = tempfile::tempdir().unwrap();
+            let script = format!(
+                "for i in $(seq 1 200); do mkdir -p {d}/arm-mx-$i; mount -t tmpfs -o size=4k arm-mx-$i {d}/arm-mx-$i; done; echo ready; read _ || true",
+                d = points.path().display()
+            );
+            let ns = Holder::start(&["--mount", "--propagation", "private"], &script);
+            let dir = PathBuf::from(format!("/proc/{}", ns.pid()));
+            let whole = std::fs::read(dir.join("mounts")).unwrap();
+            assert!(whole.len() > 8192, "{} bytes", whole.len());
+            let mut f = PseudoFile::new();
+            let got = f.read_in(&dir, "mounts").unwrap().to_vec();
+            assert_eq!(got.len(), whole.len(), "the mount table was cut short");
+            let ours = lines(&got).filter(|l| l.starts_with(b"arm-mx-")).count();
+            assert_eq!(ours, 200, "every tmpfs mount, the last one included");
+            let last = format!("arm-mx-200 {}/arm-mx-200 tmpfs", points.path().display());
+            assert!(String::from_utf8_lossy(&got).contains(&last));
+            drop(ns);
+        }
     }
 }
