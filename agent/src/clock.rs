@@ -30,12 +30,12 @@ use protocol::config::FirstBootConfig;
 use protocol::token::{BootstrapToken, CaFingerprint};
 use protocol::wire::{Role, PATH_CA};
 
-use crate::discover;
+use crate::mdns;
 use crate::pinning;
 use crate::register::{
-    backoff_delay, clock_correction, error_chain, http_date_ms, ManagerAddress,
-    CLOCK_STEP_THRESHOLD_MS,
+    clock_correction, error_chain, http_date_ms, ManagerAddress, CLOCK_STEP_THRESHOLD_MS,
 };
+use crate::retry::Backoff;
 use crate::state::StateDir;
 
 /// The floor file's name in the state folder.
@@ -93,26 +93,9 @@ fn now_ms() -> u64 {
     ms_of(SystemTime::now())
 }
 
-/// `2026-11-25T14:32:07Z` for a time in ms since the epoch (for the log).
+/// `Wed, 25 Nov 2026 14:32:07 GMT` for a time in ms since the epoch (for the log).
 pub fn utc(ms: u64) -> String {
-    let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_millis(ms))
 }
 
 /// The floor file of a state folder.
@@ -342,8 +325,9 @@ async fn ask_with_retry(
         .manager
         .as_ref()
         .map(|m| m.to_string())
-        .unwrap_or_else(|| format!("{} (mDNS)", discover::MANAGER_NAME));
+        .unwrap_or_else(|| format!("{} (mDNS)", mdns::MANAGER_NAME));
     let mut attempt = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_CAP);
     let mut last = String::from("no attempt fit in the timeout");
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -358,13 +342,7 @@ async fn ask_with_retry(
             Err(_) => last = "no answer before the timeout".into(),
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let pause = backoff_delay(
-            attempt - 1,
-            Duration::from_secs(1),
-            RETRY_CAP,
-            rand::random(),
-        )
-        .min(left);
+        let pause = backoff.next_delay().min(left);
         tokio::time::sleep(pause).await;
     }
     anyhow::bail!(
@@ -384,18 +362,17 @@ async fn ask_once(
     let (manager, resolve) = match &target.manager {
         Some(m) => (m.clone(), target.resolve),
         None => {
-            let found =
-                discover::find_manager(DISCOVER_WAIT.min(left), protocol::DEFAULT_MANAGER_PORT)
-                    .await
-                    .map_err(|e| AttemptError::Retry(format!("{e:#}")))?;
+            let found = mdns::find_manager(DISCOVER_WAIT.min(left), protocol::DEFAULT_MANAGER_PORT)
+                .await
+                .map_err(|e| AttemptError::Retry(format!("{e:#}")))?;
             let m = ManagerAddress {
-                host: discover::MANAGER_NAME.to_string(),
+                host: mdns::MANAGER_NAME.to_string(),
                 port: found.addr.port(),
             };
             (m, Some(found.addr))
         }
     };
-    let resolve = resolve.map(|a| (discover::MANAGER_NAME, a));
+    let resolve = resolve.map(|a| (mdns::MANAGER_NAME, a));
     let (client, verifier) = match &target.trust {
         Trust::Ca(pem) => (
             pinning::client_for_ca(pem, resolve).map_err(AttemptError::Final)?,
@@ -486,10 +463,10 @@ mod tests {
     #[test]
     fn utc_formats_like_the_http_date_it_came_from() {
         let ms = http_date_ms("Wed, 25 Nov 2026 13:12:15 GMT").unwrap();
-        assert_eq!(utc(ms), "2026-11-25T13:12:15Z");
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(ms), "Wed, 25 Nov 2026 13:12:15 GMT");
+        assert_eq!(utc(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         let ms = http_date_ms("Tue, 29 Feb 2028 23:59:59 GMT").unwrap();
-        assert_eq!(utc(ms + 999), "2028-02-29T23:59:59Z");
+        assert_eq!(utc(ms + 999), "Tue, 29 Feb 2028 23:59:59 GMT");
     }
 
     #[test]

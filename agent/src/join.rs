@@ -10,9 +10,10 @@ use anyhow::Context;
 use protocol::config::{ConfigEdit, FirstBootConfig};
 use protocol::token::{BootstrapToken, NodeCredential};
 
-use crate::register::{backoff_delay, ManagerAddress};
+use crate::register::ManagerAddress;
+use crate::retry::Backoff;
 use crate::state::{Registration, RegistrationInfo, StateDir};
-use crate::{discover, facts, pinning, register, state, swarm};
+use crate::{facts, mdns, pinning, register, state, swarm};
 
 /// Registers (once in a node's life), removes the bootstrap token, joins the swarm and
 /// has the manager told; returns the client, address and registration to report with.
@@ -54,7 +55,7 @@ pub async fn join_cluster(
         }
     }
     let resolve = reg.info.discovered_addr.filter(|_| reg.info.discovered);
-    let client = pinning::client_for_ca(&reg.ca_pem, resolve.map(|a| (discover::MANAGER_NAME, a)))?;
+    let client = pinning::client_for_ca(&reg.ca_pem, resolve.map(|a| (mdns::MANAGER_NAME, a)))?;
     join_swarm(docker, &reg, state).await?;
     tokio::spawn(acknowledge_join(
         docker.clone(),
@@ -128,10 +129,8 @@ pub async fn register_new(
         token.ca
     );
     let verifier = Arc::new(pinning::PinnedCaVerifier::new(token.ca.clone()));
-    let client = pinning::client_for_pin(
-        verifier.clone(),
-        found_at.map(|a| (discover::MANAGER_NAME, a)),
-    )?;
+    let client =
+        pinning::client_for_pin(verifier.clone(), found_at.map(|a| (mdns::MANAGER_NAME, a)))?;
     let done =
         register::register_with_retry(&client, &verifier, &manager, &token, &facts, &cfg.labels)
             .await?;
@@ -178,12 +177,12 @@ pub async fn discover_manager(
         .map(|a| a.port())
         .unwrap_or(protocol::DEFAULT_MANAGER_PORT);
     let name = |port| ManagerAddress {
-        host: discover::MANAGER_NAME.to_string(),
+        host: mdns::MANAGER_NAME.to_string(),
         port,
     };
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
     loop {
-        match discover::find_manager(Duration::from_secs(5), port).await {
+        match mdns::find_manager(Duration::from_secs(5), port).await {
             Ok(found) => {
                 tracing::info!(
                     "found the manager over mDNS at {} ({})",
@@ -193,19 +192,13 @@ pub async fn discover_manager(
                 return (name(found.addr.port()), found.addr);
             }
             Err(e) => {
-                if let Some(at) = last.filter(|_| attempt >= 2) {
+                if let Some(at) = last.filter(|_| backoff.failures() >= 2) {
                     tracing::warn!("{e:#}; using the manager's last known address {at}");
                     return (name(at.port()), at);
                 }
-                let delay = backoff_delay(
-                    attempt,
-                    Duration::from_secs(1),
-                    Duration::from_secs(30),
-                    rand::random(),
-                );
+                let delay = backoff.next_delay();
                 tracing::warn!("{e:#}; asking again in {:.1}s", delay.as_secs_f64());
                 tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
             }
         }
     }
@@ -243,7 +236,7 @@ pub async fn join_swarm(
             return Ok(());
         }
     }
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         match swarm::join(docker, &reg.info.swarm_join_token, &reg.info.swarm_managers).await {
             Ok(outcome) => {
@@ -252,15 +245,9 @@ pub async fn join_swarm(
             }
             Err(e) if e.is_final() => return Err(e.into()),
             Err(e) => {
-                let delay = backoff_delay(
-                    attempt,
-                    Duration::from_secs(1),
-                    Duration::from_secs(60),
-                    rand::random(),
-                );
+                let delay = backoff.next_delay();
                 tracing::warn!("{e}; retrying in {:.1}s", delay.as_secs_f64());
                 tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
             }
         }
     }
@@ -286,7 +273,7 @@ pub async fn acknowledge_join(
     if state.swarm_node_id().as_deref() == Some(node_id.as_str()) {
         return;
     }
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     loop {
         match swarm::report_joined(&client, &manager, &credential, &node_id).await {
             Ok(()) => {
@@ -297,15 +284,9 @@ pub async fn acknowledge_join(
                 return;
             }
             Err(e) => {
-                let delay = backoff_delay(
-                    attempt,
-                    Duration::from_secs(1),
-                    Duration::from_secs(60),
-                    rand::random(),
-                );
+                let delay = backoff.next_delay();
                 tracing::warn!("{e:#}; retrying in {:.1}s", delay.as_secs_f64());
                 tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
             }
         }
     }

@@ -23,6 +23,7 @@
 //! - `register`: `POST /v1/register` with retry and backoff, manager address, clock step.
 //! - `swarm`: `POST /swarm/join` through the local engine, `POST /v1/joined`.
 //! - `report`: the bounded backlog and the push loop.
+//! - `retry`: the one capped, jittered backoff every retry of the crate waits through.
 //! - `serve`: the Prometheus endpoint.
 //! - `state`: `/var/lib/armada` (credential, CA, registration).
 //! - `clock`: `sync-clock` before Docker starts (boards have no RTC), and the clock floor.
@@ -30,14 +31,15 @@
 
 pub mod cli;
 pub mod clock;
-pub mod discover;
 pub mod facts;
 pub mod firstboot;
 pub mod join;
+pub mod mdns;
 pub mod metrics;
 pub mod pinning;
 pub mod register;
 pub mod report;
+pub mod retry;
 pub mod run;
 pub mod serve;
 pub mod state;

@@ -20,6 +20,7 @@ use protocol::wire::{
 };
 
 use crate::pinning::{check_ca_pem, PinnedCaVerifier};
+use crate::retry::Backoff;
 
 /// First retry delay and the cap of the exponential backoff.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -217,34 +218,22 @@ pub async fn register_with_retry(
     facts: &NodeFacts,
     labels: &std::collections::BTreeMap<String, String>,
 ) -> Result<Registered, RegisterError> {
-    let mut attempt = 0u32;
+    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
     loop {
         match register_once(client, verifier, manager, token, facts, labels).await {
             Ok(r) => return Ok(r),
             Err(e) if e.is_final() => return Err(e),
             Err(e) => {
-                let delay =
-                    backoff_delay(attempt, BACKOFF_BASE, BACKOFF_CAP, rand::random::<f64>());
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     "registration attempt {}: {e}; retrying in {:.1}s",
-                    attempt + 1,
+                    backoff.failures(),
                     delay.as_secs_f64()
                 );
                 tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
             }
         }
     }
-}
-
-/// "Equal jitter" backoff: half of `min(cap, base * 2^attempt)` fixed, the other half
-/// scaled by `unit` (a random number in `[0, 1)`), so retries of many boards spread out.
-pub fn backoff_delay(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
-    let exp = base
-        .saturating_mul(1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX))
-        .min(cap);
-    let half = exp / 2;
-    half + half.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// The time to step the local clock to, when it lags the manager's by more than the
@@ -282,43 +271,13 @@ pub fn maybe_step_clock(server_time_ms: u64) {
     }
 }
 
-/// An HTTP `Date` header (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) in ms since the
-/// epoch: every manager reply carries the manager's clock, so a board that rebooted
-/// without an RTC can step its clock long after registration.
+/// An HTTP `Date` header in ms since the epoch: every manager reply carries the
+/// manager's clock, so a board that rebooted without an RTC can step its clock long
+/// after registration.
 pub fn http_date_ms(s: &str) -> Option<u64> {
-    let mut it = s.split_whitespace().skip(1);
-    let day: i64 = it.next()?.parse().ok()?;
-    let month = match it.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = it.next()?.parse().ok()?;
-    let mut hms = it.next()?.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
-    if it.next()? != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + m * 60 + sec;
-    u64::try_from(secs).ok().map(|s| s * 1000)
+    let t = httpdate::parse_http_date(s).ok()?;
+    let d = t.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(d.as_millis()).ok()
 }
 
 /// Steps the clock from a reply's `Date` header when it lags (see [`maybe_step_clock`]).
@@ -391,22 +350,6 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_to_the_cap_and_jitters_within_half() {
-        let b = Duration::from_secs(1);
-        let cap = Duration::from_secs(60);
-        assert_eq!(backoff_delay(0, b, cap, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(0, b, cap, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(3, b, cap, 0.0), Duration::from_secs(4));
-        assert_eq!(backoff_delay(10, b, cap, 1.0), cap);
-        assert_eq!(backoff_delay(200, b, cap, 0.5), Duration::from_secs(45));
-        let d = backoff_delay(4, b, cap, 0.37);
-        assert!(
-            d >= Duration::from_secs(8) && d <= Duration::from_secs(16),
-            "{d:?}"
-        );
-    }
-
-    #[test]
     fn clock_is_stepped_only_when_far_behind() {
         let server = 1_800_000_000_000;
         assert_eq!(clock_correction(server - 3_600_000, server), Some(server));
@@ -427,6 +370,7 @@ mod tests {
         );
         assert_eq!(http_date_ms("Thu, 01 Jan 1970 00:00:00 GMT"), Some(0));
         assert_eq!(http_date_ms("Sun, 06 Nov 1994 08:49:37 CET"), None);
+        assert_eq!(http_date_ms("Wed, 31 Dec 1969 23:59:59 GMT"), None);
         assert_eq!(http_date_ms("Sun, 06 Foo 1994 08:49:37 GMT"), None);
         assert_eq!(http_date_ms("garbage"), None);
     }

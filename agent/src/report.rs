@@ -21,7 +21,8 @@ use protocol::token::NodeCredential;
 use protocol::wire::{ReportAck, ReportBatch, PATH_REPORT};
 use tokio::sync::Notify;
 
-use crate::register::{backoff_delay, error_chain, error_message, ManagerAddress};
+use crate::register::{error_chain, error_message, ManagerAddress};
+use crate::retry::Backoff;
 
 /// Most snapshots in one request; halved when the manager says a body is too large.
 pub const MAX_BATCH: usize = 30;
@@ -227,7 +228,7 @@ pub async fn deliver_loop(
     shared: Arc<Shared>,
 ) -> DeliveryError {
     let mut batch_size = MAX_BATCH;
-    let mut failures = 0u32;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(2));
     loop {
         let (snapshots, dropped_total) = {
             let b = lock(&shared.backlog);
@@ -253,14 +254,14 @@ pub async fn deliver_loop(
                 let mut st = lock(&shared.stats);
                 st.delivered_total += n as u64;
                 st.last_success_ms = Some(now_ms());
-                if failures > 0 {
+                if backoff.failures() > 0 {
                     tracing::info!(
                         "the manager is back: delivered {n} snapshots ({} new, {} duplicates)",
                         ack.accepted,
                         ack.duplicates
                     );
                 }
-                failures = 0;
+                backoff.reset();
                 batch_size = (batch_size * 2).min(MAX_BATCH);
             }
             Err(DeliveryError::CredentialRefused) => return DeliveryError::CredentialRefused,
@@ -281,18 +282,14 @@ pub async fn deliver_loop(
             Err(DeliveryError::Unreachable(reason)) => {
                 lock(&shared.stats).failed_attempts_total += 1;
                 let backlog = lock(&shared.backlog).len();
-                let delay = backoff_delay(
-                    failures,
-                    Duration::from_secs(1),
-                    shared.interval().max(Duration::from_secs(2)),
-                    rand::random(),
-                );
+                backoff.set_cap(shared.interval().max(Duration::from_secs(2)));
+                let failures = backoff.failures();
+                let delay = backoff.next_delay();
                 if failures == 0 || failures % 30 == 0 {
                     tracing::warn!(
                         "reporting: {reason}; {backlog} snapshots kept in memory, retrying"
                     );
                 }
-                failures = failures.saturating_add(1);
                 tokio::time::sleep(delay).await;
             }
         }

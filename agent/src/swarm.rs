@@ -127,12 +127,12 @@ pub async fn join(
                 .filter_map(|p| p.addr)
                 .collect();
             match already_member_verdict(swarm.local_node_state, &theirs, managers) {
-                Verdict::Ours => Ok(JoinOutcome::AlreadyMember),
-                Verdict::NotYetKnown => Err(JoinError::Unavailable(format!(
+                Membership::Ours => Ok(JoinOutcome::AlreadyMember),
+                Membership::NotYetKnown => Err(JoinError::Unavailable(format!(
                     "the local engine is in a swarm (state {:?}) but names no managers yet",
                     swarm.local_node_state
                 ))),
-                Verdict::Other => Err(JoinError::OtherSwarm {
+                Membership::Other => Err(JoinError::OtherSwarm {
                     theirs,
                     ours: managers.to_vec(),
                 }),
@@ -160,7 +160,7 @@ pub async fn join(
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Membership {
     Ours,
     NotYetKnown,
     Other,
@@ -172,17 +172,17 @@ pub fn already_member_verdict(
     state: Option<LocalNodeState>,
     theirs: &[String],
     ours: &[String],
-) -> Verdict {
+) -> Membership {
     if state == Some(LocalNodeState::PENDING) {
-        return Verdict::Ours;
+        return Membership::Ours;
     }
     if theirs.is_empty() {
-        return Verdict::NotYetKnown;
+        return Membership::NotYetKnown;
     }
     if is_our_swarm(theirs, ours) {
-        Verdict::Ours
+        Membership::Ours
     } else {
-        Verdict::Other
+        Membership::Other
     }
 }
 
@@ -318,19 +318,19 @@ mod tests {
         let active = Some(LocalNodeState::ACTIVE);
         assert_eq!(
             already_member_verdict(active, &["172.30.1.1:2377".into()], &ours),
-            Verdict::Ours
+            Membership::Ours
         );
         assert_eq!(
             already_member_verdict(active, &["192.168.9.9:2377".into()], &ours),
-            Verdict::Other
+            Membership::Other
         );
         assert_eq!(
             already_member_verdict(active, &[], &ours),
-            Verdict::NotYetKnown
+            Membership::NotYetKnown
         );
         assert_eq!(
             already_member_verdict(Some(LocalNodeState::PENDING), &[], &ours),
-            Verdict::Ours
+            Membership::Ours
         );
     }
 

@@ -72,31 +72,13 @@ fn new_pki() -> Pki {
 
 /// An HTTP date `offset_s` seconds from now.
 fn http_date(offset_s: i64) -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + offset_s;
-    let (days, rem) = (now.div_euclid(86_400), now.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
-    let mon = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
-    format!(
-        "{wd}, {day:02} {mon} {year} {:02}:{:02}:{:02} GMT",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let now = SystemTime::now();
+    let at = if offset_s >= 0 {
+        now + Duration::from_secs(offset_s.unsigned_abs())
+    } else {
+        now - Duration::from_secs(offset_s.unsigned_abs())
+    };
+    httpdate::fmt_http_date(at)
 }
 
 /// A manager stand-in on loopback (presenting its chain with the CA, as the manager
