@@ -53,6 +53,7 @@ pub fn read(root: &Path, cfg: &FirstBootConfig) -> anyhow::Result<NodeFacts> {
         memory_bytes,
         docker_version: None,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        engine_id: None,
     })
 }
 

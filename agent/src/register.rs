@@ -148,8 +148,10 @@ pub async fn register_once(
     let req = RegisterRequest {
         protocol: protocol::PROTOCOL_VERSION,
         token: token.expose(),
+        credential: None,
         facts: facts.clone(),
         labels: labels.clone(),
+        swarm: None,
     };
     let resp = client
         .post(format!("{base}{PATH_REGISTER}"))

@@ -144,6 +144,7 @@ fn facts(hostname: &str) -> NodeFacts {
         memory_bytes: 2 << 30,
         docker_version: Some("20.10.24".into()),
         agent_version: "loadgen".into(),
+        engine_id: None,
     }
 }
 
@@ -176,8 +177,10 @@ async fn register_one(
     let req = RegisterRequest {
         protocol: protocol::PROTOCOL_VERSION,
         token: token.into(),
+        credential: None,
         facts: facts(hostname),
         labels: Default::default(),
+        swarm: None,
     };
     let r = http
         .post(format!("{url}/v1/register"))

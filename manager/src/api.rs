@@ -91,6 +91,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
+                code: None,
             }),
         )
             .into_response();
@@ -348,6 +349,7 @@ async fn register(
                 swarm_managers: join.managers,
                 server_time_ms: crate::now_ms(),
                 report_interval_seconds: s.report_interval_seconds,
+                swarm_cluster_id: None,
             }))
         }
     }

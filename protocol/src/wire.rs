@@ -76,17 +76,44 @@ pub struct NodeFacts {
     pub memory_bytes: u64,
     pub docker_version: Option<String>,
     pub agent_version: String,
+    /// The local engine's ID (`GET /info` -> `ID`). One registration per engine: two
+    /// cards with the same engine ID (a baked `/etc/docker/key.json`) are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_id: Option<String>,
 }
 
+/// A registration proves itself with the bootstrap token (first registration) or, once
+/// registered, with the node credential (re-registration after a `reregister` answer:
+/// the manager lost its state but can still verify credentials from its cluster
+/// material). Exactly one of `token` and `credential` is set.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterRequest {
     pub protocol: u32,
-    /// The bootstrap token, whole. Sent only over TLS pinned to the token's CA.
+    /// The bootstrap token, whole. Sent only over TLS pinned to the token's CA. Empty
+    /// when `credential` is set.
+    #[serde(default)]
     pub token: String,
+    /// The node's current credential, instead of the bootstrap token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     pub facts: NodeFacts,
     /// Operator labels from `armada.toml`, applied to the swarm node as given.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The local engine's swarm membership as the agent sees it now, if it is in one.
+    /// Lets a manager that lost its state tie the node back to its swarm node, and
+    /// refuse a node the operator removed from the swarm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<EngineSwarm>,
+}
+
+/// The local engine's `GET /info` -> `Swarm` (`NodeID`, `Cluster.ID`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSwarm {
+    pub node_id: String,
+    /// The swarm's cluster ID; compared with [`RegisterResponse::swarm_cluster_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -94,7 +121,8 @@ pub struct RegisterResponse {
     pub node_id: String,
     /// `armadanode1.<node id>.<secret>`; the manager keeps only its hash.
     pub credential: String,
-    /// Docker Swarm worker join token (or manager token for role manager).
+    /// Docker Swarm WORKER join token: the bootstrap token never buys a manager's place
+    /// (swarm managers are made by the operator).
     pub swarm_join_token: String,
     /// `host:port` swarm addresses of the managers, from the manager's engine.
     pub swarm_managers: Vec<String>,
@@ -103,6 +131,12 @@ pub struct RegisterResponse {
     pub server_time_ms: u64,
     /// Report interval the manager wants.
     pub report_interval_seconds: u32,
+    /// The manager's swarm cluster ID. A worker whose engine is in a swarm with another
+    /// cluster ID (the old swarm died with the old manager card) leaves it
+    /// (`POST /swarm/leave?force=true`) and joins with `swarm_join_token`. Absent: a
+    /// worker never leaves a swarm on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_cluster_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -164,8 +198,67 @@ pub struct NodeSummary {
     pub temperature_celsius: Option<f64>,
 }
 
-/// `{"error": "..."}`: every 4xx/5xx body.
+/// `{"error": "...", "code": "..."}`: every 4xx/5xx body. `code` is set where the
+/// caller must act on it: [`CODE_REREGISTER`], [`CODE_REVOKED`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+/// `409` on a report: the credential verifies but the manager no longer knows the node
+/// (it lost its state). The agent registers again with its credential.
+pub const CODE_REREGISTER: &str = "reregister";
+/// `401`: the operator removed this node. The agent stops delivering and says so; it
+/// never retries fast.
+pub const CODE_REVOKED: &str = "revoked";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body from a peer built before the re-adoption fields still parses, and the new
+    /// optional fields are left out when unset (an old peer never sees them).
+    #[test]
+    fn new_fields_are_optional_both_ways() {
+        let old_request = r#"{"protocol":1,"token":"armada1.x.y","facts":{"hostname":"pine-01",
+            "board":"pine64","role":"worker","machine_id":"m1","arch":"aarch64","kernel":"6.1",
+            "cpus":4,"memory_bytes":1,"docker_version":null,"agent_version":"0.1.0"}}"#;
+        let r: RegisterRequest = serde_json::from_str(old_request).unwrap();
+        assert_eq!(r.credential, None);
+        assert_eq!(r.swarm, None);
+        assert_eq!(r.facts.engine_id, None);
+        let back = serde_json::to_string(&r).unwrap();
+        assert!(
+            !back.contains("credential") && !back.contains("engine_id"),
+            "{back}"
+        );
+
+        let by_credential = r#"{"protocol":1,"credential":"armadanode2.n-1.a.b","facts":{"hostname":"h",
+            "board":"b","role":"worker","machine_id":"m","arch":"a","kernel":"k","cpus":1,
+            "memory_bytes":1,"docker_version":null,"agent_version":"v","engine_id":"E"},
+            "swarm":{"node_id":"abc","cluster_id":"def"}}"#;
+        let r: RegisterRequest = serde_json::from_str(by_credential).unwrap();
+        assert_eq!(r.token, "");
+        assert_eq!(r.credential.as_deref(), Some("armadanode2.n-1.a.b"));
+        assert_eq!(r.facts.engine_id.as_deref(), Some("E"));
+        assert_eq!(r.swarm.unwrap().cluster_id.as_deref(), Some("def"));
+
+        let old_response = r#"{"node_id":"n","credential":"c","swarm_join_token":"t",
+            "swarm_managers":[],"server_time_ms":1,"report_interval_seconds":10}"#;
+        let r: RegisterResponse = serde_json::from_str(old_response).unwrap();
+        assert_eq!(r.swarm_cluster_id, None);
+
+        let e: ErrorBody = serde_json::from_str(r#"{"error":"gone"}"#).unwrap();
+        assert_eq!(e.code, None);
+        let e: ErrorBody = serde_json::from_str(r#"{"error":"who?","code":"reregister"}"#).unwrap();
+        assert_eq!(e.code.as_deref(), Some(CODE_REREGISTER));
+        let plain = serde_json::to_string(&ErrorBody {
+            error: "x".into(),
+            code: None,
+        })
+        .unwrap();
+        assert_eq!(plain, r#"{"error":"x"}"#);
+    }
 }

@@ -365,6 +365,7 @@ pub(crate) mod tests {
             memory_bytes: 2 << 30,
             docker_version: Some("20.10".into()),
             agent_version: "0.1.0".into(),
+            engine_id: None,
         }
     }
 

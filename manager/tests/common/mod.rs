@@ -158,6 +158,7 @@ pub fn facts(hostname: &str, machine_id: &str) -> NodeFacts {
         memory_bytes: 2 << 30,
         docker_version: Some("20.10.24".into()),
         agent_version: "0.1.0".into(),
+        engine_id: None,
     }
 }
 
@@ -170,8 +171,10 @@ pub async fn register_raw(
     let req = RegisterRequest {
         protocol: protocol::PROTOCOL_VERSION,
         token: token.into(),
+        credential: None,
         facts: f,
         labels: Default::default(),
+        swarm: None,
     };
     http.post(format!("{url}/v1/register"))
         .json(&req)
