@@ -410,25 +410,15 @@ pub fn load(path: &Path) -> Result<Board, BoardError> {
     let profile = match &config.rootfs.profile {
         Some(name) => {
             let dir = path.parent().unwrap_or(Path::new("."));
-            let ppath = dir.join("rootfs").join(format!("{}.toml", name.get_ref()));
-            let ptext = std::fs::read_to_string(&ppath).map_err(|e| BoardError::Invalid {
-                file: file.clone(),
-                key: "rootfs.profile".into(),
-                line: line_of(&text, name.span().start),
-                message: format!("reading rootfs profile {}: {e}", ppath.display()),
-            })?;
-            let pfile = ppath.display().to_string();
-            let p: RootfsProfile =
-                toml::from_str(&ptext).map_err(|e| toml_error(&ptext, &pfile, &e))?;
-            if p.packages.is_empty() {
-                return Err(BoardError::Invalid {
-                    file: pfile,
-                    key: "packages".into(),
-                    line: 1,
-                    message: "a rootfs profile needs packages".into(),
-                });
-            }
-            Some(p)
+            Some(load_profile(dir, name.get_ref()).map_err(|e| match e {
+                BoardError::Read { path: p, source } => BoardError::Invalid {
+                    file: file.clone(),
+                    key: "rootfs.profile".into(),
+                    line: line_of(&text, name.span().start),
+                    message: format!("reading rootfs profile {p}: {source}"),
+                },
+                other => other,
+            })?)
         }
         None => None,
     };
@@ -438,6 +428,26 @@ pub fn load(path: &Path) -> Result<Board, BoardError> {
         profile,
         text,
     })
+}
+
+/// Reads and checks the rootfs profile `name` (`boards_dir/rootfs/NAME.toml`).
+pub fn load_profile(boards_dir: &Path, name: &str) -> Result<RootfsProfile, BoardError> {
+    let ppath = boards_dir.join("rootfs").join(format!("{name}.toml"));
+    let pfile = ppath.display().to_string();
+    let ptext = std::fs::read_to_string(&ppath).map_err(|source| BoardError::Read {
+        path: pfile.clone(),
+        source,
+    })?;
+    let p: RootfsProfile = toml::from_str(&ptext).map_err(|e| toml_error(&ptext, &pfile, &e))?;
+    if p.packages.is_empty() {
+        return Err(BoardError::Invalid {
+            file: pfile,
+            key: "packages".into(),
+            line: 1,
+            message: "a rootfs profile needs packages".into(),
+        });
+    }
+    Ok(p)
 }
 
 /// Parses and validates a board config's text; `file` names it in errors.

@@ -16,6 +16,12 @@ use std::sync::Arc;
 
 const EPOCH: &str = "1700000000";
 
+/// The synthetic rootfs's package versions: the tests check the build reports what the
+/// tree holds, so these are the only place a version is written.
+const FIXTURE_DOCKER: &str = "26.1.5+dfsg1-9+b9";
+const FIXTURE_SYSTEMD: &str = "257.9-1~deb13u1";
+const FIXTURE_DEBIAN: &str = "13.8";
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -114,8 +120,16 @@ fn synthetic_rootfs(root: &Path) {
     put(
         root,
         "var/lib/dpkg/status",
-        b"Package: docker.io\nStatus: install ok installed\nArchitecture: arm64\nVersion: 20.10.24+dfsg1-1+b3\n\n\
-          Package: systemd\nStatus: install ok installed\nArchitecture: arm64\nVersion: 252.38-1~deb12u1\n",
+        format!(
+            "Package: docker.io\nStatus: install ok installed\nArchitecture: arm64\nVersion: {FIXTURE_DOCKER}\n\n\
+             Package: systemd\nStatus: install ok installed\nArchitecture: arm64\nVersion: {FIXTURE_SYSTEMD}\n"
+        )
+        .as_bytes(),
+    );
+    put(
+        root,
+        "etc/debian_version",
+        format!("{FIXTURE_DEBIAN}\n").as_bytes(),
     );
     std::os::unix::fs::symlink("usr/lib", root.join("lib64")).unwrap();
 }
@@ -288,8 +302,9 @@ fn check_outputs(out: &Path, stem: &str) -> PathBuf {
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join(format!("{stem}.manifest.json"))).unwrap())
             .unwrap();
-    assert_eq!(m["docker"], "20.10.24+dfsg1-1+b3");
-    assert_eq!(m["packages"]["systemd"], "252.38-1~deb12u1");
+    assert_eq!(m["docker"], FIXTURE_DOCKER);
+    assert_eq!(m["debian"], FIXTURE_DEBIAN);
+    assert_eq!(m["packages"]["systemd"], FIXTURE_SYSTEMD);
     assert_eq!(m["source_date_epoch"], 1_700_000_000);
     assert_eq!(m["agent"], "armada-agent 0.0.0-test");
     assert_eq!(
@@ -303,7 +318,13 @@ fn check_outputs(out: &Path, stem: &str) -> PathBuf {
 fn rpi3_worker_image_layout_and_reproducibility() {
     let f = fixture();
     let out = f.root.join("out1");
-    let o = build(&f, "rpi3", "worker", &out, &[]);
+    let mirrors = [
+        "--mirror",
+        "http://mirror.invalid/debian",
+        "--security-mirror",
+        "http://security.invalid/debian-security",
+    ];
+    let o = build(&f, "rpi3", "worker", &out, &mirrors);
     assert!(o.status.success(), "{}", text(&o));
     let img = check_outputs(&out, "rpi3-worker-0.1.0");
     let size = std::fs::metadata(&img).unwrap().len();
@@ -371,7 +392,19 @@ fn rpi3_worker_image_layout_and_reproducibility() {
         .lines()
         .all(|l| !l.contains("ssh_host")));
     assert!(debugfs(&img, root, "cat /etc/machine-id").is_empty());
-    assert!(!debugfs(&img, root, "cat /etc/apt/sources.list").contains("mirror.invalid"));
+    // The board's apt sources: the mirror it was built from, the profile's suite
+    // (trixie by default), its updates and security suites.
+    let sources = debugfs(&img, root, "cat /etc/apt/sources.list");
+    for want in [
+        "deb http://mirror.invalid/debian trixie main non-free-firmware",
+        "deb http://mirror.invalid/debian trixie-updates main non-free-firmware",
+        "deb http://security.invalid/debian-security trixie-security main non-free-firmware",
+    ] {
+        assert!(
+            sources.contains(want),
+            "sources.list lacks {want}:\n{sources}"
+        );
+    }
     let fstab = debugfs(&img, root, "cat /etc/fstab");
     assert!(
         fstab.contains("LABEL=RASPIROOT\t/\text4")
@@ -404,7 +437,7 @@ fn rpi3_worker_image_layout_and_reproducibility() {
         "config.txt",
         "board = \"rpi3\"",
         "<set; redacted>",
-        "docker: 20.10.24",
+        &format!("docker: {FIXTURE_DOCKER}"),
     ] {
         assert!(report.contains(want), "inspect lacks {want}:\n{report}");
     }
@@ -424,7 +457,7 @@ fn rpi3_worker_image_layout_and_reproducibility() {
 
     // Same inputs, same epoch: the same bytes.
     let out2 = f.root.join("out2");
-    let o = build(&f, "rpi3", "worker", &out2, &[]);
+    let o = build(&f, "rpi3", "worker", &out2, &mirrors);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         sha256(&img),

@@ -67,9 +67,24 @@ pub struct BuildArgs {
     /// Cache for downloads, apt archives and base rootfs tarballs.
     #[arg(long, env = "ARMADA_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Debian mirror URL for the rootfs (default: the host's apt sources).
+    /// Debian mirror URL for the rootfs and the image's apt sources (default: the
+    /// host's apt sources).
     #[arg(long)]
     pub mirror: Option<String>,
+    /// Debian security mirror URL for the image's `-security` suite (default: the
+    /// host's security source).
+    #[arg(long)]
+    pub security_mirror: Option<String>,
+    /// A rootfs profile in board-configs/rootfs/ instead of the board's own, e.g.
+    /// `bookworm-arm64` for Debian 12 (the mainline boards default to trixie).
+    #[arg(long)]
+    pub rootfs_profile: Option<String>,
+    /// Rebuild the cached base rootfs now (fresh packages and security fixes).
+    #[arg(long)]
+    pub refresh_base: bool,
+    /// A cached base rootfs older than this many days is rebuilt.
+    #[arg(long, default_value_t = 7.0)]
+    pub base_max_age: f64,
     /// Folder of board configs (default: board-configs/ here or beside the armada binary).
     #[arg(long, env = "ARMADA_BOARDS_DIR")]
     pub boards_dir: Option<PathBuf>,
@@ -321,7 +336,16 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     // ---- every check before any work ----
     let boards_dir = data_dir(args.boards_dir.as_deref(), "board-configs");
     let board_path = board::resolve(&args.board, &boards_dir)?;
-    let board = board::load(&board_path)?;
+    let mut board = board::load(&board_path)?;
+    if let Some(p) = &args.rootfs_profile {
+        if board.profile.is_none() {
+            bail!(
+                "--rootfs-profile {p}: board {} takes its rootfs from a tarball, not a profile",
+                board.config.name
+            );
+        }
+        board.profile = Some(board::load_profile(&boards_dir, p)?);
+    }
     let name = board.config.name.clone();
     let overlays_dir = data_dir(args.overlays_dir.as_deref(), "overlays");
     let dist_dir = data_dir(args.dist_dir.as_deref(), "dist/aarch64");
@@ -369,6 +393,25 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         ),
         _ => None,
     };
+    let apt_sources = match &board.profile {
+        Some(p) => {
+            let host = rootfs::host_sources(Path::new("/"));
+            let lines = rootfs::image_sources(
+                &host,
+                args.mirror.as_deref(),
+                args.security_mirror.as_deref(),
+                p,
+            );
+            if args.rootfs_dir.is_none() && lines.is_empty() {
+                bail!("no Debian mirror: the host's apt sources list none; pass --mirror URL");
+            }
+            if !lines.iter().any(|l| l.contains("-security ")) {
+                ui.info("warning: no security suite for the image's apt sources (the host has no `-security` source): pass --security-mirror URL");
+            }
+            lines
+        }
+        None => Vec::new(),
+    };
     let cache = args.cache_dir.clone().unwrap_or_else(default_cache);
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -407,6 +450,8 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     let rootfs = work.0.join("rootfs");
     let boot = work.0.join("boot");
     std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    // When the base's package set was taken (mmdebstrap bases record it).
+    let mut base_taken = serde_json::Value::Null;
     let (base_id, epoch) = if let Some(dir) = &args.rootfs_dir {
         let st = ui.stage(&format!("base rootfs: copy {}", dir.display()));
         let id = hash_tree(dir)?;
@@ -418,7 +463,15 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         st.done();
         (format!("dir:{id}"), epoch)
     } else if let Some(profile) = &board.profile {
-        let base = rootfs::ensure_base(profile, args.mirror.as_deref(), &cache, epoch_env, ui)?;
+        let policy = rootfs::BasePolicy {
+            refresh: args.refresh_base,
+            max_age_secs: (args.base_max_age * 86400.0) as i64,
+        };
+        let base = rootfs::ensure_base(profile, &apt_sources, &cache, epoch_env, policy, ui)?;
+        base_taken = json!({
+            "taken_at": base.meta.taken_at,
+            "release_dates": base.meta.release_dates,
+        });
         let st = ui.stage("base rootfs: unpack");
         rootfs::unpack_base(&base.tar, &rootfs)?;
         st.done();
@@ -557,6 +610,15 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         stage::write_file(&rootfs, &f.path, f.content.as_bytes(), f.mode)?;
     }
     stage::write_file(&rootfs, "etc/fstab", stage::fstab(&board).as_bytes(), 0o644)?;
+    if !apt_sources.is_empty() && rootfs.join("etc/apt").is_dir() {
+        // The board fetches its security updates from the mirror the image was built from.
+        stage::write_file(
+            &rootfs,
+            "etc/apt/sources.list",
+            rootfs::sources_list(&apt_sources).as_bytes(),
+            0o644,
+        )?;
+    }
     stage::clock_floor(&rootfs)?;
     stage::scrub_identity(&rootfs)?;
     st.done();
@@ -647,6 +709,9 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         "kernel": kernel_version,
         "kernel_file": kernel,
         "docker": packages.get("docker.io").cloned().unwrap_or_default(),
+        "suite": board.profile.as_ref().map(|p| p.suite.clone()).unwrap_or_default(),
+        "debian": std::fs::read_to_string(rootfs.join("etc/debian_version")).map(|v| v.trim().to_string()).unwrap_or_default(),
+        "base_package_set": base_taken,
         "agent": agent_version,
         "manager": if args.role == Role::Manager { binary_version(&dist_dir.join("armada-manager")) } else { String::new() },
         "input_hash": input_hash,

@@ -5,8 +5,16 @@
 //! While packages install, `update-initramfs` is diverted to a no-op; it then runs
 //! once with `MODULES=list` (ENVIRONMENT.md: 33 s instead of 466 s under emulation).
 //! Downloaded packages are kept in `CACHE/apt-archives` across runs. The Debian mirror
-//! comes from the host's apt sources unless `--mirror` sets one, and no apt source is
-//! left in the tarball.
+//! comes from the host's apt sources unless `--mirror` sets one; no apt source is left
+//! in the tarball (the image step writes the image's own, so the base stays shareable).
+//!
+//! A cached base expires (`--base-max-age`, default 7 days) so a fleet built later gets
+//! later security fixes; `--refresh-base` rebuilds it now. Its metadata records when
+//! the package set was taken (the wall clock and the mirror's Release dates).
+//!
+//! Reproducible: with the same package files and SOURCE_DATE_EPOCH two cold runs give
+//! the same tarball (mmdebstrap's own clean-up of logs and caches, plus removal of the
+//! random ssh host keys and a fixed resolv.conf here).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +27,7 @@ use crate::board::RootfsProfile;
 use crate::progress::Ui;
 
 /// Bump when the recipe below changes in a way that changes the tree.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct BaseMeta {
@@ -28,6 +36,29 @@ pub struct BaseMeta {
     pub epoch: i64,
     pub tar_sha256: String,
     pub packages: Vec<String>,
+    /// When the package set was taken (unix seconds, the builder's clock); 0 in bases
+    /// made before this was recorded, which therefore count as expired.
+    #[serde(default)]
+    pub taken_at: i64,
+    /// The `Date:` lines of the mirror's Release files the packages came from.
+    #[serde(default)]
+    pub release_dates: Vec<String>,
+}
+
+impl BaseMeta {
+    /// Whether a base taken at `taken_at` is older than `max_age_secs` at `now`.
+    pub fn expired(&self, now: i64, max_age_secs: i64) -> bool {
+        now.saturating_sub(self.taken_at) > max_age_secs
+    }
+}
+
+/// What decides whether a cached base is reused.
+#[derive(Clone, Copy, Debug)]
+pub struct BasePolicy {
+    /// Rebuild even when a fresh one is cached (`--refresh-base`).
+    pub refresh: bool,
+    /// A cached base older than this is rebuilt (`--base-max-age`).
+    pub max_age_secs: i64,
 }
 
 pub struct Base {
@@ -127,26 +158,64 @@ pub fn parse_one_line(text: &str) -> Vec<AptSource> {
     out
 }
 
+/// Suites an image takes from the host's sources (backports stay opt-in on a board).
+const IMAGE_SUITE_SUFFIXES: &[&str] = &["", "-updates", "-security"];
+
 /// The image's source lines: the host's mirrors with the profile's suite in place of
-/// the host's (keeping `-updates`/`-security` suffixes), or `mirror` alone when given.
+/// the host's (keeping `-updates`/`-security`, dropping backports and other suites), or
+/// `mirror` for the suite and its `-updates` when given (the security suite then still
+/// comes from the host's `-security` source, or from `security_mirror`).
 pub fn image_sources(
     host: &[AptSource],
     mirror: Option<&str>,
+    security_mirror: Option<&str>,
     profile: &RootfsProfile,
 ) -> Vec<String> {
     let comps = profile.components.join(" ");
-    if let Some(m) = mirror {
-        return vec![format!("deb {m} {} {comps}", profile.suite)];
-    }
-    let mut out = Vec::new();
-    for s in host {
-        let suffix = s.suite.find('-').map(|i| &s.suite[i..]).unwrap_or("");
-        let line = format!("deb {} {}{suffix} {comps}", s.uri, profile.suite);
+    let suite = &profile.suite;
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |line: String| {
         if !out.contains(&line) {
             out.push(line);
         }
+    };
+    let suffix_of = |s: &AptSource| {
+        s.suite
+            .find('-')
+            .map(|i| s.suite[i..].to_string())
+            .unwrap_or_default()
+    };
+    if let Some(m) = mirror {
+        push(format!("deb {m} {suite} {comps}"));
+        push(format!("deb {m} {suite}-updates {comps}"));
+    } else {
+        for s in host {
+            let suffix = suffix_of(s);
+            if suffix != "-security" && IMAGE_SUITE_SUFFIXES.contains(&suffix.as_str()) {
+                push(format!("deb {} {suite}{suffix} {comps}", s.uri));
+            }
+        }
+    }
+    match security_mirror {
+        Some(sm) => push(format!("deb {sm} {suite}-security {comps}")),
+        None => {
+            for s in host.iter().filter(|s| suffix_of(s) == "-security") {
+                push(format!("deb {} {suite}-security {comps}", s.uri));
+            }
+        }
     }
     out
+}
+
+/// The image's `/etc/apt/sources.list` text for `lines` (from [`image_sources`]).
+pub fn sources_list(lines: &[String]) -> String {
+    let mut s =
+        String::from("# Written by `armada build` from the build host's mirror (or --mirror).\n");
+    for l in lines {
+        s.push_str(l);
+        s.push('\n');
+    }
+    s
 }
 
 /// The cache key of a base: everything that decides its packages and files.
@@ -170,16 +239,17 @@ pub fn base_key(profile: &RootfsProfile, sources: &[String]) -> String {
 /// The cached base for `profile`, made with mmdebstrap first if it is not cached.
 pub fn ensure_base(
     profile: &RootfsProfile,
-    mirror: Option<&str>,
+    sources: &[String],
     cache: &Path,
     epoch_env: Option<i64>,
+    policy: BasePolicy,
     ui: &Ui,
 ) -> Result<Base> {
-    let sources = image_sources(&host_sources(Path::new("/")), mirror, profile);
     if sources.is_empty() {
         bail!("no Debian mirror: the host's apt sources list none and --mirror was not given");
     }
-    let key = base_key(profile, &sources);
+    let now = now_secs();
+    let key = base_key(profile, sources);
     let dir = cache.join("rootfs");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let tar = dir.join(format!("{key}.tar"));
@@ -187,18 +257,25 @@ pub fn ensure_base(
     if tar.is_file() {
         if let Ok(text) = std::fs::read_to_string(&meta_path) {
             if let Ok(meta) = serde_json::from_str::<BaseMeta>(&text) {
-                ui.info(&format!("base rootfs {key}: cached"));
-                return Ok(Base { tar, meta });
+                let age_days = (now - meta.taken_at) as f64 / 86400.0;
+                if policy.refresh {
+                    ui.info(&format!(
+                        "base rootfs {key}: cached, rebuilt as --refresh-base asks"
+                    ));
+                } else if meta.expired(now, policy.max_age_secs) {
+                    ui.info(&format!(
+                        "base rootfs {key}: cached {age_days:.1} days ago, older than --base-max-age: rebuilding"
+                    ));
+                } else {
+                    ui.info(&format!(
+                        "base rootfs {key}: cached ({age_days:.1} days old)"
+                    ));
+                    return Ok(Base { tar, meta });
+                }
             }
         }
     }
-    let epoch = match epoch_env {
-        Some(e) => e,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
+    let epoch = epoch_env.unwrap_or(now);
     let stage = ui.stage(&format!(
         "base rootfs {key}: mmdebstrap {} ({} packages)",
         profile.suite,
@@ -210,7 +287,14 @@ pub fn ensure_base(
     let apt_cache = cache.join("apt-archives");
     std::fs::create_dir_all(&apt_cache)
         .with_context(|| format!("creating {}", apt_cache.display()))?;
-    let res = run_mmdebstrap(profile, &sources, &apt_cache, &tmp, &log, epoch);
+    let dates_file = dir.join(format!(".{key}.release-dates-{}", std::process::id()));
+    let res = run_mmdebstrap(profile, sources, &apt_cache, &tmp, &log, &dates_file, epoch);
+    let release_dates: Vec<String> = std::fs::read_to_string(&dates_file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("Date:").map(|d| d.trim().to_string()))
+        .collect();
+    let _ = std::fs::remove_file(&dates_file);
     if let Err(e) = res {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -221,6 +305,8 @@ pub fn ensure_base(
         epoch,
         tar_sha256,
         packages: profile.packages.clone(),
+        taken_at: now,
+        release_dates,
     };
     std::fs::write(
         &meta_path,
@@ -233,12 +319,20 @@ pub fn ensure_base(
     Ok(Base { tar, meta })
 }
 
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 fn run_mmdebstrap(
     profile: &RootfsProfile,
     sources: &[String],
     apt_cache: &Path,
     out: &Path,
     log: &Path,
+    dates_file: &Path,
     epoch: i64,
 ) -> Result<()> {
     let divert = "chroot \"$1\" dpkg-divert --local --divert /usr/sbin/update-initramfs.armada --no-rename --add /usr/sbin/update-initramfs \
@@ -252,6 +346,13 @@ fn run_mmdebstrap(
     );
     // No mirror host name stays in the base: the image gets a commented sources file.
     let scrub = "rm -f \"$1/etc/apt/sources.list\" \"$1\"/etc/apt/sources.list.d/*.list \"$1\"/etc/apt/sources.list.d/*.sources";
+    // Random per run (openssh-server's postinst makes them; first boot makes each
+    // board's own), and the host's resolv.conf: both would make two bases differ.
+    let reproducible = "rm -f \"$1\"/etc/ssh/ssh_host_* && ln -sfn ../run/systemd/resolve/stub-resolv.conf \"$1/etc/resolv.conf\"";
+    let dates = format!(
+        "grep -h '^Date:' \"$1\"/var/lib/apt/lists/*Release > '{}' || true",
+        dates_file.display()
+    );
     let mut cmd = Command::new("mmdebstrap");
     cmd.env("SOURCE_DATE_EPOCH", epoch.to_string())
         .arg("--architectures=arm64")
@@ -264,6 +365,10 @@ fn run_mmdebstrap(
         .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
         .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
         .arg("--dpkgopt=path-exclude=/usr/share/info/*")
+        // No board shows translated messages; dpkg keeps these excludes on upgrades.
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--dpkgopt=path-include=/usr/share/locale/locale.alias")
+        .arg("--dpkgopt=path-exclude=/usr/share/lintian/*")
         .arg("--skip=essential/unlink")
         .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
         .arg(format!(
@@ -277,7 +382,9 @@ fn run_mmdebstrap(
         ))
         .arg(format!("--customize-hook={undivert}"))
         .arg(format!("--customize-hook={initramfs}"))
+        .arg(format!("--customize-hook={dates}"))
         .arg(format!("--customize-hook={scrub}"))
+        .arg(format!("--customize-hook={reproducible}"))
         .arg(&profile.suite)
         .arg(out)
         .args(sources);
@@ -333,7 +440,7 @@ mod tests {
 
     fn profile() -> RootfsProfile {
         RootfsProfile {
-            suite: "bookworm".into(),
+            suite: "trixie".into(),
             variant: "minbase".into(),
             components: vec!["main".into(), "non-free-firmware".into()],
             packages: vec!["systemd".into()],
@@ -346,18 +453,40 @@ mod tests {
         let host = parse_deb822(
             "Types: deb\nURIs: http://m.invalid/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
              Types: deb\nURIs: http://m.invalid/security\nSuites: bookworm-security\nComponents: main\n\n\
+             Types: deb\nURIs: http://m.invalid/debian\nSuites: bookworm-backports\nComponents: main\n\n\
              Types: deb-src\nURIs: http://m.invalid/src\nSuites: bookworm\n",
         );
-        assert_eq!(host.len(), 3);
-        let lines = image_sources(&host, None, &profile());
+        assert_eq!(host.len(), 4);
+        let lines = image_sources(&host, None, None, &profile());
+        // The profile's suite, its updates and security; backports left out.
         assert_eq!(
             lines,
             [
-                "deb http://m.invalid/debian bookworm main non-free-firmware",
-                "deb http://m.invalid/debian bookworm-updates main non-free-firmware",
-                "deb http://m.invalid/security bookworm-security main non-free-firmware",
+                "deb http://m.invalid/debian trixie main non-free-firmware",
+                "deb http://m.invalid/debian trixie-updates main non-free-firmware",
+                "deb http://m.invalid/security trixie-security main non-free-firmware",
             ]
         );
+        // --mirror replaces the main mirror; security still comes from the host's
+        // security source unless --security-mirror names one.
+        assert_eq!(
+            image_sources(&host, Some("http://o.invalid/d"), None, &profile()),
+            [
+                "deb http://o.invalid/d trixie main non-free-firmware",
+                "deb http://o.invalid/d trixie-updates main non-free-firmware",
+                "deb http://m.invalid/security trixie-security main non-free-firmware",
+            ]
+        );
+        assert_eq!(
+            image_sources(
+                &[],
+                Some("http://o.invalid/d"),
+                Some("http://s.invalid/ds"),
+                &profile()
+            )[2],
+            "deb http://s.invalid/ds trixie-security main non-free-firmware"
+        );
+        assert!(sources_list(&lines).ends_with("trixie-security main non-free-firmware\n"));
         let one = parse_one_line(
             "deb [arch=amd64 signed-by=/k] http://x.invalid/d bookworm main\n# deb y z\n",
         );
@@ -368,6 +497,25 @@ mod tests {
                 suite: "bookworm".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_base_expires_after_its_max_age() {
+        let meta = BaseMeta {
+            key: "k".into(),
+            epoch: 0,
+            tar_sha256: String::new(),
+            packages: Vec::new(),
+            taken_at: 1_000_000,
+            release_dates: Vec::new(),
+        };
+        let week = 7 * 86400;
+        assert!(!meta.expired(1_000_000 + week, week));
+        assert!(meta.expired(1_000_000 + week + 1, week));
+        // A base from before `taken_at` was recorded counts as expired.
+        let old: BaseMeta =
+            serde_json::from_str(r#"{"key":"k","epoch":0,"tar_sha256":"","packages":[]}"#).unwrap();
+        assert!(old.expired(1_000_000, week));
     }
 
     #[test]

@@ -127,8 +127,7 @@ pub fn write_file(root: &Path, rel: &str, content: &[u8], mode: u32) -> Result<(
         .with_context(|| format!("setting the mode of {}", p.display()))
 }
 
-/// Removes baked identity so each board makes its own at first boot, and apt sources
-/// (the image names no mirror; the operator adds theirs).
+/// Removes baked identity so each board makes its own at first boot.
 pub fn scrub_identity(rootfs: &Path) -> Result<()> {
     let remove_globs = [
         "etc/ssh/ssh_host_*",
@@ -153,14 +152,6 @@ pub fn scrub_identity(rootfs: &Path) -> Result<()> {
         write_file(rootfs, "etc/machine-id", b"", 0o444)?;
         write_file(rootfs, "etc/hostname", b"armada\n", 0o644)?;
         write_file(rootfs, "etc/hosts", b"127.0.0.1\tlocalhost\n127.0.1.1\tarmada\n::1\t\tlocalhost ip6-localhost ip6-loopback\n", 0o644)?;
-        if rootfs.join("etc/apt").is_dir() {
-            write_file(
-                rootfs,
-                "etc/apt/sources.list",
-                b"# armada images ship without apt sources: add the Debian mirror you use, e.g.\n# deb <mirror>/debian bookworm main non-free-firmware\n",
-                0o644,
-            )?;
-        }
     }
     Ok(())
 }
