@@ -667,6 +667,10 @@ fn attribute<'a>(attrs: &'a str, key: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+mod test_skip;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -733,7 +737,7 @@ mod tests {
             .output()
             .is_err()
         {
-            eprintln!("bmaptool not installed; skipping");
+            super::test_skip::required("bmaptool not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -766,7 +770,7 @@ mod tests {
             .arg(&img)
             .output();
         let Ok(out) = out else {
-            eprintln!("bmaptool not installed; skipping");
+            super::test_skip::required("bmaptool not installed");
             return;
         };
         assert!(
