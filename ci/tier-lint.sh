@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Formatting and clippy, warnings as errors.
+# Formatting and clippy, warnings as errors; the GitHub workflows checked by actionlint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+bash ci/actionlint.sh
