@@ -31,6 +31,8 @@ test_pkgs=(
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
   jq curl file busybox-static sqlite3
+  # the lint tier's actionlint venv (ci/actionlint.sh)
+  python3-venv
 )
 
 pkgs=("${build_pkgs[@]}")
