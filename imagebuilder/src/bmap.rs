@@ -667,10 +667,6 @@ fn attribute<'a>(attrs: &'a str, key: &str) -> Option<&'a str> {
 }
 
 #[cfg(test)]
-#[path = "../tests/support/skip.rs"]
-mod test_skip;
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -737,7 +733,7 @@ mod tests {
             .output()
             .is_err()
         {
-            super::test_skip::required("bmaptool not installed");
+            crate::test_skip::required("bmaptool not installed");
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -770,7 +766,7 @@ mod tests {
             .arg(&img)
             .output();
         let Ok(out) = out else {
-            super::test_skip::required("bmaptool not installed");
+            crate::test_skip::required("bmaptool not installed");
             return;
         };
         assert!(

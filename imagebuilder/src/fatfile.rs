@@ -328,10 +328,6 @@ impl Seek for PartitionIo<'_> {
 }
 
 #[cfg(test)]
-#[path = "../tests/support/skip.rs"]
-mod test_skip;
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
@@ -349,7 +345,7 @@ mod tests {
     /// `armada.toml` and `overlays/x.dtbo`, made with sfdisk, mkfs.vfat and mcopy.
     fn fat_image(dir: &Path) -> Option<(std::path::PathBuf, PartitionSpan)> {
         if !(have("sfdisk") && have("mkfs.vfat") && have("mcopy")) {
-            super::test_skip::required("sfdisk, mkfs.vfat or mcopy missing");
+            crate::test_skip::required("sfdisk, mkfs.vfat or mcopy missing");
             return None;
         }
         let img = dir.join("disk.img");

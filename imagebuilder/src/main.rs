@@ -27,6 +27,9 @@ mod flash;
 mod image;
 mod inspect;
 mod progress;
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+mod test_skip;
 
 use clap::{Parser, Subcommand};
 

@@ -14,7 +14,8 @@ mod bmap;
 #[path = "../src/fatfile.rs"]
 mod fatfile;
 #[path = "support/skip.rs"]
-mod skip;
+mod test_skip;
+use test_skip as skip;
 
 use std::fs::File;
 use std::io::Write;

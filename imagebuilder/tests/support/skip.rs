@@ -5,8 +5,9 @@
 //! Elsewhere the test prints a loud `SKIP` line and appends it to the file named by
 //! `$ARMADA_SKIP_LOG`, which `ci/test.sh` sets and counts in its tier summary.
 //!
-//! Included with `#[path]` by the tests that need it (tests/flash.rs, src/bmap.rs and
-//! src/fatfile.rs unit tests), so it uses std only.
+//! Loaded once per test crate as `test_skip` with `#[path]` (src/main.rs under
+//! cfg(test), tests/flash.rs), so src/bmap.rs and src/fatfile.rs tests call
+//! `crate::test_skip`; std only.
 
 #![allow(dead_code)] // each includer uses part of it
 
