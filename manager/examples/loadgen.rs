@@ -8,9 +8,13 @@
 //! - `max --nodes N --concurrency C --batch B --duration D`: C requests in flight,
 //!   round-robin over N nodes, B snapshots per request, as fast as the manager acks.
 //!
-//! Every loop is bounded by a count or a deadline. Snapshots are `armada_manager::sim`
+//! Every loop is bounded by a count or a deadline. Snapshots are `src/sim.rs`
 //! (a Pine64-like board with 3 containers, ~3 KiB of JSON, ~1 KiB gzip'd).
 
+
+// Synthetic snapshots: shared with the tests, not part of the library's API.
+#[path = "../src/sim.rs"]
+mod sim;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -271,7 +275,7 @@ async fn setup_nodes(cli: &Cli, n: usize, prefix: &str) -> Result<Vec<Arc<Node>>
                 }
                 let hostname = format!("{prefix}-{i:05}");
                 let r = register_one(&http, &url, &token, &hostname).await?;
-                let snap = armada_manager::sim::snapshot(
+                let snap = sim::snapshot(
                     &hostname,
                     &format!("lg{}-{}", std::process::id(), r.node_id),
                     0,

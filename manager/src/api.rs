@@ -65,6 +65,7 @@ type Shared = Arc<AppState>;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -72,6 +73,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.to_string(),
+            retry_after: None,
         }
     }
     fn bad_request(m: impl ToString) -> Self {
@@ -95,6 +97,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -105,9 +111,17 @@ impl IntoResponse for ApiError {
 
 impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
-        ApiError::unavailable(format!("store: {e}"))
+        let mut a = ApiError::unavailable(format!("store: {e}"));
+        if e.is_full() {
+            // Agents keep their backlog and retry; ingest resumes once space returns.
+            a.retry_after = Some(STORE_FULL_RETRY_SECONDS);
+        }
+        a
     }
 }
+
+/// Retry-After of a 503 while the store's disk is full.
+pub const STORE_FULL_RETRY_SECONDS: u32 = 30;
 
 /// A body, or 413/400 for one too large or unreadable.
 fn body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
@@ -537,7 +551,10 @@ async fn metrics(
     let now = crate::now_ms();
     let mut out = String::with_capacity(64 << 10);
     let mut counts = [("registered", 0u64), ("up", 0), ("stale", 0), ("down", 0)];
-    let parsed: Vec<(String, String, String, protocol::snapshot::Snapshot)> = {
+    // Only cheap copies under the lock (the JSON is shared, not copied): parsing and
+    // rendering thousands of snapshots happen after it is released, so reports and
+    // health checks never wait for a federation scrape.
+    let copied: Vec<(String, String, String, Arc<str>)> = {
         let st = s.store.read();
         for e in st.nodes.values() {
             let idx = match s.summary(e, now).status {
@@ -552,36 +569,45 @@ async fn metrics(
             .into_iter()
             .filter(|_| federate)
             .filter_map(|e| {
-                let snap = serde_json::from_str(e.latest_json.as_deref()?).ok()?;
                 Some((
                     e.record.node_id.clone(),
                     e.record.facts.hostname.clone(),
                     e.record.facts.board.clone(),
-                    snap,
+                    e.latest_json.clone()?,
                 ))
             })
             .collect()
     };
-    crate::metrics::render_own(&METRICS, &counts, &mut out);
-    let labels: Vec<[(&str, &str); 3]> = parsed
-        .iter()
-        .map(|(id, h, b, _)| {
-            [
-                ("node", id.as_str()),
-                ("hostname", h.as_str()),
-                ("board", b.as_str()),
-            ]
-        })
-        .collect();
-    let labelled: Vec<protocol::prom::LabelledSnapshot> = parsed
-        .iter()
-        .zip(&labels)
-        .map(|((_, _, _, snap), l)| protocol::prom::LabelledSnapshot {
-            labels: l,
-            snapshot: snap,
-        })
-        .collect();
-    protocol::prom::render(&labelled, &mut out);
+    // Off the async workers: at thousands of nodes this takes a good part of a second.
+    let out = tokio::task::spawn_blocking(move || {
+        let parsed: Vec<(String, String, String, protocol::snapshot::Snapshot)> = copied
+            .into_iter()
+            .filter_map(|(id, h, b, json)| Some((id, h, b, serde_json::from_str(&json).ok()?)))
+            .collect();
+        crate::metrics::render_own(&METRICS, &counts, &mut out);
+        let labels: Vec<[(&str, &str); 3]> = parsed
+            .iter()
+            .map(|(id, h, b, _)| {
+                [
+                    ("node", id.as_str()),
+                    ("hostname", h.as_str()),
+                    ("board", b.as_str()),
+                ]
+            })
+            .collect();
+        let labelled: Vec<protocol::prom::LabelledSnapshot> = parsed
+            .iter()
+            .zip(&labels)
+            .map(|((_, _, _, snap), l)| protocol::prom::LabelledSnapshot {
+                labels: l,
+                snapshot: snap,
+            })
+            .collect();
+        protocol::prom::render(&labelled, &mut out);
+        out
+    })
+    .await
+    .map_err(|e| ApiError::unavailable(format!("rendering /metrics: {e}")))?;
     Ok((
         [(
             header::CONTENT_TYPE,

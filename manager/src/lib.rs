@@ -10,8 +10,8 @@
 //! - [`cluster`]: the cluster folder (CA, server chain, bootstrap tokens, admin token),
 //!   and the token file watcher that honours `armada cluster token rotate|revoke`.
 //! - [`auth`]: who is calling (admin, node credential, bootstrap token): pure checks.
-//! - [`store`]: the embedded store: write-ahead log with group commit, checkpoint,
-//!   registry decisions, dedupe, history downsampling, node status.
+//! - [`store`]: the embedded store: SQLite (WAL, one writer, group commit) mirrored in
+//!   memory; registry decisions, dedupe, history downsampling, node status, backups.
 //! - [`swarm`]: the local Docker Engine through bollard: swarm init, join tokens,
 //!   node states, labels.
 //! - [`api`]: the HTTP handlers and their error mapping.
@@ -19,7 +19,9 @@
 //! - [`metrics`]: the manager's own counters and histogram, and the federation text.
 //! - [`dashboard`]: the embedded web page.
 //! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
-//! - [`sim`]: synthetic board snapshots for the load generator and tests.
+//!
+//! Not part of the library: `src/sim.rs`, synthetic board snapshots, is compiled into
+//! the load generator (`examples/loadgen.rs`) and the tests only.
 
 pub mod api;
 pub mod auth;
@@ -28,7 +30,8 @@ pub mod cluster;
 pub mod dashboard;
 pub mod metrics;
 pub mod server;
-pub mod sim;
+#[cfg(test)]
+mod sim;
 pub mod store;
 pub mod swarm;
 

@@ -2,6 +2,8 @@
 //!
 //! - `serve`: the manager (HTTPS API, dashboard, swarm, store).
 //! - `nodes [remove ID]`: the operator's table, through the running manager's API.
+//! - `backup FILE`: a consistent copy of the store, online (while `serve` runs).
+//! - `restore FILE`: puts a backup in place of the store (the manager must be stopped).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use armada_manager::{client, server};
+use armada_manager::{client, server, store};
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +31,19 @@ enum Command {
     Serve(ServeArgs),
     /// Print the node table, or remove a node (its credential stops working).
     Nodes(NodesArgs),
+    /// Copy the store to FILE, consistently, while the manager serves (or not).
+    Backup(BackupArgs),
+    /// Replace the store by the backup FILE (checked first); the manager must be stopped.
+    Restore(BackupArgs),
+}
+
+#[derive(Args)]
+struct BackupArgs {
+    /// The backup file (written by `backup`, read by `restore`).
+    file: PathBuf,
+    /// Where the store lives.
+    #[arg(long, default_value = "/var/lib/armada/manager")]
+    state_dir: PathBuf,
 }
 
 #[derive(Args)]
@@ -59,9 +74,14 @@ struct ServeArgs {
     /// Report interval handed to nodes at registration.
     #[arg(long, default_value_t = 10)]
     report_interval: u32,
-    /// Seconds between store checkpoints (also after 256 MiB of log, and at shutdown).
-    #[arg(long, default_value_t = 600)]
+    /// Seconds between checkpoints of the store's WAL into its file (SQLite also does
+    /// one after every 16 MiB of WAL, and the shutdown does a last one).
+    #[arg(long, default_value_t = 60)]
     checkpoint_interval: u64,
+    /// The store was found damaged: keep what is readable in a new file, move the
+    /// damaged one aside, print what was lost, then serve.
+    #[arg(long)]
+    salvage: bool,
 }
 
 #[derive(Args)]
@@ -108,6 +128,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(a) => serve(a).await,
             Command::Nodes(a) => nodes(a).await,
+            Command::Backup(a) => backup(a),
+            Command::Restore(a) => restore(a),
         }
     });
     match result {
@@ -119,7 +141,43 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn backup(a: BackupArgs) -> Result<()> {
+    let s = store::backup::backup(&a.state_dir, &a.file)
+        .with_context(|| format!("backing up the store of {} to {}", a.state_dir.display(), a.file.display()))?;
+    println!(
+        "backed up {} to {}: {} nodes, {} commits, {} bytes (checked)",
+        a.state_dir.display(),
+        a.file.display(),
+        s.nodes,
+        s.commits,
+        s.bytes
+    );
+    Ok(())
+}
+
+fn restore(a: BackupArgs) -> Result<()> {
+    let s = store::backup::restore(&a.state_dir, &a.file)
+        .with_context(|| format!("restoring {} into {}", a.file.display(), a.state_dir.display()))?;
+    println!(
+        "restored {} into {}: {} nodes; the previous store is {}/manager.db.before-restore",
+        a.file.display(),
+        a.state_dir.display(),
+        s.nodes,
+        a.state_dir.display()
+    );
+    Ok(())
+}
+
 async fn serve(a: ServeArgs) -> Result<()> {
+    if a.salvage {
+        let state_dir = a.state_dir.clone();
+        let report = tokio::task::spawn_blocking(move || store::backup::salvage(&state_dir))
+            .await
+            .context("salvaging the store")?
+            .with_context(|| format!("salvaging the store in {}", a.state_dir.display()))?;
+        // On stderr with the log: stdout's first line stays the listening address.
+        eprint!("{report}");
+    }
     let cfg = server::ServeConfig {
         cluster_dir: a.cluster_dir,
         state_dir: a.state_dir,

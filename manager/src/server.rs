@@ -2,8 +2,8 @@
 //!
 //! TLS handshakes run in their own tasks (a slow or silent client never holds up the
 //! accept loop) and finished streams are handed to axum through a channel. SIGTERM or
-//! SIGINT stops accepting, lets requests in flight finish (at most 5 s), writes a
-//! store checkpoint and returns.
+//! SIGINT stops accepting, lets requests in flight finish (at most 5 s), closes the
+//! store (WAL checkpointed) and returns, with an error if it was not closed cleanly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,15 +151,12 @@ pub async fn serve(
     let (store, opened) = tokio::task::block_in_place(|| Store::open(store_cfg))
         .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
     tracing::info!(
-        "store {}: {} nodes, {} log records replayed{}",
+        "store {}: {} nodes, {} commits; quick_check {:?}, load {:?}",
         cfg.state_dir.display(),
         opened.nodes,
-        opened.records_replayed,
-        if opened.torn_segments > 0 {
-            " (a torn tail was skipped)"
-        } else {
-            ""
-        }
+        opened.commits,
+        opened.quick_check,
+        opened.load
     );
     let store = Arc::new(store);
     let swarm = Arc::new(match &cfg.docker_host {
@@ -196,8 +193,12 @@ pub async fn serve(
     let _ = stopped_rx.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    store.shutdown().await;
-    tracing::info!("stopped; store checkpointed");
+    // Never claim a clean stop after a failure: the exit code says it too.
+    store
+        .shutdown()
+        .await
+        .context("closing the store: it was NOT closed cleanly (its WAL is replayed and checked at the next start)")?;
+    tracing::info!("stopped; store closed cleanly");
     Ok(())
 }
 

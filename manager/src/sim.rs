@@ -128,17 +128,3 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
         warnings: vec![],
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn synthetic_snapshot_digests_like_a_board() {
-        let s = super::snapshot("pine-01", "i", 5, 1000);
-        let d = crate::store::report::digest(&s);
-        assert_eq!(d.containers, 3);
-        assert_eq!(d.memory_used_bytes, Some((2 << 30) - (1300 << 20)));
-        assert_eq!(d.temperature_celsius, Some(50.0));
-        let json = serde_json::to_vec(&s).unwrap();
-        assert!(json.len() > 1000 && json.len() < 8000, "{}", json.len());
-    }
-}

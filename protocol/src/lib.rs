@@ -14,6 +14,7 @@
 //! - [`wire`]: HTTP paths, `RegisterRequest`/`RegisterResponse`, report batches, node views.
 //! - [`snapshot`]: the metrics snapshot (host, containers, board health).
 //! - [`prom`]: Prometheus text exposition of a snapshot.
+//! - [`validate`]: refusing non-finite or absurd numbers anywhere in a snapshot/batch.
 //! - [`config`]: the first-boot `armada.toml` schema, parsing with file/key/line errors,
 //!   and lossless edits (flash personalisation, token removal after registration).
 
@@ -21,6 +22,7 @@ pub mod config;
 pub mod prom;
 pub mod snapshot;
 pub mod token;
+pub mod validate;
 pub mod wire;
 
 /// Version of the agent<->manager protocol. A manager accepts reports of its own

@@ -5,6 +5,10 @@
 //! means over fixed buckets. Points are kept packed in 16 bytes ([`Packed`]: seconds,
 //! KiB, 1/10000 of CPU, 1/100 °C), so a node's history is bounded at [`MAX_POINTS`]
 //! points, about 6 KiB, whatever the report rate or uptime.
+//!
+//! Every tier also counts the points ever pushed to it ([`History::pushed`]): point
+//! `n` of a tier is the store's row `(node, tier, n)`, so the writer inserts only the
+//! points added since its last commit and deletes the ones that fell out.
 
 use std::collections::VecDeque;
 
@@ -80,7 +84,7 @@ impl From<&Packed> for Point {
 }
 
 /// Running sums of one open bucket.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Bucket {
     start_ms: u64,
     cpu: (f64, u32),
@@ -91,10 +95,15 @@ struct Bucket {
 
 impl Bucket {
     fn add(&mut self, p: &Point) {
+        // Ingest refuses non-finite figures; this keeps a sum finite (and storable as
+        // JSON) whatever reaches it.
         fn acc<T: Into<f64>>(slot: &mut (f64, u32), v: Option<T>) {
-            if let Some(v) = v {
-                slot.0 += v.into();
-                slot.1 += 1;
+            if let Some(v) = v.map(Into::into).filter(|v: &f64| v.is_finite()) {
+                let sum = slot.0 + v;
+                if sum.is_finite() {
+                    slot.0 = sum;
+                    slot.1 = slot.1.saturating_add(1);
+                }
             }
         }
         acc(&mut self.cpu, p.cpu_busy_ratio);
@@ -117,10 +126,12 @@ impl Bucket {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct History {
     tiers: Vec<VecDeque<Packed>>,
     open: Vec<Option<Bucket>>,
+    /// Points ever pushed to each tier (the row number of the next one).
+    pushed: [u64; TIERS.len()],
 }
 
 impl Default for History {
@@ -128,8 +139,23 @@ impl Default for History {
         History {
             tiers: TIERS.iter().map(|_| VecDeque::new()).collect(),
             open: TIERS.iter().map(|_| None).collect(),
+            pushed: [0; TIERS.len()],
         }
     }
+}
+
+/// Why stored history rows do not make a history.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RestoreError {
+    #[error("open buckets: {0}")]
+    OpenBuckets(String),
+    #[error("tier {tier}: {have} points for {pushed} pushed (at most {keep} kept)")]
+    Points {
+        tier: usize,
+        have: usize,
+        pushed: u64,
+        keep: usize,
+    },
 }
 
 /// One tier as served by `GET /v1/nodes/{id}`.
@@ -145,6 +171,7 @@ impl History {
         for (i, (width, keep)) in TIERS.iter().enumerate() {
             if *width == 0 {
                 push_bounded(&mut self.tiers[i], (&p).into(), *keep);
+                self.pushed[i] = self.pushed[i].saturating_add(1);
                 continue;
             }
             let start = p.t_ms - p.t_ms % width;
@@ -154,6 +181,7 @@ impl History {
                     // A new bucket closes the open one (also when a clock jumps back).
                     if let Some(done) = slot.take() {
                         push_bounded(&mut self.tiers[i], (&done.mean()).into(), *keep);
+                        self.pushed[i] = self.pushed[i].saturating_add(1);
                     }
                     let mut b = Bucket {
                         start_ms: start,
@@ -183,6 +211,63 @@ impl History {
                 }
             })
             .collect()
+    }
+
+    /// Points ever pushed to each tier.
+    pub fn pushed(&self) -> [u64; TIERS.len()] {
+        self.pushed
+    }
+
+    /// The points of `tier` still kept, each with its number (see the module doc).
+    pub fn numbered(&self, tier: usize) -> impl Iterator<Item = (u64, Point)> + '_ {
+        let q = &self.tiers[tier];
+        let first = self.pushed[tier].saturating_sub(q.len() as u64);
+        q.iter()
+            .enumerate()
+            .map(move |(i, p)| (first + i as u64, Point::from(p)))
+    }
+
+    /// The open buckets as JSON (stored beside the node's latest snapshot).
+    pub fn open_json(&self) -> String {
+        serde_json::to_string(&self.open).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// A history from its stored parts: each tier's kept points (oldest first), the
+    /// open buckets' JSON and the pushed counters.
+    pub fn restore(
+        points: Vec<Vec<Point>>,
+        open_json: &str,
+        pushed: [u64; TIERS.len()],
+    ) -> Result<History, RestoreError> {
+        let open: Vec<Option<Bucket>> = serde_json::from_str(open_json)
+            .map_err(|e| RestoreError::OpenBuckets(e.to_string()))?;
+        if open.len() != TIERS.len() {
+            return Err(RestoreError::OpenBuckets(format!(
+                "{} buckets for {} tiers",
+                open.len(),
+                TIERS.len()
+            )));
+        }
+        let mut h = History {
+            open,
+            pushed,
+            ..Default::default()
+        };
+        for (i, (_, keep)) in TIERS.iter().enumerate() {
+            let have = points.get(i).map_or(0, Vec::len);
+            if have > *keep || have as u64 > pushed[i] {
+                return Err(RestoreError::Points {
+                    tier: i,
+                    have,
+                    pushed: pushed[i],
+                    keep: *keep,
+                });
+            }
+            if let Some(ps) = points.get(i) {
+                h.tiers[i] = ps.iter().map(Packed::from).collect();
+            }
+        }
+        Ok(h)
     }
 
     pub fn len(&self) -> usize {
@@ -283,6 +368,25 @@ mod tests {
         let v = h.view();
         assert_eq!(v[1].points[0].cpu_busy_ratio, None);
         assert_eq!(v[1].points[0].memory_used_bytes, None);
+    }
+
+    #[test]
+    fn numbered_points_and_open_buckets_restore_the_same_history() {
+        let mut h = History::default();
+        for i in 0..500u64 {
+            h.push(point(i * 10_000, (i % 7) as f32 / 10.0));
+        }
+        assert_eq!(h.pushed()[0], 500);
+        let first: Vec<u64> = h.numbered(0).map(|(n, _)| n).collect();
+        assert_eq!(first, (470..500).collect::<Vec<_>>());
+        let points = (0..TIERS.len())
+            .map(|t| h.numbered(t).map(|(_, p)| p).collect())
+            .collect();
+        let back = History::restore(points, &h.open_json(), h.pushed()).unwrap();
+        assert_eq!(back, h);
+        assert!(History::restore(vec![vec![Point::default(); 31]], &h.open_json(), h.pushed())
+            .is_err());
+        assert!(History::restore(Vec::new(), "{", h.pushed()).is_err());
     }
 
     #[test]

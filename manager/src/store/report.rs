@@ -44,6 +44,8 @@ pub enum ReportError {
     Protocol { got: u32, want: u32 },
     #[error("report carries {0} snapshots; at most {MAX_SNAPSHOTS_PER_BATCH} per batch")]
     TooManySnapshots(usize),
+    #[error("report refused: {0}")]
+    Invalid(#[from] protocol::validate::Invalid),
 }
 
 /// What the store needs of one snapshot.
@@ -98,6 +100,8 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
             out.into()
         }
     };
+    // Every number of the whole batch, known fields or not, before anything sums them.
+    protocol::validate::check_json(&json)?;
     // The batch is scanned once; each snapshot is then parsed (validated) from its own
     // slice, and the newest is kept as the agent wrote it, without serialising again.
     let batch: RawBatch =
@@ -275,6 +279,17 @@ mod tests {
     }
 
     #[test]
+    fn synthetic_snapshot_digests_like_a_board() {
+        let s = crate::sim::snapshot("pine-01", "i", 5, 1000);
+        let d = digest(&s);
+        assert_eq!(d.containers, 3);
+        assert_eq!(d.memory_used_bytes, Some((2 << 30) - (1300 << 20)));
+        assert_eq!(d.temperature_celsius, Some(50.0));
+        let json = serde_json::to_vec(&s).unwrap();
+        assert!(json.len() > 1000 && json.len() < 8000, "{}", json.len());
+    }
+
+    #[test]
     fn lean_and_full_digests_agree() {
         let s = crate::sim::snapshot("host-1", "inst", 5, 1_700_000_000_000);
         let json = serde_json::to_string(&s).unwrap();
@@ -301,6 +316,19 @@ mod tests {
         assert!(matches!(
             decode(BodyEncoding::Json, b"{\"protocol\":1}").unwrap_err(),
             ReportError::BadJson(_)
+        ));
+        let mut s = crate::sim::snapshot("h", "i", 1, 1);
+        s.host.cpu[0].user = 1e308;
+        s.host.cpu[0].nice = 1e308;
+        let j = serde_json::to_vec(&ReportBatch {
+            protocol: 1,
+            snapshots: vec![s],
+            dropped_total: 0,
+        })
+        .unwrap();
+        assert!(matches!(
+            decode(BodyEncoding::Json, &j).unwrap_err(),
+            ReportError::Invalid(_)
         ));
         let other = br#"{"protocol":99,"snapshots":[]}"#;
         assert_eq!(

@@ -3,6 +3,7 @@
 //! thread and the log replay both change it only through these functions.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use protocol::wire::{NodeFacts, NodeStatus, NodeSummary};
 use serde::{Deserialize, Serialize};
@@ -38,14 +39,15 @@ pub struct LatestSummary {
     pub containers: u32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NodeEntry {
     pub record: NodeRecord,
     /// (agent instance, highest seq stored), most recently used last.
     pub seen: Vec<(String, u64)>,
     /// When the manager received the last new report (its own clock: boards may lack one).
     pub last_report_ms: Option<u64>,
-    pub latest_json: Option<String>,
+    /// Shared, so that readers (federation) copy it out under the lock for free.
+    pub latest_json: Option<Arc<str>>,
     pub latest: Option<LatestSummary>,
     pub prev_cpu: Option<(f64, f64)>,
     pub history: History,
@@ -54,7 +56,7 @@ pub struct NodeEntry {
 }
 
 impl NodeEntry {
-    fn new(record: NodeRecord) -> Self {
+    pub fn new(record: NodeRecord) -> Self {
         NodeEntry {
             record,
             seen: Vec::new(),
@@ -93,6 +95,29 @@ impl NodeEntry {
 pub struct State {
     pub nodes: HashMap<String, NodeEntry>,
     by_hostname: HashMap<String, String>,
+    /// Nodes the operator removed, by node id.
+    pub revoked: HashMap<String, Revocation>,
+}
+
+/// A node the operator removed (its row in `revocations`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revocation {
+    pub node_id: String,
+    pub hostname: String,
+    pub machine_id: String,
+    pub removed_at_ms: u64,
+}
+
+impl State {
+    /// Puts a whole entry (loaded from the store) in place of any with its id.
+    pub fn put_entry(&mut self, entry: NodeEntry) {
+        self.remove(&entry.record.node_id);
+        self.by_hostname.insert(
+            entry.record.facts.hostname.clone(),
+            entry.record.node_id.clone(),
+        );
+        self.nodes.insert(entry.record.node_id.clone(), entry);
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -243,7 +268,8 @@ impl State {
                 }
                 (Some((busy, total)), _) if total > 0.0 => Some(busy / total),
                 _ => None,
-            };
+            }
+            .filter(|c| c.is_finite());
             if s.cpu_times.is_some() {
                 e.prev_cpu = s.cpu_times;
             }
@@ -259,12 +285,15 @@ impl State {
                 t_ms: s.collected_at_ms,
                 cpu_busy_ratio: cpu.map(|c| c as f32),
                 memory_used_bytes: s.memory_used_bytes,
-                temperature_celsius: s.temperature_celsius.map(|t| t as f32),
+                temperature_celsius: s
+                    .temperature_celsius
+                    .map(|t| t as f32)
+                    .filter(|t| t.is_finite()),
                 containers: Some(s.containers),
             });
             e.latest = Some(summary);
             if i == last {
-                e.latest_json = report.last_json.clone();
+                e.latest_json = report.last_json.as_deref().map(Arc::from);
             }
         }
         if out.accepted > 0 {

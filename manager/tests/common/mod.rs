@@ -3,6 +3,10 @@
 //! child-process manager on 127.0.0.1, and HTTPS clients pinned to the test CA.
 #![allow(dead_code)]
 
+
+// Synthetic snapshots (not part of the library's API).
+#[path = "../../src/sim.rs"]
+pub mod sim;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -203,7 +207,7 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
 pub fn batch(hostname: &str, instance: &str, seqs: std::ops::Range<u64>) -> Vec<u8> {
     let snaps = seqs
         .map(|s| {
-            armada_manager::sim::snapshot(hostname, instance, s, 1_700_000_000_000 + s * 10_000)
+            sim::snapshot(hostname, instance, s, 1_700_000_000_000 + s * 10_000)
         })
         .collect();
     gzip(

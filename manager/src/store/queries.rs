@@ -1,0 +1,810 @@
+//! Rows in and out: every read and write of the tables, and the per-row checksum.
+//!
+//! SQLite checks its own structure (`quick_check`) but not the bytes of a value: a
+//! flipped bit inside a JSON text or a number reads back as a different, valid value.
+//! So every row carries `crc`, a CRC-32 over its other columns, checked as the row is
+//! loaded; a mismatch is damage, never a silently different truth.
+//!
+//! Loading scans each table in key order; in salvage mode a scan that hits an
+//! unreadable page is repeated from the other end, so the rows on both sides of the
+//! damage are kept, and every row lost is counted per table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rusqlite::types::Value;
+use rusqlite::{params, Connection};
+
+use super::history::{History, Point, TIERS};
+use super::state::{LatestSummary, NodeEntry, NodeRecord, Revocation, State};
+
+/// A CRC-32 over typed column values (tagged, so `("ab","c")` differs from `("a","bc")`).
+#[derive(Default)]
+pub struct RowCrc(flate2::Crc);
+
+impl RowCrc {
+    fn text(&mut self, s: &str) -> &mut Self {
+        self.0.update(b"T");
+        self.0.update(&(s.len() as u64).to_le_bytes());
+        self.0.update(s.as_bytes());
+        self
+    }
+    fn opt_text(&mut self, s: Option<&str>) -> &mut Self {
+        match s {
+            Some(s) => self.text(s),
+            None => self.null(),
+        }
+    }
+    fn int(&mut self, i: i64) -> &mut Self {
+        self.0.update(b"I");
+        self.0.update(&i.to_le_bytes());
+        self
+    }
+    fn opt_int(&mut self, i: Option<i64>) -> &mut Self {
+        match i {
+            Some(i) => self.int(i),
+            None => self.null(),
+        }
+    }
+    fn opt_real(&mut self, r: Option<f64>) -> &mut Self {
+        match r {
+            Some(r) => {
+                self.0.update(b"R");
+                self.0.update(&r.to_bits().to_le_bytes());
+                self
+            }
+            None => self.null(),
+        }
+    }
+    fn null(&mut self) -> &mut Self {
+        self.0.update(b"N");
+        self
+    }
+    fn sum(&self) -> i64 {
+        self.0.sum() as i64
+    }
+}
+
+/// What could not be read back, per table (salvage mode).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Loss {
+    /// (table, rows lost or unreadable, why)
+    pub tables: Vec<(String, u64, String)>,
+}
+
+impl Loss {
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+    fn add(&mut self, table: &str, rows: u64, why: impl Into<String>) {
+        self.tables.push((table.into(), rows, why.into()));
+    }
+}
+
+/// Why the rows do not make a store (strict mode).
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}: {problem}")]
+pub struct RowDamage {
+    pub table: &'static str,
+    pub problem: String,
+}
+
+struct Table {
+    name: &'static str,
+    key: &'static [&'static str],
+    cols: &'static str,
+}
+
+const NODES: Table = Table {
+    name: "nodes",
+    key: &["node_id"],
+    cols: "node_id, hostname, machine_id, facts, labels, credential_hash, registered_at_ms, swarm_node_id, report_interval_seconds, crc",
+};
+const REVOCATIONS: Table = Table {
+    name: "revocations",
+    key: &["node_id"],
+    cols: "node_id, hostname, machine_id, removed_at_ms, crc",
+};
+const LATEST: Table = Table {
+    name: "latest",
+    key: &["node_id"],
+    cols: "node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc",
+};
+const DEDUPE: Table = Table {
+    name: "dedupe",
+    key: &["node_id", "instance"],
+    cols: "node_id, instance, max_seq, used, crc",
+};
+const HISTORY: Table = Table {
+    name: "history",
+    key: &["node_id", "tier", "n"],
+    cols: "node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc",
+};
+
+/// A table's rows in key order. Strict: the first error is returned. Salvage: after an
+/// error the table is read again from its last key backwards, and the error kept.
+fn scan(
+    conn: &Connection,
+    t: &Table,
+    salvage: bool,
+) -> Result<(Vec<Vec<Value>>, Option<String>), RowDamage> {
+    let n = t.cols.split(',').count();
+    let run = |desc: bool, out: &mut Vec<Vec<Value>>| -> Result<(), rusqlite::Error> {
+        let order: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| format!("{k}{}", if desc { " DESC" } else { "" }))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.cols,
+            t.name,
+            order.join(", ")
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                v.push(r.get::<_, Value>(i)?);
+            }
+            out.push(v);
+        }
+        Ok(())
+    };
+    let mut fwd = Vec::new();
+    let Err(e) = run(false, &mut fwd) else {
+        return Ok((fwd, None));
+    };
+    if !salvage {
+        return Err(RowDamage {
+            table: t.name,
+            problem: format!("reading after {} rows: {e}", fwd.len()),
+        });
+    }
+    let mut back = Vec::new();
+    let _ = run(true, &mut back);
+    let keys = t.key.len();
+    let mut seen: std::collections::HashSet<Vec<String>> = fwd
+        .iter()
+        .map(|r| r[..keys].iter().map(|v| format!("{v:?}")).collect())
+        .collect();
+    for r in back.into_iter().rev() {
+        if seen.insert(r[..keys].iter().map(|v| format!("{v:?}")).collect()) {
+            fwd.push(r);
+        }
+    }
+    Ok((fwd, Some(e.to_string())))
+}
+
+fn text(v: &Value) -> Result<&str, String> {
+    match v {
+        Value::Text(s) => Ok(s),
+        other => Err(format!("expected text, found {other:?}")),
+    }
+}
+fn opt_text(v: &Value) -> Result<Option<&str>, String> {
+    match v {
+        Value::Null => Ok(None),
+        v => text(v).map(Some),
+    }
+}
+fn int(v: &Value) -> Result<i64, String> {
+    match v {
+        Value::Integer(i) => Ok(*i),
+        other => Err(format!("expected an integer, found {other:?}")),
+    }
+}
+fn opt_int(v: &Value) -> Result<Option<i64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        v => int(v).map(Some),
+    }
+}
+fn opt_real(v: &Value) -> Result<Option<f64>, String> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Real(r) => Ok(Some(*r)),
+        Value::Integer(i) => Ok(Some(*i as f64)),
+        other => Err(format!("expected a number, found {other:?}")),
+    }
+}
+fn check(crc: &RowCrc, v: &Value) -> Result<(), String> {
+    let stored = int(v)?;
+    if crc.sum() != stored {
+        return Err(format!(
+            "checksum mismatch (stored {stored:#x}, computed {:#x}): the row's bytes changed on disk",
+            crc.sum()
+        ));
+    }
+    Ok(())
+}
+
+fn node_crc(r: &NodeRecord, facts: &str, labels: &str) -> RowCrc {
+    let mut c = RowCrc::default();
+    c.text(&r.node_id)
+        .text(&r.facts.hostname)
+        .text(&r.facts.machine_id)
+        .text(facts)
+        .text(labels)
+        .text(&r.credential_hash)
+        .int(r.registered_at_ms as i64)
+        .opt_text(r.swarm_node_id.as_deref())
+        .int(r.report_interval_seconds as i64);
+    c
+}
+
+fn parse_node(v: &[Value]) -> Result<NodeRecord, String> {
+    let facts: protocol::wire::NodeFacts =
+        serde_json::from_str(text(&v[3])?).map_err(|e| format!("facts: {e}"))?;
+    let labels: BTreeMap<String, String> =
+        serde_json::from_str(text(&v[4])?).map_err(|e| format!("labels: {e}"))?;
+    let r = NodeRecord {
+        node_id: text(&v[0])?.to_string(),
+        facts,
+        labels,
+        credential_hash: text(&v[5])?.to_string(),
+        registered_at_ms: int(&v[6])? as u64,
+        swarm_node_id: opt_text(&v[7])?.map(String::from),
+        report_interval_seconds: u32::try_from(int(&v[8])?).map_err(|e| e.to_string())?,
+    };
+    if r.facts.hostname != text(&v[1])? || r.facts.machine_id != text(&v[2])? {
+        return Err("hostname/machine_id columns differ from facts".into());
+    }
+    check(&node_crc(&r, text(&v[3])?, text(&v[4])?), &v[9])?;
+    Ok(r)
+}
+
+pub fn put_node(conn: &Connection, r: &NodeRecord) -> rusqlite::Result<()> {
+    let facts = serde_json::to_string(&r.facts).unwrap_or_default();
+    let labels = serde_json::to_string(&r.labels).unwrap_or_default();
+    let crc = node_crc(r, &facts, &labels).sum();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO nodes (node_id, hostname, machine_id, facts, labels, credential_hash, registered_at_ms, swarm_node_id, report_interval_seconds, crc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        r.node_id,
+        r.facts.hostname,
+        r.facts.machine_id,
+        facts,
+        labels,
+        r.credential_hash,
+        r.registered_at_ms as i64,
+        r.swarm_node_id,
+        r.report_interval_seconds as i64,
+        crc
+    ])?;
+    Ok(())
+}
+
+/// Deletes every row of a node and records its revocation.
+pub fn remove_node(conn: &Connection, r: &NodeRecord, now_ms: u64) -> rusqlite::Result<()> {
+    for table in ["nodes", "latest", "dedupe", "history"] {
+        conn.prepare_cached(&format!("DELETE FROM {table} WHERE node_id = ?1"))?
+            .execute(params![r.node_id])?;
+    }
+    put_revocation(conn, &r.node_id, &r.facts.hostname, &r.facts.machine_id, now_ms)
+}
+
+fn revocation_crc(node_id: &str, hostname: &str, machine_id: &str, at: i64) -> RowCrc {
+    let mut c = RowCrc::default();
+    c.text(node_id).text(hostname).text(machine_id).int(at);
+    c
+}
+
+pub fn put_revocation(
+    conn: &Connection,
+    node_id: &str,
+    hostname: &str,
+    machine_id: &str,
+    at_ms: u64,
+) -> rusqlite::Result<()> {
+    let crc = revocation_crc(node_id, hostname, machine_id, at_ms as i64).sum();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO revocations (node_id, hostname, machine_id, removed_at_ms, crc) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![node_id, hostname, machine_id, at_ms as i64, crc])?;
+    Ok(())
+}
+
+
+fn parse_revocation(v: &[Value]) -> Result<Revocation, String> {
+    let r = Revocation {
+        node_id: text(&v[0])?.into(),
+        hostname: text(&v[1])?.into(),
+        machine_id: text(&v[2])?.into(),
+        removed_at_ms: int(&v[3])? as u64,
+    };
+    check(
+        &revocation_crc(&r.node_id, &r.hostname, &r.machine_id, r.removed_at_ms as i64),
+        &v[4],
+    )?;
+    Ok(r)
+}
+
+/// The columns of a `latest` row, as stored.
+struct LatestRow<'a> {
+    node_id: &'a str,
+    last_report_ms: Option<i64>,
+    summary: Option<&'a LatestSummary>,
+    prev_cpu: Option<(f64, f64)>,
+    reports_total: i64,
+    agent_dropped_total: i64,
+    history_pushed: String,
+    open_buckets: String,
+    snapshot: Option<&'a str>,
+}
+
+impl LatestRow<'_> {
+    fn crc(&self) -> RowCrc {
+        let s = self.summary;
+        let mut c = RowCrc::default();
+        c.text(self.node_id)
+            .opt_int(self.last_report_ms)
+            .opt_int(s.map(|s| s.collected_at_ms as i64))
+            .opt_real(s.and_then(|s| s.cpu_busy_ratio))
+            .opt_int(s.and_then(|s| s.memory_used_bytes).map(|v| v as i64))
+            .opt_int(s.and_then(|s| s.memory_total_bytes).map(|v| v as i64))
+            .opt_real(s.and_then(|s| s.temperature_celsius))
+            .opt_int(s.map(|s| s.containers as i64))
+            .opt_real(self.prev_cpu.map(|p| p.0))
+            .opt_real(self.prev_cpu.map(|p| p.1))
+            .int(self.reports_total)
+            .int(self.agent_dropped_total)
+            .text(&self.history_pushed)
+            .text(&self.open_buckets)
+            .opt_text(self.snapshot);
+        c
+    }
+}
+
+pub fn put_latest(conn: &Connection, e: &NodeEntry) -> rusqlite::Result<()> {
+    let row = LatestRow {
+        node_id: &e.record.node_id,
+        last_report_ms: e.last_report_ms.map(|v| v as i64),
+        summary: e.latest.as_ref(),
+        prev_cpu: e.prev_cpu,
+        reports_total: e.reports_total as i64,
+        agent_dropped_total: e.agent_dropped_total as i64,
+        history_pushed: serde_json::to_string(&e.history.pushed()).unwrap_or_default(),
+        open_buckets: e.history.open_json(),
+        snapshot: e.latest_json.as_deref(),
+    };
+    let crc = row.crc().sum();
+    let s = row.summary;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO latest (node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?
+    .execute(params![
+        row.node_id,
+        row.last_report_ms,
+        s.map(|s| s.collected_at_ms as i64),
+        s.and_then(|s| s.cpu_busy_ratio),
+        s.and_then(|s| s.memory_used_bytes).map(|v| v as i64),
+        s.and_then(|s| s.memory_total_bytes).map(|v| v as i64),
+        s.and_then(|s| s.temperature_celsius),
+        s.map(|s| s.containers as i64),
+        row.prev_cpu.map(|p| p.0),
+        row.prev_cpu.map(|p| p.1),
+        row.reports_total,
+        row.agent_dropped_total,
+        row.history_pushed,
+        row.open_buckets,
+        row.snapshot,
+        crc
+    ])?;
+    Ok(())
+}
+
+/// The parts of a node entry in its `latest` row.
+struct LatestParts {
+    last_report_ms: Option<u64>,
+    latest: Option<LatestSummary>,
+    prev_cpu: Option<(f64, f64)>,
+    reports_total: u64,
+    agent_dropped_total: u64,
+    pushed: [u64; TIERS.len()],
+    open_buckets: String,
+    snapshot: Option<Arc<str>>,
+}
+
+fn parse_latest(v: &[Value]) -> Result<(String, LatestParts), String> {
+    let node_id = text(&v[0])?.to_string();
+    let latest = match opt_int(&v[2])? {
+        Some(collected) => Some(LatestSummary {
+            collected_at_ms: collected as u64,
+            cpu_busy_ratio: opt_real(&v[3])?,
+            memory_used_bytes: opt_int(&v[4])?.map(|x| x as u64),
+            memory_total_bytes: opt_int(&v[5])?.map(|x| x as u64),
+            temperature_celsius: opt_real(&v[6])?,
+            containers: opt_int(&v[7])?.unwrap_or(0) as u32,
+        }),
+        None => None,
+    };
+    let prev_cpu = match (opt_real(&v[8])?, opt_real(&v[9])?) {
+        (Some(a), Some(b)) => Some((a, b)),
+        _ => None,
+    };
+    let pushed_text = text(&v[12])?;
+    let pushed: [u64; TIERS.len()] =
+        serde_json::from_str(pushed_text).map_err(|e| format!("history_pushed: {e}"))?;
+    let parts = LatestParts {
+        last_report_ms: opt_int(&v[1])?.map(|x| x as u64),
+        latest,
+        prev_cpu,
+        reports_total: int(&v[10])? as u64,
+        agent_dropped_total: int(&v[11])? as u64,
+        pushed,
+        open_buckets: text(&v[13])?.to_string(),
+        snapshot: opt_text(&v[14])?.map(Arc::from),
+    };
+    let row = LatestRow {
+        node_id: &node_id,
+        last_report_ms: parts.last_report_ms.map(|x| x as i64),
+        summary: parts.latest.as_ref(),
+        prev_cpu: parts.prev_cpu,
+        reports_total: parts.reports_total as i64,
+        agent_dropped_total: parts.agent_dropped_total as i64,
+        history_pushed: pushed_text.to_string(),
+        open_buckets: parts.open_buckets.clone(),
+        snapshot: parts.snapshot.as_deref(),
+    };
+    check(&row.crc(), &v[15])?;
+    Ok((node_id, parts))
+}
+
+fn dedupe_crc(node_id: &str, instance: &str, max_seq: i64, used: i64) -> RowCrc {
+    let mut c = RowCrc::default();
+    c.text(node_id).text(instance).int(max_seq).int(used);
+    c
+}
+
+pub fn put_dedupe(
+    conn: &Connection,
+    node_id: &str,
+    instance: &str,
+    max_seq: u64,
+    used: usize,
+) -> rusqlite::Result<()> {
+    let crc = dedupe_crc(node_id, instance, max_seq as i64, used as i64).sum();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dedupe (node_id, instance, max_seq, used, crc) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![node_id, instance, max_seq as i64, used as i64, crc])?;
+    Ok(())
+}
+
+pub fn delete_dedupe(conn: &Connection, node_id: &str, instance: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM dedupe WHERE node_id = ?1 AND instance = ?2")?
+        .execute(params![node_id, instance])?;
+    Ok(())
+}
+
+fn history_crc(node_id: &str, tier: i64, n: i64, p: &Point) -> RowCrc {
+    let mut c = RowCrc::default();
+    c.text(node_id)
+        .int(tier)
+        .int(n)
+        .int(p.t_ms as i64)
+        .opt_real(p.cpu_busy_ratio.map(f64::from))
+        .opt_int(p.memory_used_bytes.map(|v| v as i64))
+        .opt_real(p.temperature_celsius.map(f64::from))
+        .opt_int(p.containers.map(i64::from));
+    c
+}
+
+pub fn put_history(
+    conn: &Connection,
+    node_id: &str,
+    tier: usize,
+    n: u64,
+    p: &Point,
+) -> rusqlite::Result<()> {
+    let crc = history_crc(node_id, tier as i64, n as i64, p).sum();
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO history (node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        node_id,
+        tier as i64,
+        n as i64,
+        p.t_ms as i64,
+        p.cpu_busy_ratio.map(f64::from),
+        p.memory_used_bytes.map(|v| v as i64),
+        p.temperature_celsius.map(f64::from),
+        p.containers.map(i64::from),
+        crc
+    ])?;
+    Ok(())
+}
+
+/// Deletes a tier's points numbered below `first_kept`.
+pub fn trim_history(
+    conn: &Connection,
+    node_id: &str,
+    tier: usize,
+    first_kept: u64,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM history WHERE node_id = ?1 AND tier = ?2 AND n < ?3")?
+        .execute(params![node_id, tier as i64, first_kept as i64])?;
+    Ok(())
+}
+
+fn parse_history(v: &[Value]) -> Result<(String, usize, u64, Point), String> {
+    let node_id = text(&v[0])?.to_string();
+    let tier = int(&v[1])?;
+    let n = int(&v[2])?;
+    let p = Point {
+        t_ms: int(&v[3])? as u64,
+        cpu_busy_ratio: opt_real(&v[4])?.map(|x| x as f32),
+        memory_used_bytes: opt_int(&v[5])?.map(|x| x as u64),
+        temperature_celsius: opt_real(&v[6])?.map(|x| x as f32),
+        containers: opt_int(&v[7])?.map(|x| x as u32),
+    };
+    check(&history_crc(&node_id, tier, n, &p), &v[8])?;
+    if !(0..TIERS.len() as i64).contains(&tier) || n < 0 {
+        return Err(format!("tier {tier}, point {n}"));
+    }
+    Ok((node_id, tier as usize, n as u64, p))
+}
+
+/// Writes a whole entry (salvage and tests).
+pub fn put_entry(conn: &Connection, e: &NodeEntry) -> rusqlite::Result<()> {
+    put_node(conn, &e.record)?;
+    put_latest(conn, e)?;
+    for (i, (inst, max)) in e.seen.iter().enumerate() {
+        put_dedupe(conn, &e.record.node_id, inst, *max, i)?;
+    }
+    for tier in 0..TIERS.len() {
+        for (n, p) in e.history.numbered(tier) {
+            put_history(conn, &e.record.node_id, tier, n, &p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Everything loaded from the file.
+pub struct Loaded {
+    pub state: State,
+    pub loss: Loss,
+}
+
+/// Loads every table into the in-memory state. Strict (`salvage == false`): any
+/// unreadable page, checksum mismatch or inconsistency is an error. Salvage: such rows
+/// are left out and counted in [`Loaded::loss`].
+pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
+    let mut loss = Loss::default();
+    // Collects a row-level problem: fatal when strict, counted when salvaging.
+    let mut bad: HashMap<&'static str, (u64, String)> = HashMap::new();
+    let mut fail = |table: &'static str, problem: String| -> Result<(), RowDamage> {
+        if !salvage {
+            return Err(RowDamage { table, problem });
+        }
+        let slot = bad.entry(table).or_insert((0, problem));
+        slot.0 += 1;
+        Ok(())
+    };
+    let scan_noting = |t: &Table, loss: &mut Loss| -> Result<Vec<Vec<Value>>, RowDamage> {
+        let (rows, err) = scan(conn, t, salvage)?;
+        if let Some(e) = err {
+            let total: Option<i64> = conn
+                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0))
+                .ok();
+            let lost = total.map(|t| (t as u64).saturating_sub(rows.len() as u64));
+            match lost {
+                Some(l) => loss.add(t.name, l, format!("unreadable pages ({e})")),
+                None => loss.add(
+                    t.name,
+                    0,
+                    format!("unreadable pages ({e}); rows on them are lost, their number is unknown"),
+                ),
+            }
+        }
+        Ok(rows)
+    };
+
+    let mut records = HashMap::new();
+    for v in scan_noting(&NODES, &mut loss)? {
+        match parse_node(&v) {
+            Ok(r) => {
+                records.insert(r.node_id.clone(), r);
+            }
+            Err(p) => fail("nodes", p)?,
+        }
+    }
+    let mut revocations = Vec::new();
+    for v in scan_noting(&REVOCATIONS, &mut loss)? {
+        match parse_revocation(&v) {
+            Ok(r) => revocations.push(r),
+            Err(p) => fail("revocations", p)?,
+        }
+    }
+    let mut latest = HashMap::new();
+    for v in scan_noting(&LATEST, &mut loss)? {
+        match parse_latest(&v) {
+            Ok((id, parts)) if records.contains_key(&id) => {
+                latest.insert(id, parts);
+            }
+            Ok((id, _)) => fail("latest", format!("row for node {id}, which has no nodes row"))?,
+            Err(p) => fail("latest", p)?,
+        }
+    }
+    let mut seen: HashMap<String, Vec<(i64, String, u64)>> = HashMap::new();
+    for v in scan_noting(&DEDUPE, &mut loss)? {
+        let parsed = (|| {
+            let (node, inst, max, used) = (text(&v[0])?, text(&v[1])?, int(&v[2])?, int(&v[3])?);
+            check(&dedupe_crc(node, inst, max, used), &v[4])?;
+            Ok::<_, String>((node.to_string(), inst.to_string(), max as u64, used))
+        })();
+        match parsed {
+            Ok((node, _, _, _)) if !records.contains_key(&node) => {
+                fail("dedupe", format!("row for node {node}, which has no nodes row"))?
+            }
+            Ok((node, inst, max, used)) => seen.entry(node).or_default().push((used, inst, max)),
+            Err(p) => fail("dedupe", p)?,
+        }
+    }
+    let mut points: HashMap<String, Vec<Vec<(u64, Point)>>> = HashMap::new();
+    for v in scan_noting(&HISTORY, &mut loss)? {
+        match parse_history(&v) {
+            Ok((node, ..)) if !records.contains_key(&node) => {
+                fail("history", format!("row for node {node}, which has no nodes row"))?
+            }
+            Ok((node, tier, n, p)) => {
+                points
+                    .entry(node)
+                    .or_insert_with(|| vec![Vec::new(); TIERS.len()])[tier]
+                    .push((n, p))
+            }
+            Err(p) => fail("history", p)?,
+        }
+    }
+
+    let mut state = State::default();
+    for (id, record) in records {
+        let mut e = NodeEntry::new(record);
+        if let Some(mut s) = seen.remove(&id) {
+            s.sort();
+            e.seen = s.into_iter().map(|(_, i, m)| (i, m)).collect();
+        }
+        let tiers = points.remove(&id).unwrap_or_default();
+        match latest.remove(&id) {
+            Some(p) => {
+                // A tier's points must be exactly the last ones pushed, in order: a
+                // missing one means a lost row.
+                let mut pushed = p.pushed;
+                let mut kept = Vec::new();
+                for (tier, mut pts) in tiers.into_iter().enumerate() {
+                    pts.sort_by_key(|(n, _)| *n);
+                    let want = p.pushed[tier].min(TIERS[tier].1 as u64);
+                    let first = p.pushed[tier].saturating_sub(want);
+                    let whole = pts.len() as u64 == want
+                        && pts.iter().enumerate().all(|(i, (n, _))| *n == first + i as u64);
+                    if !whole {
+                        fail(
+                            "history",
+                            format!("node {id} tier {tier}: {} points where {want} were kept", pts.len()),
+                        )?;
+                        // Salvage keeps the newest contiguous run, renumbered.
+                        let mut run: Vec<(u64, Point)> = Vec::new();
+                        for (n, pt) in pts.into_iter().rev() {
+                            let next = match run.last() {
+                                None => n < p.pushed[tier],
+                                Some((prev, _)) => n + 1 == *prev,
+                            };
+                            if next && run.len() < TIERS[tier].1 {
+                                run.push((n, pt));
+                            } else if !run.is_empty() {
+                                break;
+                            }
+                        }
+                        run.reverse();
+                        pushed[tier] = run.len() as u64;
+                        kept.push(run.into_iter().map(|(_, pt)| pt).collect());
+                    } else {
+                        kept.push(pts.into_iter().map(|(_, pt)| pt).collect());
+                    }
+                }
+                match History::restore(kept, &p.open_buckets, pushed) {
+                    Ok(h) => e.history = h,
+                    Err(err) => fail("latest", format!("node {id}: history: {err}"))?,
+                }
+                e.last_report_ms = p.last_report_ms;
+                e.latest = p.latest;
+                e.prev_cpu = p.prev_cpu;
+                e.reports_total = p.reports_total;
+                e.agent_dropped_total = p.agent_dropped_total;
+                e.latest_json = p.snapshot;
+            }
+            None => {
+                if tiers.iter().any(|t| !t.is_empty()) || !e.seen.is_empty() {
+                    fail("latest", format!("node {id} has history or dedupe rows but no latest row"))?;
+                }
+            }
+        }
+        state.put_entry(e);
+    }
+    for r in revocations {
+        state.revoked.insert(r.node_id.clone(), r);
+    }
+    for (table, (n, why)) in bad {
+        loss.add(table, n, format!("rows that failed their check, e.g. {why}"));
+    }
+    Ok(Loaded { state, loss })
+}
+
+/// One node's entry as stored (the writer's rollback after a failed commit).
+pub fn load_node(conn: &Connection, node_id: &str) -> Result<Option<NodeEntry>, String> {
+    let node: Option<Vec<Value>> = row_values(conn, &NODES, node_id)?;
+    let Some(node) = node else { return Ok(None) };
+    let record = parse_node(&node)?;
+    let mut e = NodeEntry::new(record);
+    if let Some(v) = row_values(conn, &LATEST, node_id)? {
+        let (_, p) = parse_latest(&v)?;
+        let mut tiers = vec![Vec::new(); TIERS.len()];
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM history WHERE node_id = ?1 ORDER BY tier, n",
+                HISTORY.cols
+            ))
+            .map_err(|e| e.to_string())?;
+        let mut rows = stmt.query(params![node_id]).map_err(|e| e.to_string())?;
+        while let Some(r) = rows.next().map_err(|e| e.to_string())? {
+            let v: Vec<Value> = (0..9)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+            let (_, tier, _, pt) = parse_history(&v)?;
+            tiers[tier].push(pt);
+        }
+        e.history = History::restore(tiers, &p.open_buckets, p.pushed).map_err(|e| e.to_string())?;
+        e.last_report_ms = p.last_report_ms;
+        e.latest = p.latest;
+        e.prev_cpu = p.prev_cpu;
+        e.reports_total = p.reports_total;
+        e.agent_dropped_total = p.agent_dropped_total;
+        e.latest_json = p.snapshot;
+    }
+    let mut stmt = conn
+        .prepare_cached("SELECT instance, max_seq FROM dedupe WHERE node_id = ?1 ORDER BY used")
+        .map_err(|e| e.to_string())?;
+    e.seen = stmt
+        .query_map(params![node_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+        })
+        .and_then(|rows| rows.collect())
+        .map_err(|e| e.to_string())?;
+    Ok(Some(e))
+}
+
+fn row_values(conn: &Connection, t: &Table, node_id: &str) -> Result<Option<Vec<Value>>, String> {
+    let n = t.cols.split(',').count();
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {} FROM {} WHERE node_id = ?1", t.cols, t.name))
+        .map_err(|e| e.to_string())?;
+    let mut rows = stmt.query(params![node_id]).map_err(|e| e.to_string())?;
+    match rows.next().map_err(|e| e.to_string())? {
+        Some(r) => (0..n)
+            .map(|i| r.get::<_, Value>(i))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        None => Ok(None),
+    }
+}
+
+/// Row counts per table (salvage prints them before and after).
+pub fn counts(conn: &Connection) -> Vec<(&'static str, Option<u64>)> {
+    [NODES, REVOCATIONS, LATEST, DEDUPE, HISTORY]
+        .iter()
+        .map(|t| {
+            let n: Option<i64> = conn
+                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0))
+                .ok();
+            (t.name, n.map(|n| n as u64))
+        })
+        .collect()
+}
