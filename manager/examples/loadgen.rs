@@ -11,7 +11,6 @@
 //! Every loop is bounded by a count or a deadline. Snapshots are `src/sim.rs`
 //! (a Pine64-like board with 3 containers, ~3 KiB of JSON, ~1 KiB gzip'd).
 
-
 // Synthetic snapshots: shared with the tests, not part of the library's API.
 #[path = "../src/sim.rs"]
 mod sim;

@@ -142,8 +142,13 @@ fn main() -> std::process::ExitCode {
 }
 
 fn backup(a: BackupArgs) -> Result<()> {
-    let s = store::backup::backup(&a.state_dir, &a.file)
-        .with_context(|| format!("backing up the store of {} to {}", a.state_dir.display(), a.file.display()))?;
+    let s = store::backup::backup(&a.state_dir, &a.file).with_context(|| {
+        format!(
+            "backing up the store of {} to {}",
+            a.state_dir.display(),
+            a.file.display()
+        )
+    })?;
     println!(
         "backed up {} to {}: {} nodes, {} commits, {} bytes (checked)",
         a.state_dir.display(),
@@ -156,8 +161,13 @@ fn backup(a: BackupArgs) -> Result<()> {
 }
 
 fn restore(a: BackupArgs) -> Result<()> {
-    let s = store::backup::restore(&a.state_dir, &a.file)
-        .with_context(|| format!("restoring {} into {}", a.file.display(), a.state_dir.display()))?;
+    let s = store::backup::restore(&a.state_dir, &a.file).with_context(|| {
+        format!(
+            "restoring {} into {}",
+            a.file.display(),
+            a.state_dir.display()
+        )
+    })?;
     println!(
         "restored {} into {}: {} nodes; the previous store is {}/manager.db.before-restore",
         a.file.display(),

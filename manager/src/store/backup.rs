@@ -149,7 +149,10 @@ pub fn restore(state_dir: &Path, file: &Path) -> Result<BackupSummary, StoreErro
     std::fs::copy(file, &tmp).map_err(io_err("copying the backup to", &tmp))?;
     // The restored file's commit number must not be below what the current file's
     // counter says was made: start-up would take that for lost commits.
-    let expected = schema::read_commits_file(state_dir).ok().flatten().unwrap_or(0);
+    let expected = schema::read_commits_file(state_dir)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     let commits = summary.commits.max(expected);
     {
         let conn = Connection::open(&tmp).map_err(sqlite_err(&tmp, "opening"))?;
@@ -203,7 +206,10 @@ impl fmt::Display for SalvageReport {
         )?;
         for (table, before, after) in &self.tables {
             let before = before.map_or("unknown".to_string(), |b| b.to_string());
-            writeln!(f, "  table {table}: {before} rows readable before, {after} kept")?;
+            writeln!(
+                f,
+                "  table {table}: {before} rows readable before, {after} kept"
+            )?;
         }
         for (table, n, why) in &self.loss.tables {
             writeln!(f, "  LOST from {table}: {n} rows: {why}")?;
@@ -228,28 +234,33 @@ pub fn salvage(state_dir: &Path) -> Result<SalvageReport, StoreError> {
     let _lock = lock_dir(state_dir)?;
     schema::refuse_old_format(state_dir)?;
     let db = schema::db_path(state_dir);
-    let expected = schema::read_commits_file(state_dir).ok().flatten().unwrap_or(0);
+    let expected = schema::read_commits_file(state_dir)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     let mut loss = Loss::default();
-    let (state, before, had) = match Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE) {
-        Ok(conn) => {
-            let before = queries::counts(&conn);
-            let had = schema::commits_in_db(&conn, &db).ok();
-            match queries::load_all(&conn, true) {
-                Ok(l) => {
-                    loss = l.loss;
-                    (l.state, before, had)
-                }
-                Err(e) => {
-                    loss.tables.push((e.table.into(), 0, e.problem));
-                    (Default::default(), before, had)
+    let (state, before, had) =
+        match Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+            Ok(conn) => {
+                let before = queries::counts(&conn);
+                let had = schema::commits_in_db(&conn, &db).ok();
+                match queries::load_all(&conn, true) {
+                    Ok(l) => {
+                        loss = l.loss;
+                        (l.state, before, had)
+                    }
+                    Err(e) => {
+                        loss.tables.push((e.table.into(), 0, e.problem));
+                        (Default::default(), before, had)
+                    }
                 }
             }
-        }
-        Err(e) => {
-            loss.tables.push(("(file)".into(), 0, format!("unreadable: {e}")));
-            (Default::default(), Vec::new(), None)
-        }
-    };
+            Err(e) => {
+                loss.tables
+                    .push(("(file)".into(), 0, format!("unreadable: {e}")));
+                (Default::default(), Vec::new(), None)
+            }
+        };
     let tmp = state_dir.join("manager.db.salvage.tmp");
     for p in [
         tmp.clone(),

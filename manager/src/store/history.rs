@@ -384,8 +384,9 @@ mod tests {
             .collect();
         let back = History::restore(points, &h.open_json(), h.pushed()).unwrap();
         assert_eq!(back, h);
-        assert!(History::restore(vec![vec![Point::default(); 31]], &h.open_json(), h.pushed())
-            .is_err());
+        assert!(
+            History::restore(vec![vec![Point::default(); 31]], &h.open_json(), h.pushed()).is_err()
+        );
         assert!(History::restore(Vec::new(), "{", h.pushed()).is_err());
     }
 

@@ -440,7 +440,10 @@ mod tests {
             assert_eq!(ack.accepted, 30);
         }
         let (b, d) = body("j", 0..3);
-        store.report(&other, BodyEncoding::Json, b, d).await.unwrap();
+        store
+            .report(&other, BodyEncoding::Json, b, d)
+            .await
+            .unwrap();
         store.joined(&node_id, "sw1").await.unwrap().unwrap();
         let before = snapshot_of(&store);
         // Drop without shutdown: only the file holds the data.
@@ -448,7 +451,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(300));
         let (store, rep) = Store::open(cfg(tmp.path())).unwrap();
         assert_eq!(rep.nodes, 2);
-        assert_eq!(snapshot_of(&store), before, "the reloaded state is the same");
+        assert_eq!(
+            snapshot_of(&store),
+            before,
+            "the reloaded state is the same"
+        );
         {
             let st = store.read();
             let e = &st.nodes[&node_id];
@@ -471,7 +478,11 @@ mod tests {
         assert!(store.read().revoked.contains_key(&other));
         let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
         let rows: i64 = conn
-            .query_row("SELECT count(*) FROM history WHERE node_id = ?1", [&other], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM history WHERE node_id = ?1",
+                [&other],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(rows, 0, "a removed node's rows are gone");
     }

@@ -284,7 +284,13 @@ pub fn remove_node(conn: &Connection, r: &NodeRecord, now_ms: u64) -> rusqlite::
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE node_id = ?1"))?
             .execute(params![r.node_id])?;
     }
-    put_revocation(conn, &r.node_id, &r.facts.hostname, &r.facts.machine_id, now_ms)
+    put_revocation(
+        conn,
+        &r.node_id,
+        &r.facts.hostname,
+        &r.facts.machine_id,
+        now_ms,
+    )
 }
 
 fn revocation_crc(node_id: &str, hostname: &str, machine_id: &str, at: i64) -> RowCrc {
@@ -308,7 +314,6 @@ pub fn put_revocation(
     Ok(())
 }
 
-
 fn parse_revocation(v: &[Value]) -> Result<Revocation, String> {
     let r = Revocation {
         node_id: text(&v[0])?.into(),
@@ -317,7 +322,12 @@ fn parse_revocation(v: &[Value]) -> Result<Revocation, String> {
         removed_at_ms: int(&v[3])? as u64,
     };
     check(
-        &revocation_crc(&r.node_id, &r.hostname, &r.machine_id, r.removed_at_ms as i64),
+        &revocation_crc(
+            &r.node_id,
+            &r.hostname,
+            &r.machine_id,
+            r.removed_at_ms as i64,
+        ),
         &v[4],
     )?;
     Ok(r)
@@ -591,7 +601,9 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
         let (rows, err) = scan(conn, t, salvage)?;
         if let Some(e) = err {
             let total: Option<i64> = conn
-                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0))
+                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| {
+                    r.get(0)
+                })
                 .ok();
             let lost = total.map(|t| (t as u64).saturating_sub(rows.len() as u64));
             match lost {
@@ -599,7 +611,9 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
                 None => loss.add(
                     t.name,
                     0,
-                    format!("unreadable pages ({e}); rows on them are lost, their number is unknown"),
+                    format!(
+                        "unreadable pages ({e}); rows on them are lost, their number is unknown"
+                    ),
                 ),
             }
         }
@@ -628,7 +642,10 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
             Ok((id, parts)) if records.contains_key(&id) => {
                 latest.insert(id, parts);
             }
-            Ok((id, _)) => fail("latest", format!("row for node {id}, which has no nodes row"))?,
+            Ok((id, _)) => fail(
+                "latest",
+                format!("row for node {id}, which has no nodes row"),
+            )?,
             Err(p) => fail("latest", p)?,
         }
     }
@@ -640,9 +657,10 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
             Ok::<_, String>((node.to_string(), inst.to_string(), max as u64, used))
         })();
         match parsed {
-            Ok((node, _, _, _)) if !records.contains_key(&node) => {
-                fail("dedupe", format!("row for node {node}, which has no nodes row"))?
-            }
+            Ok((node, _, _, _)) if !records.contains_key(&node) => fail(
+                "dedupe",
+                format!("row for node {node}, which has no nodes row"),
+            )?,
             Ok((node, inst, max, used)) => seen.entry(node).or_default().push((used, inst, max)),
             Err(p) => fail("dedupe", p)?,
         }
@@ -650,15 +668,14 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
     let mut points: HashMap<String, Vec<Vec<(u64, Point)>>> = HashMap::new();
     for v in scan_noting(&HISTORY, &mut loss)? {
         match parse_history(&v) {
-            Ok((node, ..)) if !records.contains_key(&node) => {
-                fail("history", format!("row for node {node}, which has no nodes row"))?
-            }
-            Ok((node, tier, n, p)) => {
-                points
-                    .entry(node)
-                    .or_insert_with(|| vec![Vec::new(); TIERS.len()])[tier]
-                    .push((n, p))
-            }
+            Ok((node, ..)) if !records.contains_key(&node) => fail(
+                "history",
+                format!("row for node {node}, which has no nodes row"),
+            )?,
+            Ok((node, tier, n, p)) => points
+                .entry(node)
+                .or_insert_with(|| vec![Vec::new(); TIERS.len()])[tier]
+                .push((n, p)),
             Err(p) => fail("history", p)?,
         }
     }
@@ -682,11 +699,17 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
                     let want = p.pushed[tier].min(TIERS[tier].1 as u64);
                     let first = p.pushed[tier].saturating_sub(want);
                     let whole = pts.len() as u64 == want
-                        && pts.iter().enumerate().all(|(i, (n, _))| *n == first + i as u64);
+                        && pts
+                            .iter()
+                            .enumerate()
+                            .all(|(i, (n, _))| *n == first + i as u64);
                     if !whole {
                         fail(
                             "history",
-                            format!("node {id} tier {tier}: {} points where {want} were kept", pts.len()),
+                            format!(
+                                "node {id} tier {tier}: {} points where {want} were kept",
+                                pts.len()
+                            ),
                         )?;
                         // Salvage keeps the newest contiguous run, renumbered.
                         let mut run: Vec<(u64, Point)> = Vec::new();
@@ -721,7 +744,10 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
             }
             None => {
                 if tiers.iter().any(|t| !t.is_empty()) || !e.seen.is_empty() {
-                    fail("latest", format!("node {id} has history or dedupe rows but no latest row"))?;
+                    fail(
+                        "latest",
+                        format!("node {id} has history or dedupe rows but no latest row"),
+                    )?;
                 }
             }
         }
@@ -731,7 +757,11 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
         state.revoked.insert(r.node_id.clone(), r);
     }
     for (table, (n, why)) in bad {
-        loss.add(table, n, format!("rows that failed their check, e.g. {why}"));
+        loss.add(
+            table,
+            n,
+            format!("rows that failed their check, e.g. {why}"),
+        );
     }
     Ok(Loaded { state, loss })
 }
@@ -760,7 +790,8 @@ pub fn load_node(conn: &Connection, node_id: &str) -> Result<Option<NodeEntry>, 
             let (_, tier, _, pt) = parse_history(&v)?;
             tiers[tier].push(pt);
         }
-        e.history = History::restore(tiers, &p.open_buckets, p.pushed).map_err(|e| e.to_string())?;
+        e.history =
+            History::restore(tiers, &p.open_buckets, p.pushed).map_err(|e| e.to_string())?;
         e.last_report_ms = p.last_report_ms;
         e.latest = p.latest;
         e.prev_cpu = p.prev_cpu;
@@ -783,7 +814,10 @@ pub fn load_node(conn: &Connection, node_id: &str) -> Result<Option<NodeEntry>, 
 fn row_values(conn: &Connection, t: &Table, node_id: &str) -> Result<Option<Vec<Value>>, String> {
     let n = t.cols.split(',').count();
     let mut stmt = conn
-        .prepare_cached(&format!("SELECT {} FROM {} WHERE node_id = ?1", t.cols, t.name))
+        .prepare_cached(&format!(
+            "SELECT {} FROM {} WHERE node_id = ?1",
+            t.cols, t.name
+        ))
         .map_err(|e| e.to_string())?;
     let mut rows = stmt.query(params![node_id]).map_err(|e| e.to_string())?;
     match rows.next().map_err(|e| e.to_string())? {
@@ -802,7 +836,9 @@ pub fn counts(conn: &Connection) -> Vec<(&'static str, Option<u64>)> {
         .iter()
         .map(|t| {
             let n: Option<i64> = conn
-                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| r.get(0))
+                .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| {
+                    r.get(0)
+                })
                 .ok();
             (t.name, n.map(|n| n as u64))
         })

@@ -205,10 +205,9 @@ pub fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         });
     }
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(v as usize) {
-        let tx = conn
-            .transaction()
+        let tx = conn.transaction().map_err(sqlite_err(path, "migrating"))?;
+        tx.execute_batch(sql)
             .map_err(sqlite_err(path, "migrating"))?;
-        tx.execute_batch(sql).map_err(sqlite_err(path, "migrating"))?;
         tx.pragma_update(None, "user_version", from as i64 + 1)
             .map_err(sqlite_err(path, "migrating"))?;
         tx.commit().map_err(sqlite_err(path, "migrating"))?;

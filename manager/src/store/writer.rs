@@ -23,9 +23,7 @@ use super::history::TIERS;
 use super::queries;
 use super::report::DecodedReport;
 use super::schema::CommitsFile;
-use super::state::{
-    JoinedRefusal, NodeRecord, RegisterDecision, ReportOutcome, Revocation, State,
-};
+use super::state::{JoinedRefusal, NodeRecord, RegisterDecision, ReportOutcome, Revocation, State};
 use super::{Registration, StoreError};
 
 /// Most changes committed by one fsync.
@@ -277,7 +275,8 @@ fn write_rows(
         let Some(before) = &t.report else { continue };
         queries::put_latest(conn, e)?;
         for (i, (inst, max)) in e.seen.iter().enumerate() {
-            if before.seen.get(i).map(|(bi, bm)| (bi.as_str(), *bm)) != Some((inst.as_str(), *max)) {
+            if before.seen.get(i).map(|(bi, bm)| (bi.as_str(), *bm)) != Some((inst.as_str(), *max))
+            {
                 queries::put_dedupe(conn, id, inst, *max, i)?;
             }
         }
@@ -286,15 +285,14 @@ fn write_rows(
                 queries::delete_dedupe(conn, id, inst)?;
             }
         }
-        let pushed = e.history.pushed();
-        for tier in 0..TIERS.len() {
-            if pushed[tier] == before.pushed[tier] {
+        for (tier, (&now, &then)) in e.history.pushed().iter().zip(&before.pushed).enumerate() {
+            if now == then {
                 continue;
             }
-            let mut first_kept = pushed[tier];
+            let mut first_kept = now;
             for (n, p) in e.history.numbered(tier) {
                 first_kept = first_kept.min(n);
-                if n >= before.pushed[tier] {
+                if n >= then {
                     queries::put_history(conn, id, tier, n, &p)?;
                 }
             }
@@ -340,10 +338,7 @@ fn new_node_id(st: &State) -> String {
 }
 
 /// Sends `value` on success, the group's error otherwise.
-fn answer<T: Send + 'static>(
-    reply: oneshot::Sender<Result<T, StoreError>>,
-    value: T,
-) -> Reply {
+fn answer<T: Send + 'static>(reply: oneshot::Sender<Result<T, StoreError>>, value: T) -> Reply {
     Box::new(move |e| {
         let _ = reply.send(match e {
             None => Ok(value),

@@ -3,7 +3,6 @@
 //! child-process manager on 127.0.0.1, and HTTPS clients pinned to the test CA.
 #![allow(dead_code)]
 
-
 // Synthetic snapshots (not part of the library's API).
 #[path = "../../src/sim.rs"]
 pub mod sim;
@@ -206,9 +205,7 @@ pub fn gzip(b: &[u8]) -> Vec<u8> {
 
 pub fn batch(hostname: &str, instance: &str, seqs: std::ops::Range<u64>) -> Vec<u8> {
     let snaps = seqs
-        .map(|s| {
-            sim::snapshot(hostname, instance, s, 1_700_000_000_000 + s * 10_000)
-        })
+        .map(|s| sim::snapshot(hostname, instance, s, 1_700_000_000_000 + s * 10_000))
         .collect();
     gzip(
         &serde_json::to_vec(&ReportBatch {
