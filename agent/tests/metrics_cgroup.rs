@@ -23,7 +23,7 @@ fn v1_cgroupfs_driver_containers_parse_to_captured_values() {
         cpu.user_seconds
     );
     assert!(close(cpu.system_seconds, 0.01));
-    assert_eq!((cpu.periods, cpu.throttled_periods), (45, 0));
+    assert_eq!((cpu.periods, cpu.throttled_periods), (Some(45), Some(0)));
     assert_eq!(
         cpu.limit_cpus,
         Some(1.5),
@@ -32,7 +32,7 @@ fn v1_cgroupfs_driver_containers_parse_to_captured_values() {
     let mem = burn.memory.as_ref().expect("memory");
     assert_eq!(mem.usage_bytes, 335_872);
     assert_eq!(mem.limit_bytes, None, "PAGE_COUNTER_MAX means no limit");
-    assert_eq!(mem.rss_bytes, 61_440);
+    assert_eq!(mem.rss_bytes, Some(61_440));
     assert_eq!(
         burn.pids.as_ref().map(|p| (p.current, p.max)),
         Some((1, None))
@@ -46,14 +46,15 @@ fn v1_cgroupfs_driver_containers_parse_to_captured_values() {
     assert_eq!(m.usage_bytes, 210_526_208);
     assert_eq!(m.limit_bytes, Some(536_870_912));
     assert_eq!(
-        m.cache_bytes, 209_715_200,
+        m.cache_bytes,
+        Some(209_715_200),
         "the 200 MiB tmpfs is page cache (shmem)"
     );
     assert_eq!(
         m.working_set_bytes, 210_526_208,
         "no inactive file pages to subtract"
     );
-    assert_eq!(m.oom_kills, 0);
+    assert_eq!(m.oom_kills, Some(0));
 }
 
 #[test]
@@ -85,15 +86,18 @@ fn v2_both_drivers_parse_to_known_values() {
     assert!(close(cpu.usage_seconds, 0.710531));
     assert!(close(cpu.user_seconds, 0.706811));
     assert!(close(cpu.system_seconds, 0.003720));
-    assert_eq!((cpu.periods, cpu.throttled_periods), (120, 33));
-    assert!(close(cpu.throttled_seconds, 1.65));
+    assert_eq!((cpu.periods, cpu.throttled_periods), (Some(120), Some(33)));
+    assert!(close(cpu.throttled_seconds.unwrap(), 1.65));
     assert_eq!(cpu.limit_cpus, Some(1.5));
     let mem = scope.memory.as_ref().unwrap();
     assert_eq!(mem.usage_bytes, 71_303_168);
     assert_eq!(mem.working_set_bytes, 71_303_168 - 12_582_912);
-    assert_eq!((mem.rss_bytes, mem.cache_bytes), (52_428_800, 16_777_216));
+    assert_eq!(
+        (mem.rss_bytes, mem.cache_bytes),
+        (Some(52_428_800), Some(16_777_216))
+    );
     assert_eq!(mem.limit_bytes, Some(536_870_912));
-    assert_eq!(mem.oom_kills, 1);
+    assert_eq!(mem.oom_kills, Some(1));
     let io = scope.io.as_ref().unwrap();
     assert_eq!(
         (io.read_bytes, io.written_bytes, io.reads, io.writes),

@@ -34,10 +34,11 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
         memory: Some(ContainerMemory {
             usage_bytes: 40 << 20,
             working_set_bytes: 30 << 20,
-            rss_bytes: 25 << 20,
-            cache_bytes: 10 << 20,
+            rss_bytes: Some(25 << 20),
+            cache_bytes: Some(10 << 20),
             limit_bytes: Some(256 << 20),
-            oom_kills: 0,
+            oom_kills: Some(0),
+            ..Default::default()
         }),
         io: Some(ContainerIo {
             read_bytes: 4096 * seq,
@@ -50,6 +51,7 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
             max: Some(100),
         }),
         network: vec![],
+        ..Default::default()
     };
     Snapshot {
         instance: instance.into(),
@@ -71,6 +73,7 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
                 cached_bytes: 400 << 20,
                 swap_total_bytes: 0,
                 swap_free_bytes: 0,
+                ..Default::default()
             }),
             disks: vec![DiskIo {
                 device: "mmcblk0".into(),
@@ -79,6 +82,7 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
                 writes: seq * 5,
                 written_bytes: seq * 40960,
                 io_time_seconds: t * 0.01,
+                ..Default::default()
             }],
             filesystems: vec![Filesystem {
                 device: "/dev/mmcblk0p2".into(),
@@ -89,6 +93,7 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
                 avail_bytes: 19 << 30,
                 files: 1_900_000,
                 files_free: 1_800_000,
+                ..Default::default()
             }],
             network: vec![NetDev {
                 interface: "eth0".into(),
@@ -119,6 +124,7 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
                 .map(|cpu| CpuFrequency {
                     cpu,
                     hertz: 1_152_000_000,
+                    ..Default::default()
                 })
                 .collect(),
             cgroup_version: Some(2),
@@ -126,5 +132,6 @@ pub fn snapshot(hostname: &str, instance: &str, seq: u64, collected_at_ms: u64) 
             ..Default::default()
         },
         warnings: vec![],
+        ..Default::default()
     }
 }

@@ -21,6 +21,36 @@ pub struct Snapshot {
     /// What could not be read this cycle, once per cause (e.g. "memory cgroup disabled").
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How each collector of this cycle went (duration, success, last success).
+    #[serde(default)]
+    pub collectors: Vec<CollectorRun>,
+    /// Pending package updates, from the image's update timer; `None` when it never ran.
+    #[serde(default)]
+    pub updates: Option<PendingUpdates>,
+}
+
+/// One collector (metric family source) in one cycle, like node_exporter's
+/// `node_scrape_collector_duration_seconds` / `_success`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectorRun {
+    /// `cpu`, `memory`, `disk`, `containers`, ...
+    pub collector: String,
+    pub duration_seconds: f64,
+    /// False when a source the collector found could not be read or parsed.
+    pub success: bool,
+    /// Last cycle (seconds since the Unix epoch) in which it succeeded, if any since start.
+    pub last_success_seconds: Option<f64>,
+}
+
+/// `/var/lib/armada/pending-updates`: one `package version` per line.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingUpdates {
+    /// Lines of the file, in file order (capped; `count` is the full number).
+    #[serde(default)]
+    pub packages: Vec<(String, String)>,
+    pub count: u64,
+    /// When the timer last wrote the file (its mtime), seconds since the Unix epoch.
+    pub checked_at_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -53,6 +83,38 @@ pub struct Memory {
     pub cached_bytes: u64,
     pub swap_total_bytes: u64,
     pub swap_free_bytes: u64,
+    /// The rest of `/proc/meminfo` that matters on a small board; each is absent when
+    /// the kernel's meminfo has no such line.
+    #[serde(default)]
+    pub swap_cached_bytes: Option<u64>,
+    #[serde(default)]
+    pub active_bytes: Option<u64>,
+    #[serde(default)]
+    pub inactive_bytes: Option<u64>,
+    #[serde(default)]
+    pub dirty_bytes: Option<u64>,
+    #[serde(default)]
+    pub writeback_bytes: Option<u64>,
+    #[serde(default)]
+    pub anon_bytes: Option<u64>,
+    #[serde(default)]
+    pub mapped_bytes: Option<u64>,
+    #[serde(default)]
+    pub shmem_bytes: Option<u64>,
+    #[serde(default)]
+    pub slab_bytes: Option<u64>,
+    #[serde(default)]
+    pub slab_reclaimable_bytes: Option<u64>,
+    #[serde(default)]
+    pub slab_unreclaimable_bytes: Option<u64>,
+    #[serde(default)]
+    pub kernel_stack_bytes: Option<u64>,
+    #[serde(default)]
+    pub page_tables_bytes: Option<u64>,
+    #[serde(default)]
+    pub commit_limit_bytes: Option<u64>,
+    #[serde(default)]
+    pub committed_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +139,17 @@ pub struct DiskIo {
     pub writes: u64,
     pub written_bytes: u64,
     pub io_time_seconds: f64,
+    /// Time spent by reads and by writes (their sum over completed requests): divided by
+    /// `reads`/`writes` it is the mean latency.
+    #[serde(default)]
+    pub read_time_seconds: Option<f64>,
+    #[serde(default)]
+    pub write_time_seconds: Option<f64>,
+    /// Busy time weighted by the number of requests in flight (queue depth x time).
+    #[serde(default)]
+    pub io_time_weighted_seconds: Option<f64>,
+    #[serde(default)]
+    pub io_in_progress: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +162,42 @@ pub struct Filesystem {
     pub avail_bytes: u64,
     pub files: u64,
     pub files_free: u64,
+    /// Mounted read-only now (`ST_RDONLY`): ext4 remounts itself read-only on errors,
+    /// which on an SD card is the first sign it is failing.
+    #[serde(default)]
+    pub readonly: Option<bool>,
+}
+
+/// Link state of a host interface, from `/sys/class/net/<interface>`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkState {
+    pub interface: String,
+    /// RFC 2863 operstate: `up`, `down`, `dormant`, `unknown`, ...
+    pub operstate: String,
+    /// Physical link present; absent while the interface is administratively down.
+    pub carrier: Option<bool>,
+    /// Link speed in bytes per second (sysfs says Mbit/s); absent when unknown.
+    pub speed_bytes: Option<u64>,
+    pub mtu_bytes: Option<u64>,
+}
+
+/// The kernel clock discipline (`adjtimex`), and steps the agent saw.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClockState {
+    /// Synchronised: the kernel's STA_UNSYNC is clear (an NTP client disciplines it).
+    pub synced: bool,
+    /// Remaining offset being slewed away.
+    pub offset_seconds: f64,
+    pub max_error_seconds: f64,
+    pub estimated_error_seconds: f64,
+    /// Frequency correction, as a ratio (ppm / 1e6).
+    pub frequency_adjustment_ratio: f64,
+    /// The raw `status` bits of `struct timex`.
+    pub status: i64,
+    /// Clock steps (wall clock moved against the boot-time clock by more than 0.5 s
+    /// between two cycles) seen since the agent started, and the last one's size.
+    pub steps_total: u64,
+    pub last_step_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -119,6 +228,11 @@ pub struct HostMetrics {
     pub filesystems: Vec<Filesystem>,
     #[serde(default)]
     pub network: Vec<NetDev>,
+    /// Link state of the interfaces in `network` (but `lo`).
+    #[serde(default)]
+    pub links: Vec<LinkState>,
+    #[serde(default)]
+    pub clock: Option<ClockState>,
     pub uptime_seconds: Option<f64>,
     pub boot_time_seconds: Option<u64>,
     pub processes: Option<u64>,
@@ -135,9 +249,11 @@ pub struct ContainerCpu {
     pub usage_seconds: f64,
     pub user_seconds: f64,
     pub system_seconds: f64,
-    pub periods: u64,
-    pub throttled_periods: u64,
-    pub throttled_seconds: f64,
+    /// CFS bandwidth counters: absent when the kernel (or the cgroup's cpu controller)
+    /// has none, never a zero that looks like "never throttled".
+    pub periods: Option<u64>,
+    pub throttled_periods: Option<u64>,
+    pub throttled_seconds: Option<f64>,
     /// CPUs allowed by quota/period, when limited.
     pub limit_cpus: Option<f64>,
 }
@@ -146,12 +262,16 @@ pub struct ContainerCpu {
 pub struct ContainerMemory {
     pub usage_bytes: u64,
     pub working_set_bytes: u64,
-    /// rss on cgroup v1, anon on v2.
-    pub rss_bytes: u64,
+    /// rss on cgroup v1, anon on v2; absent when memory.stat lacks the line.
+    pub rss_bytes: Option<u64>,
     /// cache on cgroup v1, file on v2.
-    pub cache_bytes: u64,
+    pub cache_bytes: Option<u64>,
+    /// Swap used (v1 `swap` of memory.stat, v2 `memory.swap.current`).
+    #[serde(default)]
+    pub swap_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
-    pub oom_kills: u64,
+    /// Absent on kernels older than 4.13 (no `oom_kill` in oom_control/memory.events).
+    pub oom_kills: Option<u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -182,6 +302,10 @@ pub struct ContainerMetrics {
     pub pids: Option<ContainerPids>,
     #[serde(default)]
     pub network: Vec<NetDev>,
+    /// cgroup v2 `cpu.pressure`, `memory.pressure`, `io.pressure`; empty on v1 or
+    /// without PSI.
+    #[serde(default)]
+    pub pressure: Vec<Pressure>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -223,6 +347,22 @@ pub struct Throttled {
 pub struct CpuFrequency {
     pub cpu: u32,
     pub hertz: u64,
+    /// `cpuinfo_max_freq`: the hardware's top speed.
+    #[serde(default)]
+    pub max_hertz: Option<u64>,
+    /// `scaling_max_freq`: the cap in force now (lowered by thermal or firmware limits).
+    #[serde(default)]
+    pub scaling_max_hertz: Option<u64>,
+}
+
+/// A thermal cooling device (fan, CPU frequency cap): `/sys/class/thermal/cooling_deviceN`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CoolingDevice {
+    pub device: String,
+    /// Its `type`, e.g. `cpufreq-cpu0`, `pwm-fan`.
+    pub kind: String,
+    pub cur_state: u64,
+    pub max_state: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -244,6 +384,8 @@ pub struct BoardHealth {
     /// ext4 `lifetime_write_kbytes` per device, in bytes: SD card wear.
     #[serde(default)]
     pub ext4_lifetime_written: Vec<(String, u64)>,
+    #[serde(default)]
+    pub cooling: Vec<CoolingDevice>,
 }
 
 impl Snapshot {

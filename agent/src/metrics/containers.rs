@@ -139,6 +139,7 @@ impl Containers {
                 io: usage.io,
                 pids: usage.pids,
                 network: Vec::new(),
+                pressure: usage.pressure,
             };
             if !k.host_network {
                 read_network(

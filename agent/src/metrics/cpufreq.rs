@@ -1,5 +1,8 @@
-//! Current CPU frequency per core: `/sys/devices/system/cpu/cpuN/cpufreq/scaling_cur_freq`
-//! (kHz). Absent on VMs and on kernels without a cpufreq driver.
+//! CPU frequency per core: `/sys/devices/system/cpu/cpuN/cpufreq/scaling_cur_freq` (kHz),
+//! with the hardware maximum (`cpuinfo_max_freq`) and the cap in force
+//! (`scaling_max_freq`): on a Pi with the mainline kernel, where the firmware's
+//! "frequency capped" bit cannot be read, a cap below the maximum shows it. Absent on
+//! VMs and on kernels without a cpufreq driver.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -37,11 +40,21 @@ pub fn read(
     let mut intact = true;
     for (cpu, dir) in cpus {
         match file.read_in(dir, "scaling_cur_freq") {
-            Ok(bytes) => match parse_u64(trim(bytes)) {
-                Some(khz) => out.push(CpuFrequency {
-                    cpu: *cpu,
-                    hertz: khz * 1000,
-                }),
+            Ok(bytes) => match parse_u64(trim(bytes)).and_then(khz_to_hertz) {
+                Some(hertz) => {
+                    let mut khz = |name: &str| {
+                        file.read_u64(dir, name)
+                            .ok()
+                            .flatten()
+                            .and_then(khz_to_hertz)
+                    };
+                    out.push(CpuFrequency {
+                        cpu: *cpu,
+                        hertz,
+                        max_hertz: khz("cpuinfo_max_freq"),
+                        scaling_max_hertz: khz("scaling_max_freq"),
+                    })
+                }
                 None => warn(ReadError::parse(file.last_path(), "expected kHz")),
             },
             Err(e) if e.is_missing() => intact = false,
@@ -49,4 +62,8 @@ pub fn read(
         }
     }
     intact
+}
+
+fn khz_to_hertz(khz: u64) -> Option<u64> {
+    khz.checked_mul(1000)
 }

@@ -1,5 +1,5 @@
-//! Block device IO from `/proc/diskstats`: reads, writes, bytes and busy time per whole
-//! device. The SD card's (`mmcblk0`) written bytes are its wear indicator. Partitions,
+//! Block device IO from `/proc/diskstats`: reads, writes, bytes, busy time and the time
+//! reads and writes took (latency = time / count) per whole device. The SD card's (`mmcblk0`) written bytes are its wear indicator. Partitions,
 //! loop and ram devices are left out: their IO is already counted on the whole device
 //! or is not disk IO at all.
 
@@ -26,18 +26,37 @@ pub fn parse(text_in: &[u8], out: &mut Vec<DiskIo>) {
         if !is_whole_disk(name) {
             continue;
         }
-        let mut v = [0u64; 10];
+        // reads merged sectors ms | writes merged sectors ms | in-flight io_ms weighted_ms
+        // (then discards and flushes on newer kernels). Every kernel since 2.6 has the
+        // first 11; a shorter or unparsable line is left out rather than zero-filled.
+        let mut v = [0u64; 11];
+        let mut n = 0;
         for (slot, field) in v.iter_mut().zip(&mut f) {
-            *slot = parse_u64(field).unwrap_or(0);
+            let Some(x) = parse_u64(field) else { break };
+            *slot = x;
+            n += 1;
         }
-        // reads merged sectors ms | writes merged sectors ms | in-flight io_ms
+        if n < v.len() {
+            continue;
+        }
+        let (Some(read_bytes), Some(written_bytes)) = (
+            v[2].checked_mul(SECTOR_BYTES),
+            v[6].checked_mul(SECTOR_BYTES),
+        ) else {
+            continue;
+        };
+        let ms = |x: u64| x as f64 / 1000.0;
         out.push(DiskIo {
             device: text(name),
             reads: v[0],
-            read_bytes: v[2] * SECTOR_BYTES,
+            read_bytes,
             writes: v[4],
-            written_bytes: v[6] * SECTOR_BYTES,
-            io_time_seconds: v[9] as f64 / 1000.0,
+            written_bytes,
+            io_time_seconds: ms(v[9]),
+            read_time_seconds: Some(ms(v[3])),
+            write_time_seconds: Some(ms(v[7])),
+            io_time_weighted_seconds: Some(ms(v[10])),
+            io_in_progress: Some(v[8]),
         });
     }
 }
@@ -107,5 +126,16 @@ mod tests {
         assert_eq!(out[0].written_bytes, 160000 * 512);
         assert_eq!(out[0].writes, 2000);
         assert_eq!(out[0].io_time_seconds, 12.345);
+        assert_eq!(out[0].read_time_seconds, Some(3.0));
+        assert_eq!(out[0].write_time_seconds, Some(9.0));
+        assert_eq!(out[0].io_time_weighted_seconds, Some(20.0));
+        assert_eq!(out[0].io_in_progress, Some(0));
+    }
+
+    #[test]
+    fn short_or_garbled_lines_are_left_out_not_zero_filled() {
+        let mut out = Vec::new();
+        parse(b" 179 0 mmcblk0 4000 100 80000\n 8 0 sda 1 2 x 4 5 6 7 8 9 10 11\n 8 16 sdb 1 0 36028797018963968 0 0 0 0 0 0 0 0\n", &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 }

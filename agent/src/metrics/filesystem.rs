@@ -1,5 +1,5 @@
-//! Size and free space of real mounted filesystems (from the mount table and
-//! `statvfs`), and ext4's lifetime written bytes per device (SD card wear).
+//! Size, free space and read-only state of real mounted filesystems (from the mount
+//! table and `statvfs`), and ext4's lifetime written bytes per device (SD card wear).
 //!
 //! "Real" means disk-backed: pseudo filesystems (proc, sysfs, cgroup, tmpfs, overlay)
 //! and network filesystems (whose `statvfs` can hang on a dead server) are left out,
@@ -85,15 +85,26 @@ pub fn collect(
             continue;
         };
         let unit = st.fragment_size();
+        // Block counts times the fragment size can overflow only on a lying filesystem
+        // (FUSE): such a mount is left out rather than wrapped.
+        let bytes = |blocks: u64| blocks.checked_mul(unit);
+        let (Some(size_bytes), Some(free_bytes), Some(avail_bytes)) = (
+            bytes(st.blocks()),
+            bytes(st.blocks_free()),
+            bytes(st.blocks_available()),
+        ) else {
+            continue;
+        };
         out.push(Filesystem {
             device: m.device.clone(),
             mountpoint: m.mountpoint.clone(),
             fstype: m.fstype.clone(),
-            size_bytes: st.blocks() * unit,
-            free_bytes: st.blocks_free() * unit,
-            avail_bytes: st.blocks_available() * unit,
+            size_bytes,
+            free_bytes,
+            avail_bytes,
             files: st.files(),
             files_free: st.files_free(),
+            readonly: Some(st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
         });
     }
     Ok(())
@@ -165,7 +176,9 @@ pub fn ext4_devices(root: &Path) -> Vec<(String, PathBuf)> {
 pub fn ext4_lifetime_written(dir: &Path, file: &mut PseudoFile) -> Result<u64, ReadError> {
     let bytes = file.read_in(dir, "lifetime_write_kbytes")?;
     match parse_u64(trim(bytes)) {
-        Some(kb) => Ok(kb * 1024),
+        Some(kb) => kb
+            .checked_mul(1024)
+            .ok_or_else(|| ReadError::parse(file.last_path(), "kilobytes overflow bytes")),
         None => Err(ReadError::parse(file.last_path(), "expected kilobytes")),
     }
 }

@@ -10,18 +10,26 @@
 //! Layout (one module per family):
 //! - `pseudofile`: reused read buffer and hand-written number parsing.
 //! - `cpu` (`/proc/stat`), `load` (loadavg, uptime), `memory` (meminfo, vmstat),
-//!   `processes`, `pressure` (PSI), `disk` (diskstats), `filesystem` (mounts, statvfs,
-//!   ext4 lifetime writes), `network` (`net/dev`).
-//! - `cgroup/` (version detection, discovery, v1, v2) and `containers` (Docker names).
-//! - `thermal`, `hwmon`, `cpufreq`, `rpi` (firmware throttled bits via `/dev/vcio`).
+//!   `processes`, `pressure` (PSI), `disk` (diskstats, latency), `filesystem` (mounts,
+//!   statvfs, read-only state, ext4 lifetime writes), `network` (`net/dev`), `link`
+//!   (operstate, carrier, speed), `timex` (kernel clock state, clock steps).
+//! - `cgroup/` (version detection, discovery, v1, v2, per-container PSI) and
+//!   `containers` (Docker names).
+//! - `thermal`, `cooling`, `hwmon`, `cpufreq`, `rpi` (firmware throttled bits via
+//!   `/dev/vcio`; absent on the mainline kernel, see agent/METRICS.md).
+//! - `updates`: pending package updates listed by the image's update timer.
+//!
+//! Every collector's duration and success is in the snapshot (`collectors`).
 
 pub mod cgroup;
 pub mod containers;
+pub mod cooling;
 pub mod cpu;
 pub mod cpufreq;
 pub mod disk;
 pub mod filesystem;
 pub mod hwmon;
+pub mod link;
 pub mod load;
 pub mod memory;
 pub mod network;
@@ -30,15 +38,17 @@ pub mod processes;
 pub mod pseudofile;
 pub mod rpi;
 pub mod thermal;
+pub mod timex;
+pub mod updates;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use protocol::snapshot::{BoardHealth, HostMetrics, Snapshot};
+use protocol::snapshot::{BoardHealth, CollectorRun, HostMetrics, Snapshot};
 
 use pseudofile::{PseudoFile, ReadError};
 
@@ -50,10 +60,13 @@ pub const MEMORY_CGROUP_DISABLED: &str = "memory cgroup controller is disabled (
 struct Warnings {
     logged: HashSet<String>,
     cycle: Vec<String>,
+    /// Notes taken since start: a collector that added none succeeded.
+    noted: u64,
 }
 
 impl Warnings {
     fn note(&mut self, cause: String) {
+        self.noted = self.noted.wrapping_add(1);
         if !self.logged.contains(&cause) {
             tracing::warn!("{cause}");
             self.logged.insert(cause.clone());
@@ -68,10 +81,50 @@ impl Warnings {
     }
 }
 
+/// Each collector's duration and success in the current cycle, and when each last
+/// succeeded (node_exporter's `node_scrape_collector_*`).
+#[derive(Default)]
+struct Runs {
+    cycle: Vec<CollectorRun>,
+    last_success: HashMap<&'static str, f64>,
+    /// This cycle's wall-clock time, seconds since the epoch.
+    now: f64,
+}
+
+/// When a collector started, and the warnings noted until then.
+#[derive(Clone, Copy)]
+struct Started {
+    at: Instant,
+    noted: u64,
+}
+
+impl Runs {
+    fn begin(w: &Warnings) -> Started {
+        Started {
+            at: Instant::now(),
+            noted: w.noted,
+        }
+    }
+
+    fn end(&mut self, name: &'static str, started: Started, w: &Warnings) {
+        let success = w.noted == started.noted;
+        if success {
+            self.last_success.insert(name, self.now);
+        }
+        self.cycle.push(CollectorRun {
+            collector: name.to_string(),
+            duration_seconds: started.at.elapsed().as_secs_f64(),
+            success,
+            last_success_seconds: self.last_success.get(name).copied(),
+        });
+    }
+}
+
 /// Sources found once and kept: a vanished entry triggers a new search.
 #[derive(Default)]
 struct Discovered {
     thermal: Option<Vec<thermal::Zone>>,
+    cooling: Option<Vec<cooling::Device>>,
     hwmon: Option<Vec<hwmon::Sensor>>,
     cpufreq: Option<Vec<(u32, PathBuf)>>,
     ext4: Option<Vec<(String, PathBuf)>>,
@@ -86,7 +139,9 @@ pub struct Collector {
     file: PseudoFile,
     ticks_per_second: f64,
     warnings: Warnings,
+    runs: Runs,
     found: Discovered,
+    steps: timex::StepWatch,
     containers: containers::Containers,
 }
 
@@ -100,7 +155,9 @@ impl Collector {
             file: PseudoFile::new(),
             ticks_per_second: if tck > 0 { tck as f64 } else { 100.0 },
             warnings: Warnings::default(),
+            runs: Runs::default(),
             found: Discovered::default(),
+            steps: timex::StepWatch::default(),
             containers: containers::Containers::new(docker),
         }
     }
@@ -113,15 +170,16 @@ impl Collector {
 
     /// One snapshot. Never fails: what cannot be read is absent and named in `warnings`.
     pub async fn collect(&mut self, instance: &str, seq: u64) -> Snapshot {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         let mut snap = Snapshot {
             instance: instance.to_string(),
             seq,
-            collected_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            collected_at_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
             ..Default::default()
         };
+        self.runs.now = now.as_secs_f64();
         let root = self.root.clone();
         snap.hostname = match self.file.read_string(&root, "proc/sys/kernel/hostname") {
             Ok(h) => h,
@@ -133,6 +191,7 @@ impl Collector {
         self.collect_host(&root, &mut snap.host);
         self.collect_health(&root, &mut snap.health);
         if let Some(Ok(layout)) = &self.found.cgroup {
+            let started = Runs::begin(&self.warnings);
             let warnings = &mut self.warnings;
             let mut warn = |cause: String| warnings.note(cause);
             self.containers
@@ -145,14 +204,24 @@ impl Collector {
                     &mut snap.containers,
                 )
                 .await;
+            self.runs.end("containers", started, &self.warnings);
         }
+        let started = Runs::begin(&self.warnings);
+        snap.updates = updates::collect(&root, &mut self.file)
+            .map_err(|e| self.warnings.error(e))
+            .ok()
+            .flatten();
+        self.runs.end("updates", started, &self.warnings);
         self.file.end_cycle();
         snap.warnings = std::mem::take(&mut self.warnings.cycle);
+        snap.collectors = std::mem::take(&mut self.runs.cycle);
         snap
     }
 
     fn collect_host(&mut self, root: &Path, host: &mut HostMetrics) {
-        let (file, w) = (&mut self.file, &mut self.warnings);
+        let (file, w, runs) = (&mut self.file, &mut self.warnings, &mut self.runs);
+
+        let t = Runs::begin(w);
         match cpu::collect(root, file, self.ticks_per_second, &mut host.cpu) {
             Ok(k) => {
                 host.boot_time_seconds = k.boot_time_seconds;
@@ -163,6 +232,9 @@ impl Collector {
             }
             Err(e) => w.error(e),
         }
+        runs.end("cpu", t, w);
+
+        let t = Runs::begin(w);
         match load::collect(root, file) {
             Ok(l) => {
                 host.load = Some(l.average);
@@ -173,49 +245,116 @@ impl Collector {
         host.uptime_seconds = load::collect_uptime(root, file)
             .map_err(|e| w.error(e))
             .ok();
+        runs.end("loadavg", t, w);
+
+        let t = Runs::begin(w);
         host.memory = memory::collect(root, file).map_err(|e| w.error(e)).ok();
+        runs.end("meminfo", t, w);
+
+        let t = Runs::begin(w);
         host.oom_kills_total = memory::collect_oom_kills(root, file)
             .map_err(|e| w.error(e))
             .ok()
             .flatten();
+        runs.end("vmstat", t, w);
+
+        let t = Runs::begin(w);
         host.processes = processes::count(root).map_err(|e| w.error(e)).ok();
+        runs.end("processes", t, w);
+
+        let t = Runs::begin(w);
         if let Err(e) = pressure::collect(root, file, &mut host.pressure) {
             w.error(e);
         }
+        runs.end("pressure", t, w);
+
+        let t = Runs::begin(w);
         if let Err(e) = disk::collect(root, file, &mut host.disks) {
             w.error(e);
         }
+        runs.end("diskstats", t, w);
+
+        let t = Runs::begin(w);
         if let Err(e) =
             filesystem::collect(root, file, &mut self.found.mounts, &mut host.filesystems)
         {
             w.error(e);
         }
+        runs.end("filesystem", t, w);
+
+        let t = Runs::begin(w);
         if let Err(e) = network::collect(root, file, &mut host.network) {
             w.error(e);
         }
+        runs.end("netdev", t, w);
+
+        let t = Runs::begin(w);
+        link::collect(root, file, &host.network, &mut host.links, &mut |e| {
+            w.error(e)
+        });
+        runs.end("netclass", t, w);
+
+        // The kernel clock is the machine's own, whatever the root: fixture trees get
+        // none, so that their output stays the same on every machine.
+        let t = Runs::begin(w);
+        host.clock = if root == Path::new("/") {
+            let steps = timex::wall_minus_boot()
+                .map(|d| self.steps.observe(d))
+                .unwrap_or_default();
+            match timex::read() {
+                Some(t) => Some(timex::decode(t, steps)),
+                None => {
+                    w.note("reading the kernel clock with adjtimex failed".to_string());
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        runs.end("timex", t, w);
     }
 
     fn collect_health(&mut self, root: &Path, health: &mut BoardHealth) {
-        let (file, w, found) = (&mut self.file, &mut self.warnings, &mut self.found);
-        let mut warn = |e: ReadError| w.error(e);
+        let (file, w, found, runs) = (
+            &mut self.file,
+            &mut self.warnings,
+            &mut self.found,
+            &mut self.runs,
+        );
 
+        let t = Runs::begin(w);
         let zones = found
             .thermal
             .get_or_insert_with(|| thermal::discover(root, file));
-        if !thermal::read(zones, file, &mut health.thermal, &mut warn) {
+        if !thermal::read(zones, file, &mut health.thermal, &mut |e| w.error(e)) {
             found.thermal = None;
         }
+        let devices = found
+            .cooling
+            .get_or_insert_with(|| cooling::discover(root, file));
+        if !cooling::read(devices, file, &mut health.cooling, &mut |e| w.error(e)) {
+            found.cooling = None;
+        }
+        runs.end("thermal_zone", t, w);
+
+        let t = Runs::begin(w);
         let sensors = found
             .hwmon
             .get_or_insert_with(|| hwmon::discover(root, file));
-        if !hwmon::read(sensors, file, &mut health.hwmon, &mut warn) {
+        if !hwmon::read(sensors, file, &mut health.hwmon, &mut |e| w.error(e)) {
             found.hwmon = None;
         }
         health.under_voltage = hwmon::rpi_under_voltage(&health.hwmon);
+        runs.end("hwmon", t, w);
+
+        let t = Runs::begin(w);
         let cpus = found.cpufreq.get_or_insert_with(|| cpufreq::discover(root));
-        if !cpufreq::read(cpus, file, &mut health.cpu_frequency, &mut warn) {
+        if !cpufreq::read(cpus, file, &mut health.cpu_frequency, &mut |e| w.error(e)) {
             found.cpufreq = None;
         }
+        runs.end("cpufreq", t, w);
+
+        let t = Runs::begin(w);
         let ext4 = found
             .ext4
             .get_or_insert_with(|| filesystem::ext4_devices(root));
@@ -223,16 +362,19 @@ impl Collector {
         for (dev, dir) in ext4.iter() {
             match filesystem::ext4_lifetime_written(dir, file) {
                 Ok(b) => health.ext4_lifetime_written.push((dev.clone(), b)),
-                Err(e) => warn(e),
+                Err(e) => w.error(e),
             }
         }
+        runs.end("ext4", t, w);
+
+        let t = Runs::begin(w);
         let vcio = found
             .vcio
             .get_or_insert_with(|| match rpi::Vcio::open(root) {
                 None => None,
                 Some(Ok(v)) => Some(v),
                 Some(Err(e)) => {
-                    warn(ReadError::Io {
+                    w.error(ReadError::Io {
                         path: root.join("dev/vcio"),
                         source: e,
                     });
@@ -247,19 +389,27 @@ impl Collector {
                 )),
             }
         }
+        runs.end("rpi", t, w);
 
+        let t = Runs::begin(w);
         let layout = found
             .cgroup
             .get_or_insert_with(|| cgroup::detect(root, file).map_err(|e| e.to_string()));
-        match layout {
+        let memory_disabled = match layout {
             Ok(l) => {
                 health.cgroup_version = Some(l.version.number());
                 health.memory_cgroup_enabled = Some(l.memory_enabled);
-                if !l.memory_enabled {
-                    w.note(MEMORY_CGROUP_DISABLED.to_string());
-                }
+                !l.memory_enabled
             }
-            Err(e) => w.note(e.clone()),
+            Err(e) => {
+                w.note(e.clone());
+                false
+            }
+        };
+        runs.end("cgroup", t, w);
+        // A kernel setting, not a failed read: told once per cycle, outside the timing.
+        if memory_disabled {
+            w.note(MEMORY_CGROUP_DISABLED.to_string());
         }
     }
 }

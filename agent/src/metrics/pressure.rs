@@ -25,10 +25,8 @@ pub fn collect(
                     out.push(p);
                 }
             }
-            Err(e) if e.is_missing() => {}
             // PSI compiled in but disabled (psi=0) answers EOPNOTSUPP: absent, not a fault.
-            Err(super::pseudofile::ReadError::Io { ref source, .. })
-                if source.raw_os_error() == Some(libc::EOPNOTSUPP) => {}
+            Err(e) if e.is_missing() || e.is_unsupported() => {}
             Err(e) => return Err(e),
         }
     }

@@ -28,6 +28,12 @@ impl ReadError {
         matches!(self, ReadError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
     }
 
+    /// True when the kernel has the file but the feature is off (PSI with `psi=0`
+    /// answers EOPNOTSUPP).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, ReadError::Io { source, .. } if source.raw_os_error() == Some(libc::EOPNOTSUPP))
+    }
+
     pub fn parse(path: &Path, what: &'static str) -> Self {
         ReadError::Parse {
             path: path.to_path_buf(),

@@ -14,7 +14,7 @@ pub mod v2;
 
 use std::path::{Path, PathBuf};
 
-use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
+use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids, Pressure};
 
 use super::pseudofile::{lines, parse_u64, trim, PseudoFile, ReadError};
 
@@ -73,6 +73,8 @@ pub struct Usage {
     pub memory: Option<ContainerMemory>,
     pub io: Option<ContainerIo>,
     pub pids: Option<ContainerPids>,
+    /// cgroup v2 PSI (`cpu.pressure`, `memory.pressure`, `io.pressure`); empty on v1.
+    pub pressure: Vec<Pressure>,
 }
 
 /// The container's cgroup is gone (it stopped between the list and the read).
@@ -103,9 +105,23 @@ pub fn first_pid(dir: &Path, file: &mut PseudoFile) -> Result<Option<u32>, ReadE
 
 /// Turns a per-file result into a value, reporting faults; a missing file of a
 /// container that exists is reported too (controller off, old kernel).
+/// Files whose absence only means "the kernel has no such counter" use [`ok_or_absent`].
 fn ok_or_warn<T>(r: Result<T, ReadError>, warn: &mut dyn FnMut(ReadError)) -> Option<T> {
     match r {
         Ok(v) => Some(v),
+        Err(e) => {
+            warn(e);
+            None
+        }
+    }
+}
+
+/// Like [`ok_or_warn`], but a missing file is simply absent: an optional controller
+/// (pids) or a file newer kernels added (`memory.events`, PSI) is not a fault.
+fn ok_or_absent<T>(r: Result<T, ReadError>, warn: &mut dyn FnMut(ReadError)) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) if e.is_missing() => None,
         Err(e) => {
             warn(e);
             None

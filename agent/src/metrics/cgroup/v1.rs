@@ -8,7 +8,7 @@
 
 use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
 
-use super::{ok_or_warn, Gone, Usage, V1Dirs};
+use super::{ok_or_absent, ok_or_warn, Gone, Usage, V1Dirs};
 use crate::metrics::pseudofile::{
     fields, keyed_u64, lines, parse_u64, trim, PseudoFile, ReadError,
 };
@@ -42,10 +42,11 @@ pub fn read(
             cpu.user_seconds = user as f64 / ticks_per_second;
             cpu.system_seconds = system as f64 / ticks_per_second;
         }
-        if let Some(b) = ok_or_warn(file.read_in(&d.cpu, "cpu.stat"), warn) {
-            cpu.periods = keyed_u64(b, b"nr_periods").unwrap_or(0);
-            cpu.throttled_periods = keyed_u64(b, b"nr_throttled").unwrap_or(0);
-            cpu.throttled_seconds = keyed_u64(b, b"throttled_time").unwrap_or(0) as f64 / 1e9;
+        // cpu.stat exists only with CFS bandwidth control (CONFIG_CFS_BANDWIDTH).
+        if let Some(b) = ok_or_absent(file.read_in(&d.cpu, "cpu.stat"), warn) {
+            cpu.periods = keyed_u64(b, b"nr_periods");
+            cpu.throttled_periods = keyed_u64(b, b"nr_throttled");
+            cpu.throttled_seconds = keyed_u64(b, b"throttled_time").map(|ns| ns as f64 / 1e9);
         }
         let quota = file
             .read_in(&d.cpu, "cpu.cfs_quota_us")
@@ -59,7 +60,8 @@ pub fn read(
         out.memory = read_memory(d, file, warn);
     }
     out.io = read_io(d, file, warn);
-    if let Some(current) = ok_or_warn(file.read_u64(&d.pids, "pids.current"), warn).flatten() {
+    // No pids controller (old or trimmed kernels): pids absent, not a fault.
+    if let Some(current) = ok_or_absent(file.read_u64(&d.pids, "pids.current"), warn).flatten() {
         let max = file.read_u64(&d.pids, "pids.max").ok().flatten();
         out.pids = Some(ContainerPids { current, max });
     }
@@ -80,8 +82,9 @@ fn read_memory(
     let stat = ok_or_warn(file.read_in(&d.memory, "memory.stat"), warn)?;
     let mut m = parse_memory_stat(stat, usage);
     m.limit_bytes = limit;
+    // `oom_kill` in oom_control came with 4.13: older kernels leave it absent.
     if let Some(b) = ok_or_warn(file.read_in(&d.memory, "memory.oom_control"), warn) {
-        m.oom_kills = keyed_u64(b, b"oom_kill").unwrap_or(0);
+        m.oom_kills = keyed_u64(b, b"oom_kill");
     }
     Some(m)
 }
@@ -126,10 +129,11 @@ pub fn parse_memory_stat(stat: &[u8], usage: u64) -> ContainerMemory {
     ContainerMemory {
         usage_bytes: usage,
         working_set_bytes: usage.saturating_sub(inactive_file),
-        rss_bytes: get(b"total_rss", b"rss").unwrap_or(0),
-        cache_bytes: get(b"total_cache", b"cache").unwrap_or(0),
+        rss_bytes: get(b"total_rss", b"rss"),
+        cache_bytes: get(b"total_cache", b"cache"),
+        swap_bytes: get(b"total_swap", b"swap"),
         limit_bytes: None,
-        oom_kills: 0,
+        oom_kills: None,
     }
 }
 
@@ -143,8 +147,9 @@ pub fn sum_read_write(b: &[u8]) -> (u64, u64) {
             continue;
         };
         match op {
-            b"Read" => read += v,
-            b"Write" => write += v,
+            // Counters of a lying file saturate instead of wrapping.
+            b"Read" => read = u64::saturating_add(read, v),
+            b"Write" => write = u64::saturating_add(write, v),
             _ => {}
         }
     }

@@ -1,12 +1,16 @@
 //! One container's usage from its cgroup v2 folder: `cpu.stat` (usage/user/system µs,
 //! periods, throttling), `cpu.max`, `memory.current`, `memory.max`, `memory.stat`
-//! (anon, file, inactive_file), `memory.events` (oom_kill), `io.stat`, `pids.*`.
+//! (anon, file, inactive_file), `memory.swap.current`, `memory.events` (oom_kill),
+//! `io.stat`, `pids.*`, and PSI (`cpu.pressure`, `memory.pressure`, `io.pressure`).
+//! Counters the kernel lacks (throttling without the cpu controller, oom_kill before
+//! 4.13, pids without its controller, PSI without CONFIG_PSI) are absent, not zero.
 
 use std::path::Path;
 
 use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
 
-use super::{ok_or_warn, Gone, Usage};
+use super::{ok_or_absent, ok_or_warn, Gone, Usage};
+use crate::metrics::pressure;
 use crate::metrics::pseudofile::{fields, keyed_u64, lines, parse_u64, PseudoFile, ReadError};
 
 pub fn read(
@@ -37,9 +41,22 @@ pub fn read(
     if let Some(b) = ok_or_warn(file.read_in(dir, "io.stat"), warn) {
         out.io = Some(parse_io_stat(b));
     }
-    if let Some(current) = ok_or_warn(file.read_u64(dir, "pids.current"), warn).flatten() {
+    if let Some(current) = ok_or_absent(file.read_u64(dir, "pids.current"), warn).flatten() {
         let max = file.read_u64(dir, "pids.max").ok().flatten();
         out.pids = Some(ContainerPids { current, max });
+    }
+    for resource in pressure::RESOURCES {
+        let name = match resource {
+            "cpu" => "cpu.pressure",
+            "memory" => "memory.pressure",
+            _ => "io.pressure",
+        };
+        match file.read_in(dir, name) {
+            Ok(b) => out.pressure.extend(pressure::parse(resource, b)),
+            // No CONFIG_PSI, or psi=0 (EOPNOTSUPP): absent, not a fault.
+            Err(e) if e.is_missing() || e.is_unsupported() => {}
+            Err(e) => warn(e),
+        }
     }
     Ok(out)
 }
@@ -54,20 +71,23 @@ fn read_memory(
     let stat = ok_or_warn(file.read_in(dir, "memory.stat"), warn)?;
     let mut m = parse_memory_stat(stat, current);
     m.limit_bytes = limit;
-    if let Some(b) = ok_or_warn(file.read_in(dir, "memory.events"), warn) {
-        m.oom_kills = keyed_u64(b, b"oom_kill").unwrap_or(0);
+    m.swap_bytes = file.read_u64(dir, "memory.swap.current").ok().flatten();
+    if let Some(b) = ok_or_absent(file.read_in(dir, "memory.events"), warn) {
+        m.oom_kills = keyed_u64(b, b"oom_kill");
     }
     Some(m)
 }
 
+/// `cpu.stat`: usage lines are always there; the `nr_*`/`throttled_usec` lines only
+/// when the cgroup's cpu controller is on.
 pub fn parse_cpu_stat(b: &[u8]) -> ContainerCpu {
-    let us = |k: &[u8]| keyed_u64(b, k).unwrap_or(0) as f64 / 1e6;
+    let us = |k: &[u8]| keyed_u64(b, k).map(|v| v as f64 / 1e6);
     ContainerCpu {
-        usage_seconds: us(b"usage_usec"),
-        user_seconds: us(b"user_usec"),
-        system_seconds: us(b"system_usec"),
-        periods: keyed_u64(b, b"nr_periods").unwrap_or(0),
-        throttled_periods: keyed_u64(b, b"nr_throttled").unwrap_or(0),
+        usage_seconds: us(b"usage_usec").unwrap_or(0.0),
+        user_seconds: us(b"user_usec").unwrap_or(0.0),
+        system_seconds: us(b"system_usec").unwrap_or(0.0),
+        periods: keyed_u64(b, b"nr_periods"),
+        throttled_periods: keyed_u64(b, b"nr_throttled"),
         throttled_seconds: us(b"throttled_usec"),
         limit_cpus: None,
     }
@@ -87,10 +107,11 @@ pub fn parse_memory_stat(stat: &[u8], current: u64) -> ContainerMemory {
     ContainerMemory {
         usage_bytes: current,
         working_set_bytes: current.saturating_sub(inactive_file),
-        rss_bytes: keyed_u64(stat, b"anon").unwrap_or(0),
-        cache_bytes: keyed_u64(stat, b"file").unwrap_or(0),
+        rss_bytes: keyed_u64(stat, b"anon"),
+        cache_bytes: keyed_u64(stat, b"file"),
+        swap_bytes: None,
         limit_bytes: None,
-        oom_kills: 0,
+        oom_kills: None,
     }
 }
 
@@ -103,13 +124,15 @@ pub fn parse_io_stat(b: &[u8]) -> ContainerIo {
                 continue;
             };
             let v = parse_u64(&kv[eq + 1..]).unwrap_or(0);
-            match &kv[..eq] {
-                b"rbytes" => io.read_bytes += v,
-                b"wbytes" => io.written_bytes += v,
-                b"rios" => io.reads += v,
-                b"wios" => io.writes += v,
-                _ => {}
-            }
+            // Sums over devices saturate instead of wrapping on a lying file.
+            let slot = match &kv[..eq] {
+                b"rbytes" => &mut io.read_bytes,
+                b"wbytes" => &mut io.written_bytes,
+                b"rios" => &mut io.reads,
+                b"wios" => &mut io.writes,
+                _ => continue,
+            };
+            *slot = slot.saturating_add(v);
         }
     }
     io

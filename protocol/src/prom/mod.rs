@@ -1,0 +1,286 @@
+//! Prometheus text exposition (format 0.0.4) of snapshots.
+//!
+//! One function serves both the agent's `/metrics` (one snapshot, no extra labels) and
+//! the manager's federation (every node's latest snapshot, each with `node`/`hostname`
+//! labels): families are written once each, with their HELP and TYPE lines, and the
+//! samples of every snapshot below them. A family no snapshot has is left out.
+//!
+//! Names follow Prometheus conventions: `armada_` prefix, base units (seconds, bytes,
+//! celsius, volts, hertz, ratios), `_total` on counters, labels for dimensions. Each
+//! family's node_exporter or cAdvisor equivalent is listed in `agent/METRICS.md`.
+//!
+//! Layout (one module per family, like the agent's collectors):
+//! - this file: the renderer (HELP/TYPE once per family, label escaping, values).
+//! - `cpu`, `system` (load, uptime, processes, kernel counters), `memory`, `pressure`,
+//!   `disk`, `filesystem`, `network` (counters and link state), `clock`.
+//! - `containers`: per-container CPU, memory, IO, pids, network and PSI.
+//! - `board`: thermal zones, hwmon, Raspberry Pi flags, cpufreq, cooling, cgroup, ext4.
+//! - `agent`: the collection itself (warnings, per-collector duration and success) and
+//!   pending package updates.
+
+use std::fmt::Write;
+
+mod agent;
+mod board;
+mod clock;
+mod containers;
+mod cpu;
+mod disk;
+mod filesystem;
+mod memory;
+mod network;
+mod pressure;
+mod system;
+
+use crate::snapshot::Snapshot;
+
+/// A snapshot and the labels to put on each of its samples.
+pub struct LabelledSnapshot<'a> {
+    pub labels: &'a [(&'a str, &'a str)],
+    pub snapshot: &'a Snapshot,
+}
+
+/// Appends the exposition of `snapshots` to `out`.
+pub fn render(snapshots: &[LabelledSnapshot<'_>], out: &mut String) {
+    let mut r = Renderer { out, snapshots };
+    cpu::render(&mut r);
+    system::render_load(&mut r);
+    memory::render(&mut r);
+    pressure::render(&mut r);
+    disk::render(&mut r);
+    filesystem::render(&mut r);
+    network::render(&mut r);
+    system::render(&mut r);
+    memory::render_oom(&mut r);
+    clock::render(&mut r);
+    containers::render(&mut r);
+    board::render(&mut r);
+    agent::render(&mut r);
+}
+
+pub(crate) enum Kind {
+    Counter,
+    Gauge,
+}
+
+pub(crate) struct Renderer<'o, 's> {
+    out: &'o mut String,
+    snapshots: &'s [LabelledSnapshot<'s>],
+}
+
+/// Writes the samples of one family for one snapshot.
+pub(crate) struct Samples<'a> {
+    out: &'a mut String,
+    name: &'static str,
+    base: &'a [(&'a str, &'a str)],
+    wrote: bool,
+}
+
+impl Samples<'_> {
+    pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.wrote = true;
+        self.out.push_str(self.name);
+        let mut first = true;
+        for (k, v) in self.base.iter().chain(labels) {
+            self.out.push(if first { '{' } else { ',' });
+            first = false;
+            self.out.push_str(k);
+            self.out.push_str("=\"");
+            escape_label(self.out, v);
+            self.out.push('"');
+        }
+        if !first {
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        write_value(self.out, value);
+        self.out.push('\n');
+    }
+
+    pub(crate) fn opt(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
+        if let Some(v) = value {
+            self.sample(labels, v);
+        }
+    }
+}
+
+impl Renderer<'_, '_> {
+    /// One family: header, then each snapshot's samples; dropped when none wrote any.
+    pub(crate) fn family(
+        &mut self,
+        name: &'static str,
+        kind: Kind,
+        help: &str,
+        mut each: impl FnMut(&Snapshot, &mut Samples<'_>),
+    ) {
+        let start = self.out.len();
+        let _ = write!(self.out, "# HELP {name} ");
+        escape_help(self.out, help);
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        // The leading newline ends the HELP line.
+        let _ = writeln!(self.out, "\n# TYPE {name} {kind}");
+        let mut any = false;
+        for ls in self.snapshots {
+            let mut s = Samples {
+                out: self.out,
+                name,
+                base: ls.labels,
+                wrote: false,
+            };
+            each(ls.snapshot, &mut s);
+            any |= s.wrote;
+        }
+        if !any {
+            self.out.truncate(start);
+        }
+    }
+}
+
+fn escape_label(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn write_value(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+    } else if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+    } else if v.fract() == 0.0 && v.abs() < 1e15 {
+        let _ = write!(out, "{}", v as i64);
+    } else {
+        let _ = write!(out, "{v}");
+    }
+}
+
+pub(crate) fn b(v: bool) -> f64 {
+    if v {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            hostname: "pi-1".into(),
+            host: HostMetrics {
+                cpu: vec![
+                    CpuTimes {
+                        cpu: None,
+                        user: 3.0,
+                        ..Default::default()
+                    },
+                    CpuTimes {
+                        cpu: Some(0),
+                        user: 1.5,
+                        idle: 10.0,
+                        ..Default::default()
+                    },
+                ],
+                memory: Some(Memory {
+                    total_bytes: 1 << 30,
+                    available_bytes: None,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            containers: vec![ContainerMetrics {
+                id: "abc".into(),
+                name: "we\"ird\\name".into(),
+                image: "busybox".into(),
+                service: Some("web".into()),
+                cpu: Some(ContainerCpu {
+                    usage_seconds: 2.25,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn families_appear_once_with_node_labels_per_snapshot() {
+        let (a, b) = (sample(), sample());
+        let mut out = String::new();
+        render(
+            &[
+                LabelledSnapshot {
+                    labels: &[("node", "n1")],
+                    snapshot: &a,
+                },
+                LabelledSnapshot {
+                    labels: &[("node", "n2")],
+                    snapshot: &b,
+                },
+            ],
+            &mut out,
+        );
+        assert_eq!(
+            out.matches("# TYPE armada_cpu_seconds_total counter")
+                .count(),
+            1
+        );
+        assert!(
+            out.contains("armada_cpu_seconds_total{node=\"n1\",cpu=\"0\",mode=\"user\"} 1.5\n"),
+            "{out}"
+        );
+        assert!(out.contains("armada_cpu_seconds_total{node=\"n2\",cpu=\"0\",mode=\"idle\"} 10\n"));
+        assert!(out.contains("armada_memory_total_bytes{node=\"n1\"} 1073741824\n"));
+        assert!(
+            !out.contains("armada_memory_available_bytes"),
+            "absent values leave the family out"
+        );
+        assert!(out.contains(
+            "armada_container_cpu_usage_seconds_total{node=\"n2\",container_id=\"abc\",container=\"we\\\"ird\\\\name\",image=\"busybox\",service=\"web\"} 2.25\n"
+        ), "{out}");
+        assert!(!out.contains("armada_thermal_zone_celsius"));
+    }
+
+    #[test]
+    fn without_labels_no_braces() {
+        let a = sample();
+        let mut out = String::new();
+        render(
+            &[LabelledSnapshot {
+                labels: &[],
+                snapshot: &a,
+            }],
+            &mut out,
+        );
+        assert!(out.contains("\narmada_memory_total_bytes 1073741824\n"));
+        assert!(out.starts_with("# HELP armada_cpu_seconds_total "));
+        for line in out.lines().filter(|l| l.starts_with("# TYPE")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(
+                out.contains(&format!("# HELP {name} ")),
+                "{name} lacks HELP"
+            );
+        }
+    }
+}
