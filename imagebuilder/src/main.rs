@@ -14,6 +14,8 @@
 //! - `boot`: `armada boot IMAGE`: qemu-system-aarch64 smoke boot with milestones.
 //! - `bmap`: bmaptool-compatible block maps: create from a sparse image, write, parse.
 //! - `fatfile`: read/write one file on a FAT partition inside an image or device, no mount.
+//! - `pins`: which file serves each board download: pinned fetch or `--download NAME=FILE`.
+//! - `kernel_fit`: refuses a userland whose systemd needs a newer kernel than the board's.
 //! - `progress`: stage spinners and byte bars on a terminal, plain lines elsewhere.
 
 mod bmap;
@@ -26,6 +28,8 @@ mod fetch;
 mod flash;
 mod image;
 mod inspect;
+mod kernel_fit;
+mod pins;
 mod progress;
 #[cfg(test)]
 #[path = "../tests/support/skip.rs"]

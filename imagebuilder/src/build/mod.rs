@@ -94,6 +94,10 @@ pub struct BuildArgs {
     /// Folder with the static aarch64 armada-agent and armada-manager (ci/cross-build.sh).
     #[arg(long, env = "ARMADA_DIST_DIR")]
     pub dist_dir: Option<PathBuf>,
+    /// Use FILE for the board config's `[downloads.NAME]` instead of downloading it
+    /// (its sha256 is printed; it must match the pin where one is set). Repeatable.
+    #[arg(long = "download", value_name = "NAME=FILE")]
+    pub download: Vec<crate::pins::LocalDownload>,
     /// Use this folder as the base rootfs instead of mmdebstrap (tests, custom trees).
     #[arg(long, hide = true)]
     pub rootfs_dir: Option<PathBuf>,
@@ -347,6 +351,13 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         board.profile = Some(board::load_profile(&boards_dir, p)?);
     }
     let name = board.config.name.clone();
+    // Unpinned downloads are refused here, before anything is fetched or built.
+    crate::pins::check(
+        &board.config.downloads,
+        &args.download,
+        &board_path.display().to_string(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let overlays_dir = data_dir(args.overlays_dir.as_deref(), "overlays");
     let dist_dir = data_dir(args.dist_dir.as_deref(), "dist/aarch64");
     let cluster = read_cluster(args.cluster.as_deref(), args.role)?;
@@ -422,17 +433,13 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     let mut downloads: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
     if !board.config.downloads.is_empty() {
         let st = ui.stage("downloads (fetch, verify, cache)");
-        for (dname, d) in &board.config.downloads {
-            let sha = d
-                .sha256
-                .as_ref()
-                .map(|s| s.get_ref().clone())
-                .unwrap_or_default();
-            let p = crate::fetch::fetch(d.url.get_ref(), &sha, &cache, ui).with_context(|| {
-                format!("board config {}: downloads.{dname}", board_path.display())
-            })?;
-            downloads.insert(dname.clone(), (p, sha));
-        }
+        downloads = crate::pins::resolve(
+            &board.config.downloads,
+            &args.download,
+            &cache,
+            &board_path.display().to_string(),
+            ui,
+        )?;
         st.done();
     }
 
@@ -642,6 +649,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         .map(|p| p.number)
         .unwrap_or(2);
     let kernel = stage::find_one(&boot, &board.config.boot.kernel, "boot.kernel")?;
+    fit_kernel(&rootfs, &boot.join(&kernel), &board_path, ui)?;
     let initrd = match &board.config.boot.initrd {
         Some(g) => stage::find_one(&boot, g, "boot.initrd")?,
         None => String::new(),
@@ -933,6 +941,31 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     ));
     for w in written {
         println!("{}", w.display());
+    }
+    Ok(())
+}
+
+/// Refuses a userland whose systemd is documented not to run on the board's kernel.
+fn fit_kernel(rootfs: &Path, kernel: &Path, board_path: &Path, ui: &Ui) -> Result<()> {
+    use crate::kernel_fit::Fit;
+    let file = board_path.display().to_string();
+    match crate::kernel_fit::check(rootfs, kernel, &file)
+        .with_context(|| format!("reading the kernel {}", kernel.display()))?
+    {
+        Fit::TooOld(msg) => bail!(msg),
+        Fit::Fits {
+            kernel: k,
+            systemd,
+            minimum,
+        } => ui.info(&format!(
+            "kernel {k} fits systemd {systemd} (needs {}.{}+)",
+            minimum.0, minimum.1
+        )),
+        Fit::UnknownKernel { systemd } => ui.info(&format!(
+            "warning: no `Linux version` banner in {}: cannot tell whether systemd {systemd} runs on it",
+            kernel.display()
+        )),
+        Fit::NoSystemd => {}
     }
     Ok(())
 }
