@@ -239,8 +239,34 @@ pub fn salvage(state_dir: &Path) -> Result<SalvageReport, StoreError> {
         .flatten()
         .unwrap_or(0);
     let mut loss = Loss::default();
+    // SQLite refuses, as a whole, a file shorter than its header says. With no WAL to
+    // replay, a copy whose header is made to match its length (whole pages, rollback
+    // journal mode) reads the pages that are there instead.
+    let wal = PathBuf::from(format!("{}-wal", db.display()));
+    let wal_empty = std::fs::metadata(&wal).map_or(true, |m| m.len() == 0);
+    let read_copy = state_dir.join("manager.db.salvage-read");
+    let source = if wal_empty && db.exists() {
+        let mut data = std::fs::read(&db).map_err(io_err("reading", &db))?;
+        if data.len() >= 100 {
+            let page = match u16::from_be_bytes([data[16], data[17]]) {
+                1 => 65536,
+                p => p as usize,
+            };
+            if page >= 512 {
+                let pages = data.len() / page;
+                data.truncate(pages * page);
+                data[18] = 1;
+                data[19] = 1;
+                data[28..32].copy_from_slice(&(pages as u32).to_be_bytes());
+            }
+        }
+        std::fs::write(&read_copy, &data).map_err(io_err("writing", &read_copy))?;
+        read_copy.clone()
+    } else {
+        db.clone()
+    };
     let (state, before, had) =
-        match Connection::open_with_flags(&db, OpenFlags::SQLITE_OPEN_READ_WRITE) {
+        match Connection::open_with_flags(&source, OpenFlags::SQLITE_OPEN_READ_WRITE) {
             Ok(conn) => {
                 let before = queries::counts(&conn);
                 let had = schema::commits_in_db(&conn, &db).ok();
@@ -261,6 +287,7 @@ pub fn salvage(state_dir: &Path) -> Result<SalvageReport, StoreError> {
                 (Default::default(), Vec::new(), None)
             }
         };
+    let _ = std::fs::remove_file(&read_copy);
     let tmp = state_dir.join("manager.db.salvage.tmp");
     for p in [
         tmp.clone(),

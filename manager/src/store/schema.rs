@@ -131,8 +131,13 @@ pub fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> 
     }
     // FULL: the WAL is fsynced at every commit, so a commit is durable when it returns.
     // 4000 pages (16 MiB) between automatic checkpoints: fewer rewrites of hot pages.
-    conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=4000;")
-        .map_err(sqlite_err(path, "configuring"))?;
+    // secure_delete: a deleted or replaced row is zeroed on its (already dirty) page,
+    // so a removed node's credential hash does not linger, and every byte of data in
+    // the file belongs to a live row.
+    conn.execute_batch(
+        "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=4000; PRAGMA secure_delete=ON;",
+    )
+    .map_err(sqlite_err(path, "configuring"))?;
     Ok(conn)
 }
 
