@@ -106,7 +106,7 @@ build rpi3 manager
 img="$out/rpi3-manager-$v.img"
 check_common "$img"
 r="$img?offset=$(part_start "$img" 1)"
-for f in ca.pem ca.key manager.pem manager.key token admin-token; do
+for f in ca.pem ca.key manager.pem manager.key token admin-token credential-key; do
   has 'Type: regular' "$(dbg "stat /etc/armada/cluster/$f" "$r")" || fail "manager: /etc/armada/cluster/$f missing"
 done
 has 'Mode:  0755' "$(dbg 'stat /usr/local/bin/armada-manager' "$r")" || fail "manager: no armada-manager"

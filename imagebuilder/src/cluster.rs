@@ -10,6 +10,12 @@
 //! - `token`: the bootstrap token `armada1.<CA fingerprint>.<secret>`, one per line
 //!   (blank and `#` lines ignored). The manager re-reads it on change or SIGHUP.
 //! - `admin-token`: the operator's secret for `/v1/nodes`, `/metrics` and the dashboard.
+//! - `credential-key`: the HMAC key of node credentials. A manager that carries it can
+//!   verify a node's credential from the cluster folder alone, so a manager card
+//!   flashed again from this folder (or a manager started on an empty state dir)
+//!   re-adopts every node without reflashing theirs. Folders made before it existed get
+//!   it from `armada cluster upgrade DIR`.
+//! - `revoked-nodes` (when present): node ids the operator removed; never re-adopted.
 //! - `cluster.toml`: the CA fingerprint and the manager's names; no secrets.
 //!
 //! Boards have no real-time clock, so every certificate starts on 2000-01-01 and lasts
@@ -17,14 +23,16 @@
 //!
 //! `token rotate` writes a fresh token (old images' token stops working), `token revoke`
 //! leaves none (registration closed), `token show` prints it. Nodes already joined hold
-//! their own credential and are not affected by either.
+//! their own credential and are not affected by either. `token rotate-admin` writes a
+//! fresh admin token; a running manager whose cluster folder this is picks it up within
+//! seconds (or on SIGHUP), and the previous one stops working.
 
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use protocol::token::{BootstrapToken, CaFingerprint};
+use protocol::token::{BootstrapToken, CaFingerprint, CredentialKey};
 use rand::RngCore;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -41,6 +49,7 @@ pub const MANAGER_KEY: &str = "manager.key";
 pub const TOKEN: &str = "token";
 pub const ADMIN_TOKEN: &str = "admin-token";
 pub const CLUSTER_TOML: &str = "cluster.toml";
+pub const CREDENTIAL_KEY: &str = "credential-key";
 
 /// Names every manager certificate carries, whatever the operator adds.
 const DEFAULT_SANS: &[&str] = &[
@@ -54,9 +63,15 @@ const DEFAULT_SANS: &[&str] = &[
 pub enum ClusterCommand {
     /// Create the cluster's CA, manager certificate, bootstrap token and admin token.
     Init(InitArgs),
-    /// Rotate, revoke or show the bootstrap token.
+    /// Rotate, revoke or show the bootstrap token; rotate the admin token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Bring a cluster folder made by an older `armada cluster init` up to date: adds
+    /// the node-credential key (`credential-key`) and changes nothing else.
+    Upgrade {
+        #[arg(default_value = "cluster")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -90,6 +105,12 @@ pub enum TokenCommand {
         #[arg(default_value = "cluster")]
         dir: PathBuf,
     },
+    /// Write a new admin token; the old one stops working (a running manager with this
+    /// folder picks it up within seconds, or on SIGHUP).
+    RotateAdmin {
+        #[arg(default_value = "cluster")]
+        dir: PathBuf,
+    },
 }
 
 /// `cluster.toml`: what the cluster is, without secrets.
@@ -112,6 +133,7 @@ pub struct ClusterCredentials {
     pub manager_key_pem: String,
     pub token: BootstrapToken,
     pub admin_token: String,
+    pub credential_key: CredentialKey,
     pub manager_names: Vec<String>,
 }
 
@@ -155,6 +177,36 @@ pub fn run(cmd: ClusterCommand, ui: &Ui) -> Result<()> {
                 "bootstrap token revoked in {}; joined nodes keep working",
                 dir.join(TOKEN).display()
             ));
+            Ok(())
+        }
+        ClusterCommand::Token(TokenCommand::RotateAdmin { dir }) => {
+            read_ca_fingerprint(&dir)?;
+            write_secret_file(
+                &dir.join(ADMIN_TOKEN),
+                &format!("{}\n", new_admin_token()),
+                true,
+            )?;
+            ui.info(&format!(
+                "new admin token written to {}; a manager using this folder picks it up within \
+                 seconds (or on SIGHUP) and refuses the previous one; copy it to the manager's \
+                 cluster folder if this is the operator's copy",
+                dir.join(ADMIN_TOKEN).display()
+            ));
+            Ok(())
+        }
+        ClusterCommand::Upgrade { dir } => {
+            read_ca_fingerprint(&dir)?;
+            if upgrade(&dir)? {
+                ui.info(&format!(
+                    "{} written; copy it to the manager's cluster folder (mode 0600) and \
+                     restart the manager: from then on it can re-adopt its nodes after losing \
+                     its state. Nodes registered before get a verifiable credential at their \
+                     next registration",
+                    dir.join(CREDENTIAL_KEY).display()
+                ));
+            } else {
+                ui.info(&format!("{} is up to date", dir.display()));
+            }
             Ok(())
         }
         ClusterCommand::Token(TokenCommand::Show { dir }) => {
@@ -219,8 +271,6 @@ pub fn generate(extra_sans: &[String]) -> Result<ClusterCredentials> {
         .signed_by(&server_key, &issuer)
         .context("signing the manager's certificate with the CA")?;
 
-    let mut admin = [0u8; 32];
-    rand::rng().fill_bytes(&mut admin);
     Ok(ClusterCredentials {
         ca_pem: ca_cert.pem(),
         ca_key_pem: ca_key.serialize_pem(),
@@ -228,9 +278,35 @@ pub fn generate(extra_sans: &[String]) -> Result<ClusterCredentials> {
         ca_fingerprint,
         manager_chain_pem: format!("{}{}", server_cert.pem(), ca_cert.pem()),
         manager_key_pem: server_key.serialize_pem(),
-        admin_token: hex::encode(admin),
+        admin_token: new_admin_token(),
+        credential_key: CredentialKey::generate(),
         manager_names: names,
     })
+}
+
+fn new_admin_token() -> String {
+    let mut admin = [0u8; 32];
+    rand::rng().fill_bytes(&mut admin);
+    hex::encode(admin)
+}
+
+/// Adds what an older cluster folder lacks (`credential-key`). True when it wrote one;
+/// an existing key is never replaced (that would orphan every node).
+pub fn upgrade(dir: &Path) -> Result<bool> {
+    let path = dir.join(CREDENTIAL_KEY);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        CredentialKey::from_file_text(&text).with_context(|| {
+            format!(
+                "{} exists but is not a key; move it aside and run `armada cluster upgrade` again",
+                path.display()
+            )
+        })?;
+        return Ok(false);
+    }
+    write_secret_file(&path, &CredentialKey::generate().to_file_text(), false)?;
+    Ok(true)
 }
 
 fn dn(common_name: &str) -> DistinguishedName {
@@ -255,6 +331,7 @@ pub fn write_cluster_dir(dir: &Path, creds: &ClusterCredentials, force: bool) ->
         MANAGER_KEY,
         TOKEN,
         ADMIN_TOKEN,
+        CREDENTIAL_KEY,
         CLUSTER_TOML,
     ];
     if !force {
@@ -290,6 +367,7 @@ pub fn write_cluster_dir(dir: &Path, creds: &ClusterCredentials, force: bool) ->
         (MANAGER_KEY, creds.manager_key_pem.clone()),
         (TOKEN, format!("{}\n", creds.token.expose())),
         (ADMIN_TOKEN, format!("{}\n", creds.admin_token)),
+        (CREDENTIAL_KEY, creds.credential_key.to_file_text()),
         (CLUSTER_TOML, info_toml),
     ];
     for (name, text) in contents {
@@ -411,6 +489,7 @@ mod tests {
             MANAGER_KEY,
             TOKEN,
             ADMIN_TOKEN,
+            CREDENTIAL_KEY,
             CLUSTER_TOML,
         ] {
             let mode = std::fs::metadata(dir.join(f)).unwrap().mode() & 0o777;
@@ -430,6 +509,33 @@ mod tests {
             std::fs::metadata(dir.join(TOKEN)).unwrap().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn upgrade_adds_the_credential_key_once_and_never_replaces_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let creds = generate(&[]).unwrap();
+        write_cluster_dir(tmp.path(), &creds, false).unwrap();
+        let key_path = tmp.path().join(CREDENTIAL_KEY);
+        let first = std::fs::read_to_string(&key_path).unwrap();
+        CredentialKey::from_file_text(&first).unwrap();
+        assert!(
+            !upgrade(tmp.path()).unwrap(),
+            "a current folder is left alone"
+        );
+        assert_eq!(std::fs::read_to_string(&key_path).unwrap(), first);
+        // A folder from before the key: upgrade adds one, 0600, and then stops.
+        std::fs::remove_file(&key_path).unwrap();
+        assert!(upgrade(tmp.path()).unwrap());
+        let added = std::fs::read_to_string(&key_path).unwrap();
+        CredentialKey::from_file_text(&added).unwrap();
+        assert_ne!(added, first);
+        assert_eq!(std::fs::metadata(&key_path).unwrap().mode() & 0o777, 0o600);
+        assert!(!upgrade(tmp.path()).unwrap());
+        // Garbage in place of a key: refused, not overwritten.
+        std::fs::write(&key_path, "garbage\n").unwrap();
+        assert!(upgrade(tmp.path()).is_err());
+        assert_eq!(std::fs::read_to_string(&key_path).unwrap(), "garbage\n");
     }
 
     #[test]

@@ -511,6 +511,7 @@ fn pine64_manager_image_has_blobs_extlinux_and_cluster() {
         "manager.key",
         "token",
         "admin-token",
+        "credential-key",
     ] {
         assert!(cl.contains(f), "{f} missing in {cl}");
     }

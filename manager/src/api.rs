@@ -1,7 +1,9 @@
 //! The HTTP API. Paths and bodies are `protocol::wire`'s; every error is an
 //! [`ErrorBody`] with a 4xx/5xx status: 400 malformed, 401 unauthenticated (counted),
 //! 404 unknown node, 409 hostname or swarm node taken, 413 too large, 503 engine or
-//! store unavailable.
+//! store unavailable. Two carry a `code` the agent acts on: `409 reregister` (a genuine
+//! credential of a node this manager no longer knows: register again with it) and
+//! `401 revoked` (the operator removed the node).
 //!
 //! | path | method | who |
 //! |---|---|---|
@@ -15,6 +17,16 @@
 //! `/metrics?federate=false` leaves out the nodes' snapshots: at thousands of nodes the
 //! federation text is large (about 15 KiB per node) and built in memory.
 //! | `/v1/nodes/{id}` | DELETE | admin |
+//! | `/v1/nodes/{id}/promote`, `/v1/nodes/{id}/demote` | POST | admin |
+//! | `/v1/nodes/{id}/labels` | PUT [`LabelChange`] | admin |
+//!
+//! Registration by credential (after `409 reregister`) re-adopts the node under the id
+//! its credential names, with the facts and labels it sends, and ties it back to its
+//! swarm node (the one labelled with its `armada.node-id`, or the only one with its
+//! hostname). A node in the revocation list, or one whose engine says it is in this
+//! swarm under a node ID the swarm no longer has (`docker node rm`), is refused with
+//! `401 revoked`. The bootstrap token buys only the worker join token: a registration
+//! saying `"role": "manager"` is answered as a worker and logged.
 //!
 //! `GET /v1/nodes/{id}` returns [`NodeDetail`]: the summary, facts, the latest snapshot
 //! and the history tiers. Re-registering the same hostname and machine-id returns the
@@ -38,7 +50,7 @@ use protocol::wire::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{self, Caller};
+use crate::auth::{self, AuthError, Caller, NodeBearer};
 use crate::cluster::{ClusterFiles, TokenFile};
 use crate::metrics::METRICS;
 use crate::store::history::TierView;
@@ -66,6 +78,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after: Option<u32>,
+    /// `ErrorBody.code`: `reregister`, `revoked`.
+    code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -74,7 +88,12 @@ impl ApiError {
             status,
             message: message.to_string(),
             retry_after: None,
+            code: None,
         }
+    }
+    fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
     fn bad_request(m: impl ToString) -> Self {
         Self::new(StatusCode::BAD_REQUEST, m)
@@ -93,7 +112,7 @@ impl IntoResponse for ApiError {
             self.status,
             Json(ErrorBody {
                 error: self.message,
-                code: None,
+                code: self.code.map(str::to_string),
             }),
         )
             .into_response();
@@ -106,6 +125,20 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         r
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Unknown(_) => {
+                ApiError::new(StatusCode::CONFLICT, e).with_code(protocol::wire::CODE_REREGISTER)
+            }
+            AuthError::Revoked(_) => {
+                ApiError::unauthorized(e).with_code(protocol::wire::CODE_REVOKED)
+            }
+            AuthError::Missing | AuthError::Invalid => ApiError::unauthorized(e),
+        }
     }
 }
 
@@ -147,10 +180,14 @@ impl AppState {
                 .and_then(|v| v.to_str().ok()),
         );
         let st = self.store.read();
-        auth::identify(token, &self.cluster.admin_token_hash, |id| {
-            st.nodes.get(id).map(|e| e.record.credential_hash.clone())
-        })
-        .map_err(ApiError::unauthorized)
+        let c = &self.cluster;
+        Ok(auth::identify(
+            token,
+            &c.admin_token_hash(),
+            &c.credential_key,
+            |id| c.revoked.contains(id) || st.revoked.contains_key(id),
+            |id| st.nodes.get(id).map(|e| e.record.credential_hash.clone()),
+        )?)
     }
 
     fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -174,12 +211,14 @@ impl AppState {
     }
 
     fn summary(&self, e: &NodeEntry, now: u64) -> NodeSummary {
-        let swarm_state = e
-            .record
-            .swarm_node_id
-            .as_deref()
-            .and_then(|s| self.swarm.node_state(s));
-        state::summary(e, now, swarm_state, self.policy)
+        let sid = e.record.swarm_node_id.as_deref();
+        let swarm_state = sid.and_then(|s| self.swarm.node_state(s));
+        let mut sum = state::summary(e, now, swarm_state, self.policy);
+        // The role the swarm gives it (the operator promotes), not the one it asked for.
+        if let Some(role) = sid.and_then(|s| self.swarm.node_role(s)) {
+            sum.role = role;
+        }
+        sum
     }
 }
 
@@ -202,6 +241,12 @@ pub fn router(state: Shared) -> Router {
         )
         .route(PATH_NODES, get(nodes))
         .route("/v1/nodes/{id}", get(node_detail).delete(remove_node))
+        .route("/v1/nodes/{id}/promote", post(promote))
+        .route("/v1/nodes/{id}/demote", post(demote))
+        .route(
+            "/v1/nodes/{id}/labels",
+            axum::routing::put(set_labels).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
         .route(PATH_METRICS, get(metrics))
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
@@ -274,6 +319,18 @@ fn validate_facts(f: &NodeFacts) -> Result<(), ApiError> {
             "facts.board/arch/kernel are too long",
         ));
     }
+    if let Some(e) = &f.engine_id {
+        if e.is_empty()
+            || e.len() > 128
+            || !e
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":-".contains(&b))
+        {
+            return Err(ApiError::bad_request(
+                "facts.engine_id must be the engine's ID (1-128 characters: letters, digits, `:` and `-`)",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -302,9 +359,28 @@ async fn register(
 ) -> Result<Json<RegisterResponse>, ApiError> {
     let b = body(b)?;
     let req: RegisterRequest = json(&b)?;
-    // The token first: nothing else is revealed to a caller without it.
-    auth::check_bootstrap(&req.token, &s.cluster.fingerprint, &s.tokens.accepted())
-        .map_err(ApiError::unauthorized)?;
+    // The proof first: nothing else is revealed to a caller without it. A credential
+    // names the node it re-adopts; the bootstrap token makes or finds one.
+    let readopt = match req.credential.as_deref().filter(|c| !c.trim().is_empty()) {
+        Some(c) => {
+            let st = s.store.read();
+            let k = &s.cluster;
+            match auth::check_node(
+                c,
+                &k.credential_key,
+                |id| k.revoked.contains(id) || st.revoked.contains_key(id),
+                |id| st.nodes.get(id).map(|e| e.record.credential_hash.clone()),
+            )? {
+                NodeBearer::Known(id) => Some((id, true)),
+                NodeBearer::Unknown(id) => Some((id, false)),
+            }
+        }
+        None => {
+            auth::check_bootstrap(&req.token, &s.cluster.fingerprint, &s.tokens.accepted())
+                .map_err(ApiError::unauthorized)?;
+            None
+        }
+    };
     if req.protocol != protocol::PROTOCOL_VERSION {
         return Err(ApiError::bad_request(format!(
             "the agent speaks protocol {}, this manager speaks protocol {}",
@@ -314,16 +390,66 @@ async fn register(
     }
     validate_facts(&req.facts)?;
     validate_labels(&req.labels)?;
+    let mut facts = req.facts;
+    let hostname = facts.hostname.clone();
+    if facts.role == protocol::wire::Role::Manager {
+        // Whoever reads a worker card's token must not become a swarm manager.
+        tracing::warn!(
+            "registration of `{hostname}` asked for role manager: answered as a worker \
+             (swarm managers are made by the operator: `armada-manager nodes promote ID`)"
+        );
+        facts.role = protocol::wire::Role::Worker;
+    }
+    if let Some(engine) = &facts.engine_id {
+        let st = s.store.read();
+        if let Some(other) = st.nodes.values().find(|e| {
+            e.record.facts.engine_id.as_deref() == Some(engine.as_str())
+                && e.record.facts.hostname != hostname
+                && readopt.as_ref().map(|(id, _)| id) != Some(&e.record.node_id)
+        }) {
+            METRICS.registrations_refused.inc();
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "engine ID {engine} is already registered as node {} (`{}`): two cards share one Docker engine key (/etc/docker/key.json), or one pretends to be the other",
+                    other.record.node_id, other.record.facts.hostname
+                ),
+            ));
+        }
+    }
     let join = s
         .swarm
         .join_info()
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
-    let role = req.facts.role;
-    let hostname = req.facts.hostname.clone();
+    // A node the operator took out of this swarm (`docker node rm`) is not re-adopted.
+    if let (Some((id, false)), Some(es)) = (&readopt, &req.swarm) {
+        let same_swarm = es.cluster_id.as_deref() == Some(join.cluster_id.as_str())
+            && !join.cluster_id.is_empty();
+        if same_swarm
+            && s.swarm
+                .inspect(&es.node_id)
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?
+                .is_none()
+        {
+            if let Err(e) = s.cluster.revoked.add(id, &hostname, crate::now_ms()) {
+                tracing::warn!("recording the revocation of {id}: {e}");
+            }
+            tracing::warn!(
+                "node {id} (`{hostname}`) was removed from the swarm (swarm node {} is gone): not re-adopted, revoked",
+                es.node_id
+            );
+            return Err(ApiError::unauthorized(format!(
+                "node {id} was removed from the swarm; flash the card again to bring it back"
+            ))
+            .with_code(protocol::wire::CODE_REVOKED));
+        }
+    }
+    let wanted_id = readopt.as_ref().map(|(id, _)| id.clone());
     match s
         .store
-        .register(req.facts, req.labels, s.report_interval_seconds)
+        .register_as(wanted_id, facts, req.labels, s.report_interval_seconds)
         .await?
     {
         Registration::HostnameTaken { node_id } => {
@@ -340,6 +466,7 @@ async fn register(
             credential,
             existing,
         } => {
+            let readopted = !existing && readopt.is_some();
             if existing {
                 METRICS.registrations_existing.inc();
             } else {
@@ -347,25 +474,80 @@ async fn register(
             }
             tracing::info!(
                 "{} node {node_id} ({hostname})",
-                if existing {
+                if readopted {
+                    "re-adopted (from its credential)"
+                } else if existing {
                     "re-registered"
                 } else {
                     "registered"
                 }
             );
+            let credential = credential
+                .parse::<protocol::token::NodeCredential>()
+                .map(|c| s.cluster.credential_key.sign(&c).expose())
+                .map_err(|e| {
+                    ApiError::unavailable(format!("the store made a bad credential: {e}"))
+                })?;
+            if readopted {
+                tie_swarm_node(&s, &node_id, &hostname, req.swarm.as_ref(), &join).await;
+            }
             Ok(Json(RegisterResponse {
                 node_id,
                 credential,
-                swarm_join_token: match role {
-                    protocol::wire::Role::Manager => join.manager_token,
-                    protocol::wire::Role::Worker => join.worker_token,
-                },
+                swarm_join_token: join.worker_token,
                 swarm_managers: join.managers,
                 server_time_ms: crate::now_ms(),
                 report_interval_seconds: s.report_interval_seconds,
-                swarm_cluster_id: None,
+                swarm_cluster_id: (!join.cluster_id.is_empty()).then_some(join.cluster_id),
             }))
         }
+    }
+}
+
+/// After a re-adoption: finds the node's swarm node in this swarm (the one its engine
+/// names, or the one labelled or named for it), records it and puts its labels back.
+/// Nothing found (the swarm is new): the agent joins and says so through `/v1/joined`.
+async fn tie_swarm_node(
+    s: &Shared,
+    node_id: &str,
+    hostname: &str,
+    engine: Option<&protocol::wire::EngineSwarm>,
+    join: &swarm::JoinInfo,
+) {
+    let named = engine
+        .filter(|e| e.cluster_id.as_deref() == Some(join.cluster_id.as_str()))
+        .map(|e| e.node_id.clone());
+    let Some(sid) = named.or_else(|| s.swarm.find_for(node_id, hostname, &join.own_node_id)) else {
+        return;
+    };
+    match s.swarm.inspect(&sid).await {
+        Ok(Some(view)) => {
+            if let Err(e) = swarm::check_claim(&sid, &view, &join.own_node_id, node_id, hostname) {
+                tracing::warn!("re-adopting {node_id}: {e}");
+                return;
+            }
+        }
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!("re-adopting {node_id}: {e}");
+            return;
+        }
+    }
+    let record = match s.store.joined(node_id, &sid).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::warn!("re-adopting {node_id}: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!("re-adopting {node_id}: {e}");
+            return;
+        }
+    };
+    let want = swarm::wanted_labels(&record);
+    match s.swarm.label(&sid, &want).await {
+        Ok(()) => tracing::info!("re-adopted node {node_id} is swarm node {sid} again; labelled"),
+        Err(e) => tracing::warn!("labelling re-adopted swarm node {sid}: {e}"),
     }
 }
 
@@ -403,6 +585,35 @@ async fn joined(
         r.swarm_node_id = Some(sid.clone());
         r
     };
+    if s.swarm.enabled() {
+        let join = s
+            .swarm
+            .join_info()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        let view = s
+            .swarm
+            .inspect(&sid)
+            .await
+            .map_err(ApiError::unavailable)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("swarm node {sid} is not known to the manager's engine"),
+                )
+            })?;
+        swarm::check_claim(
+            &sid,
+            &view,
+            &join.own_node_id,
+            &node_id,
+            &record.facts.hostname,
+        )
+        .map_err(|e| {
+            tracing::warn!("node {node_id} tried to claim swarm node {sid}: {e}");
+            ApiError::new(StatusCode::FORBIDDEN, e)
+        })?;
+    }
     let want = swarm::wanted_labels(&record);
     s.swarm.label(&sid, &want).await.map_err(|e| match e {
         swarm::SwarmError::UnknownSwarmNode(_) => ApiError::new(StatusCode::NOT_FOUND, e),
@@ -518,21 +729,147 @@ async fn node_detail(
     }))
 }
 
+/// Removes a node: out of the store, into the revocation list beside the cluster
+/// material (so no later manager re-adopts it), and out of the swarm.
 async fn remove_node(
     State(s): State<Shared>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     s.admin(&headers)?;
-    if s.store.remove(&id).await? {
-        tracing::info!("node {id} removed by the operator");
-        Ok(Json(serde_json::json!({ "removed": id })))
-    } else {
-        Err(ApiError::new(
+    let known = s.store.read().nodes.get(&id).map(|e| {
+        (
+            e.record.facts.hostname.clone(),
+            e.record.swarm_node_id.clone(),
+        )
+    });
+    let Some((hostname, sid)) = known else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no node {id}"),
-        ))
+        ));
+    };
+    let revocation = s.cluster.revoked.add(&id, &hostname, crate::now_ms());
+    if !s.store.remove(&id).await? {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no node {id}"),
+        ));
     }
+    let mut warnings = Vec::new();
+    if let Err(e) = &revocation {
+        warnings.push(format!(
+            "the revocation is not in {} ({e}): a manager started on an empty state dir could re-adopt this node",
+            s.cluster.revoked.path().display()
+        ));
+    }
+    if let Some(sid) = &sid {
+        if let Err(e) = s.swarm.remove_node(sid).await {
+            warnings.push(format!(
+                "swarm node {sid} is still in the swarm ({e}): `docker node rm --force {sid}`"
+            ));
+        }
+    }
+    for w in &warnings {
+        tracing::warn!("removing node {id}: {w}");
+    }
+    tracing::info!("node {id} ({hostname}) removed and revoked by the operator");
+    Ok(Json(serde_json::json!({
+        "removed": id,
+        "swarm_node_id": sid,
+        "revocation_file": s.cluster.revoked.path(),
+        "warnings": warnings,
+    })))
+}
+
+/// The swarm node of a registered node, or 404/409.
+fn swarm_node_of(s: &AppState, id: &str) -> Result<String, ApiError> {
+    let st = s.store.read();
+    let e = st
+        .nodes
+        .get(id)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node {id}")))?;
+    e.record.swarm_node_id.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            format!("node {id} has not joined the swarm yet"),
+        )
+    })
+}
+
+fn swarm_error(e: swarm::SwarmError) -> ApiError {
+    match e {
+        swarm::SwarmError::UnknownSwarmNode(_) => ApiError::new(StatusCode::NOT_FOUND, e),
+        e => ApiError::unavailable(e),
+    }
+}
+
+async fn set_role(
+    s: Shared,
+    headers: HeaderMap,
+    id: String,
+    manager: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.admin(&headers)?;
+    let sid = swarm_node_of(&s, &id)?;
+    s.swarm.set_role(&sid, manager).await.map_err(swarm_error)?;
+    let role = if manager { "manager" } else { "worker" };
+    tracing::info!("node {id} (swarm node {sid}) made a swarm {role} by the operator");
+    Ok(Json(
+        serde_json::json!({ "node_id": id, "swarm_node_id": sid, "role": role }),
+    ))
+}
+
+async fn promote(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_role(s, headers, id, true).await
+}
+
+async fn demote(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_role(s, headers, id, false).await
+}
+
+/// `PUT /v1/nodes/{id}/labels`: operator labels, which win over the node's own.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct LabelChange {
+    #[serde(default)]
+    pub set: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+async fn set_labels(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.admin(&headers)?;
+    let change: LabelChange = json(&body(b)?)?;
+    validate_labels(&change.set)?;
+    let removed: std::collections::BTreeMap<String, String> = change
+        .remove
+        .iter()
+        .map(|k| (k.clone(), String::new()))
+        .collect();
+    validate_labels(&removed)?;
+    let sid = swarm_node_of(&s, &id)?;
+    let labels = s
+        .swarm
+        .set_operator_labels(&sid, &change.set, &change.remove)
+        .await
+        .map_err(swarm_error)?;
+    tracing::info!("operator labels on node {id} (swarm node {sid}) changed");
+    Ok(Json(
+        serde_json::json!({ "node_id": id, "swarm_node_id": sid, "labels": labels }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,13 +2,17 @@
 //!
 //! - Admin: `Authorization: Bearer <admin-token>` (the cluster folder's `admin-token`),
 //!   compared by SHA-256 in constant time.
-//! - Node: `Authorization: Bearer armadanode1.<node id>.<secret>`, checked against the
-//!   hash stored at registration. A removed node has no hash: 401.
+//! - Node: `Authorization: Bearer armadanode2.<node id>.<secret>.<mac>`: the MAC is
+//!   checked with the cluster's credential key, then the secret against the hash stored
+//!   at registration. A credential whose MAC verifies but whose node the store does not
+//!   know is [`AuthError::Unknown`] (the manager lost its state: the node registers
+//!   again with it); a node in the revocation list is [`AuthError::Revoked`]. The older
+//!   `armadanode1.` credentials carry no MAC and only ever match a stored hash.
 //! - Registration: the bootstrap token in the body; its CA fingerprint must be this
 //!   cluster's and its secret's hash must be in the token file.
 
 use protocol::token::{
-    constant_time_eq, sha256_hex, BootstrapToken, CaFingerprint, NodeCredential,
+    constant_time_eq, sha256_hex, BootstrapToken, CaFingerprint, CredentialKey, NodeCredential,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +27,10 @@ pub enum AuthError {
     Missing,
     #[error("the credential is not valid for this manager")]
     Invalid,
+    #[error("node {0} was removed by the operator; flash the card again to bring it back")]
+    Revoked(String),
+    #[error("node {0} is not known to this manager (it lost its state): register again with this credential")]
+    Unknown(String),
 }
 
 /// The token of an `Authorization: Bearer <token>` header value.
@@ -32,20 +40,55 @@ pub fn bearer(header: Option<&str>) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty()).then(|| token.trim())
 }
 
-/// Identifies a bearer token; `node_hash` gives a registered node's credential hash.
+/// The bearer of a node credential: who, and whether the store knows them.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NodeBearer {
+    /// Registered here, secret matches.
+    Known(String),
+    /// The MAC verifies (this cluster issued it) but the store has no such node.
+    Unknown(String),
+}
+
+/// Checks a node credential: MAC (signed credentials), revocation, then the stored
+/// hash. `node_hash` gives a registered node's credential hash.
+pub fn check_node(
+    text: &str,
+    key: &CredentialKey,
+    revoked: impl Fn(&str) -> bool,
+    node_hash: impl FnOnce(&str) -> Option<String>,
+) -> Result<NodeBearer, AuthError> {
+    let cred: NodeCredential = text.parse().map_err(|_| AuthError::Invalid)?;
+    let issued_here = cred.is_signed() && key.verify(&cred);
+    if cred.is_signed() && !issued_here {
+        return Err(AuthError::Invalid);
+    }
+    let hash = node_hash(&cred.node_id);
+    let hash_ok = hash.as_deref().is_some_and(|h| cred.matches_hash(h));
+    // Only a bearer who proved the credential is ours learns that it is revoked.
+    if (issued_here || hash_ok) && revoked(&cred.node_id) {
+        return Err(AuthError::Revoked(cred.node_id));
+    }
+    match hash {
+        Some(_) if hash_ok => Ok(NodeBearer::Known(cred.node_id)),
+        Some(_) => Err(AuthError::Invalid),
+        None if issued_here => Ok(NodeBearer::Unknown(cred.node_id)),
+        None => Err(AuthError::Invalid),
+    }
+}
+
+/// Identifies a bearer token: the admin token, or a node known to the store.
 pub fn identify(
     token: Option<&str>,
     admin_hash: &str,
+    key: &CredentialKey,
+    revoked: impl Fn(&str) -> bool,
     node_hash: impl FnOnce(&str) -> Option<String>,
 ) -> Result<Caller, AuthError> {
     let token = token.ok_or(AuthError::Missing)?;
-    if token.starts_with("armadanode1.") {
-        let cred: NodeCredential = token.parse().map_err(|_| AuthError::Invalid)?;
-        let hash = node_hash(&cred.node_id).ok_or(AuthError::Invalid)?;
-        return if cred.matches_hash(&hash) {
-            Ok(Caller::Node(cred.node_id))
-        } else {
-            Err(AuthError::Invalid)
+    if NodeCredential::looks_like(token) {
+        return match check_node(token, key, revoked, node_hash)? {
+            NodeBearer::Known(id) => Ok(Caller::Node(id)),
+            NodeBearer::Unknown(id) => Err(AuthError::Unknown(id)),
         };
     }
     if constant_time_eq(
@@ -111,35 +154,71 @@ mod tests {
 
     #[test]
     fn admin_node_and_refusals() {
+        let key = CredentialKey::generate();
         let admin = sha256_hex(b"s3cret-admin");
-        let cred = NodeCredential::generate("n-1");
-        let hash = cred.secret_hash();
+        let plain = NodeCredential::generate("n-1");
+        let cred = key.sign(&plain);
+        let hash = plain.secret_hash();
         let lookup = |id: &str| (id == "n-1").then(|| hash.clone());
+        let none = |_: &str| false;
+        let id = |t: Option<&str>, revoked: &dyn Fn(&str) -> bool, known: bool| {
+            identify(t, &admin, &key, revoked, |i: &str| {
+                if known {
+                    lookup(i)
+                } else {
+                    None
+                }
+            })
+        };
+        assert_eq!(id(Some("s3cret-admin"), &none, true), Ok(Caller::Admin));
         assert_eq!(
-            identify(Some("s3cret-admin"), &admin, lookup),
-            Ok(Caller::Admin)
+            id(Some(&cred.expose()), &none, true),
+            Ok(Caller::Node("n-1".into()))
+        );
+        assert_eq!(id(Some("wrong"), &none, true), Err(AuthError::Invalid));
+        assert_eq!(id(None, &none, true), Err(AuthError::Missing));
+        // Same node id, another secret signed by the same key: superseded, refused.
+        let other = key.sign(&NodeCredential::generate("n-1"));
+        assert_eq!(
+            id(Some(&other.expose()), &none, true),
+            Err(AuthError::Invalid)
+        );
+        // The store lost the node: the MAC still proves it is ours.
+        assert_eq!(
+            id(Some(&cred.expose()), &none, false),
+            Err(AuthError::Unknown("n-1".into()))
+        );
+        // Revoked: said to the bearer of a genuine credential, known or not.
+        let revoked = |i: &str| i == "n-1";
+        assert_eq!(
+            id(Some(&cred.expose()), &revoked, false),
+            Err(AuthError::Revoked("n-1".into()))
         );
         assert_eq!(
-            identify(Some(&cred.expose()), &admin, lookup),
+            id(Some(&cred.expose()), &revoked, true),
+            Err(AuthError::Revoked("n-1".into()))
+        );
+        // A forged MAC learns nothing.
+        let forged = CredentialKey::generate().sign(&plain);
+        assert_eq!(
+            id(Some(&forged.expose()), &revoked, false),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            id(Some(&forged.expose()), &none, true),
+            Err(AuthError::Invalid)
+        );
+        // First-format credentials: only against a stored hash.
+        assert_eq!(
+            id(Some(&plain.expose()), &none, true),
             Ok(Caller::Node("n-1".into()))
         );
         assert_eq!(
-            identify(Some("wrong"), &admin, lookup),
-            Err(AuthError::Invalid)
-        );
-        assert_eq!(identify(None, &admin, lookup), Err(AuthError::Missing));
-        let other = NodeCredential::generate("n-1");
-        assert_eq!(
-            identify(Some(&other.expose()), &admin, lookup),
-            Err(AuthError::Invalid)
-        );
-        // A removed node has no hash.
-        assert_eq!(
-            identify(Some(&cred.expose()), &admin, |_| None),
+            id(Some(&plain.expose()), &none, false),
             Err(AuthError::Invalid)
         );
         assert_eq!(
-            identify(Some("armadanode1.garbage"), &admin, lookup),
+            id(Some("armadanode1.garbage"), &none, true),
             Err(AuthError::Invalid)
         );
     }

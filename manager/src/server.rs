@@ -142,9 +142,9 @@ pub async fn serve(
     if let Some(n) = raise_open_file_limit() {
         tracing::info!("open-file limit {n} (about that many nodes can keep a connection open)");
     }
-    let files = cluster::load(&cfg.cluster_dir)?;
+    let files = Arc::new(cluster::load(&cfg.cluster_dir)?);
     let tokens = TokenFile::new(&cfg.cluster_dir, files.fingerprint.clone());
-    tokens.clone().watch();
+    files.clone().watch(tokens.clone());
     let tls = files.tls.clone();
     let mut store_cfg = StoreConfig::new(cfg.state_dir.clone());
     store_cfg.checkpoint_interval = cfg.checkpoint_interval;
@@ -165,7 +165,7 @@ pub async fn serve(
     });
     let state = Arc::new(AppState {
         store: store.clone(),
-        cluster: Arc::new(files),
+        cluster: files,
         tokens,
         swarm: swarm.clone(),
         policy: StatusPolicy {

@@ -1,22 +1,28 @@
 //! The manager's local Docker Engine, reached only over its unix socket (bollard).
 //!
-//! - Join information: the worker and manager join tokens (`GET /swarm`) and the
-//!   managers' swarm addresses (`GET /info`), cached and refreshed every poll, so a
-//!   burst of registrations does not hammer the engine. An engine that is not in a swarm
-//!   is initialised (`POST /swarm/init`, advertising `--swarm-advertise-addr`).
+//! - Join information: the WORKER join token (`GET /swarm`: the manager token is never
+//!   read, so no registration can hand it out), the swarm's cluster ID, this engine's
+//!   own node ID and the managers' swarm addresses (`GET /info`), cached and refreshed
+//!   every poll, so a burst of registrations does not hammer the engine. An engine that
+//!   is not in a swarm is initialised (`POST /swarm/init`, advertising
+//!   `--swarm-advertise-addr`).
 //! - Node states: `GET /nodes` every poll; `NodeSummary.swarm_state` and the `down`
 //!   status come from here.
 //! - Labels: `armada.board`, `armada.arch`, `armada.hostname` and the operator's labels
 //!   on each joined node, re-reading the node's version and retrying on "update out of
 //!   sequence". The poll also re-applies labels that are missing (a manager restarted
-//!   mid-join, an operator who removed one), so labelling converges.
+//!   mid-join, an operator who removed one), so labelling converges. Keys the operator
+//!   set through the admin API are listed in the node's `armada.operator-keys` label
+//!   and win over the node's own labels (kept in the swarm, so they outlive the
+//!   manager's state dir).
+//! - Operator actions: promote/demote (`Spec.Role`) and removal (`DELETE /nodes`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
-use bollard::models::{LocalNodeState, NodeState, SwarmInitRequest};
-use bollard::query_parameters::UpdateNodeOptions;
+use bollard::models::{LocalNodeState, NodeSpecRoleEnum, NodeState, SwarmInitRequest};
+use bollard::query_parameters::{DeleteNodeOptions, UpdateNodeOptions};
 use bollard::Docker;
 
 use crate::store::state::NodeRecord;
@@ -37,18 +43,94 @@ pub enum SwarmError {
     UnknownSwarmNode(String),
 }
 
+/// What a registration is handed. Holds no manager join token, by construction.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JoinInfo {
     pub worker_token: String,
-    pub manager_token: String,
     pub managers: Vec<String>,
+    /// The swarm's cluster ID (`GET /swarm` -> `ID`).
+    pub cluster_id: String,
+    /// The manager's own engine's swarm node ID: never labelled for a node.
+    pub own_node_id: String,
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct SwarmNodeView {
     pub state: String,
     pub hostname: String,
+    /// `worker` or `manager` (`Spec.Role`).
+    pub role: String,
     pub labels: HashMap<String, String>,
+}
+
+/// The label listing the keys the operator owns on a swarm node (comma-separated).
+pub const OPERATOR_KEYS_LABEL: &str = "armada.operator-keys";
+
+/// Keys the operator set or removed on this node through the admin API.
+pub fn operator_keys(have: &HashMap<String, String>) -> Vec<String> {
+    have.get(OPERATOR_KEYS_LABEL)
+        .map(|v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `want` without the keys the operator owns on the node: operator labels win. Pure.
+pub fn without_operator_keys(
+    have: &HashMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let owned = operator_keys(have);
+    want.iter()
+        .filter(|(k, _)| !owned.iter().any(|o| o == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Why a node may not claim (label) a swarm node. Pure; see [`check_claim`].
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimRefusal {
+    #[error("swarm node {0} is the manager's own engine: a node never labels it")]
+    ManagersOwn(String),
+    #[error("swarm node {sid} has hostname `{swarm}`, not the registered `{registered}`: a node may only claim its own swarm node")]
+    OtherHostname {
+        sid: String,
+        swarm: String,
+        registered: String,
+    },
+    #[error("swarm node {sid} carries armada.node-id {owner}: it belongs to another registration")]
+    OtherOwner { sid: String, owner: String },
+}
+
+/// May registration `node_id` with `hostname` claim swarm node `sid` as seen in `view`?
+pub fn check_claim(
+    sid: &str,
+    view: &SwarmNodeView,
+    own_node_id: &str,
+    node_id: &str,
+    hostname: &str,
+) -> Result<(), ClaimRefusal> {
+    if !own_node_id.is_empty() && sid == own_node_id {
+        return Err(ClaimRefusal::ManagersOwn(sid.to_string()));
+    }
+    if !view.hostname.eq_ignore_ascii_case(hostname) {
+        return Err(ClaimRefusal::OtherHostname {
+            sid: sid.to_string(),
+            swarm: view.hostname.clone(),
+            registered: hostname.to_string(),
+        });
+    }
+    match view.labels.get("armada.node-id") {
+        Some(owner) if owner != node_id => Err(ClaimRefusal::OtherOwner {
+            sid: sid.to_string(),
+            owner: owner.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 pub struct SwarmLink {
@@ -80,6 +162,23 @@ pub fn wanted_labels(r: &NodeRecord) -> BTreeMap<String, String> {
 /// True when every wanted label is already on the node.
 pub fn labels_present(have: &HashMap<String, String>, want: &BTreeMap<String, String>) -> bool {
     want.iter().all(|(k, v)| have.get(k) == Some(v))
+}
+
+fn view_of(
+    status: Option<bollard::models::NodeStatus>,
+    description: Option<bollard::models::NodeDescription>,
+    spec: Option<bollard::models::NodeSpec>,
+) -> SwarmNodeView {
+    let role = match spec.as_ref().and_then(|s| s.role) {
+        Some(NodeSpecRoleEnum::MANAGER) => "manager",
+        _ => "worker",
+    };
+    SwarmNodeView {
+        state: state_name(status.and_then(|s| s.state)).to_string(),
+        hostname: description.and_then(|d| d.hostname).unwrap_or_default(),
+        role: role.to_string(),
+        labels: spec.and_then(|s| s.labels).unwrap_or_default(),
+    }
 }
 
 fn state_name(s: Option<NodeState>) -> &'static str {
@@ -215,9 +314,11 @@ impl SwarmLink {
             .inspect_swarm()
             .await
             .map_err(|e| self.engine_err(e))?;
-        let tokens = s.join_tokens.unwrap_or_default();
+        let worker_token = s.join_tokens.and_then(|t| t.worker).unwrap_or_default();
+        let cluster_id = s.id.unwrap_or_default();
         let info = docker.info().await.map_err(|e| self.engine_err(e))?;
         let sw = info.swarm.unwrap_or_default();
+        let own_node_id = sw.node_id.clone().unwrap_or_default();
         let mut managers: Vec<String> = sw
             .remote_managers
             .unwrap_or_default()
@@ -231,9 +332,10 @@ impl SwarmLink {
         }
         managers.sort();
         let join = JoinInfo {
-            worker_token: tokens.worker.unwrap_or_default(),
-            manager_token: tokens.manager.unwrap_or_default(),
+            worker_token,
             managers,
+            cluster_id,
+            own_node_id,
         };
         if join.worker_token.is_empty() || join.managers.is_empty() {
             return Err(self.engine_err("the swarm reports no join token or no manager address"));
@@ -252,6 +354,15 @@ impl SwarmLink {
             .map(|n| n.state.clone())
     }
 
+    /// The swarm's role for a node (as of the last poll).
+    pub fn node_role(&self, swarm_node_id: &str) -> Option<protocol::wire::Role> {
+        let nodes = self.nodes.read().ok()?;
+        Some(match nodes.get(swarm_node_id)?.role.as_str() {
+            "manager" => protocol::wire::Role::Manager,
+            _ => protocol::wire::Role::Worker,
+        })
+    }
+
     /// Reads every swarm node's state and labels.
     pub async fn poll_nodes(&self) -> Result<(), SwarmError> {
         if !self.enabled() {
@@ -266,14 +377,7 @@ impl SwarmLink {
             .into_iter()
             .filter_map(|n| {
                 let id = n.id?;
-                Some((
-                    id,
-                    SwarmNodeView {
-                        state: state_name(n.status.and_then(|s| s.state)).to_string(),
-                        hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
-                        labels: n.spec.and_then(|s| s.labels).unwrap_or_default(),
-                    },
-                ))
+                Some((id, view_of(n.status, n.description, n.spec)))
             })
             .collect();
         if let Ok(mut n) = self.nodes.write() {
@@ -292,7 +396,7 @@ impl SwarmLink {
             .filter_map(|r| {
                 let sid = r.swarm_node_id.as_ref()?;
                 let view = nodes.get(sid)?;
-                let want = wanted_labels(r);
+                let want = without_operator_keys(&view.labels, &wanted_labels(r));
                 (!labels_present(&view.labels, &want)).then(|| (sid.clone(), want))
             })
             .collect()
@@ -325,6 +429,7 @@ impl SwarmLink {
             let version = node.version.and_then(|v| v.index).unwrap_or(0);
             let mut spec = node.spec.unwrap_or_default();
             let labels = spec.labels.get_or_insert_with(HashMap::new);
+            let want = &without_operator_keys(labels, want);
             if labels_present(labels, want) {
                 crate::metrics::METRICS.labels_applied.inc();
                 return Ok(());
@@ -361,6 +466,158 @@ impl SwarmLink {
     }
 }
 
+impl SwarmLink {
+    /// A swarm node as the engine sees it now (not the poll's cache: a node that just
+    /// joined is not in it yet). `None`: the engine does not know it.
+    pub async fn inspect(&self, swarm_node_id: &str) -> Result<Option<SwarmNodeView>, SwarmError> {
+        if !self.enabled() {
+            return Ok(None);
+        }
+        let docker = self.docker().await?;
+        match docker.inspect_node(swarm_node_id).await {
+            Ok(n) => Ok(Some(view_of(n.status, n.description, n.spec))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(self.engine_err(e)),
+        }
+    }
+
+    /// True when the last poll listed this swarm node.
+    pub fn knows(&self, swarm_node_id: &str) -> bool {
+        self.nodes
+            .read()
+            .map(|n| n.contains_key(swarm_node_id))
+            .unwrap_or(false)
+    }
+
+    /// The swarm node a re-adopted node had, from the last poll: the one labelled with
+    /// its `armada.node-id`, else the only one with its hostname that no other
+    /// registration labelled. Never the manager's own node.
+    pub fn find_for(&self, node_id: &str, hostname: &str, own_node_id: &str) -> Option<String> {
+        let nodes = self.nodes.read().ok()?;
+        let usable = |(sid, _): &(&String, &SwarmNodeView)| sid.as_str() != own_node_id;
+        if let Some((sid, _)) = nodes
+            .iter()
+            .filter(usable)
+            .find(|(_, v)| v.labels.get("armada.node-id").map(String::as_str) == Some(node_id))
+        {
+            return Some(sid.clone());
+        }
+        let mut same_host = nodes.iter().filter(usable).filter(|(sid, v)| {
+            check_claim(sid, v, own_node_id, node_id, hostname).is_ok() && v.state != "down"
+        });
+        match (same_host.next(), same_host.next()) {
+            (Some((sid, _)), None) => Some(sid.clone()),
+            _ => None,
+        }
+    }
+
+    /// Removes a node from the swarm (`docker node rm --force`). Already gone: `Ok`.
+    pub async fn remove_node(&self, swarm_node_id: &str) -> Result<(), SwarmError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let docker = self.docker().await?;
+        match docker
+            .delete_node(swarm_node_id, Some(DeleteNodeOptions { force: true }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(self.engine_err(e)),
+        }
+    }
+
+    /// Changes a node's spec (role, labels) with the version read just before, retrying
+    /// on "update out of sequence".
+    async fn update_spec(
+        &self,
+        swarm_node_id: &str,
+        change: impl Fn(&mut bollard::models::NodeSpec),
+    ) -> Result<(), SwarmError> {
+        if !self.enabled() {
+            return Err(self.engine_err("the manager runs without a Docker engine (--no-swarm)"));
+        }
+        let docker = self.docker().await?;
+        let mut last = String::new();
+        for attempt in 0..LABEL_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 * attempt as u64)).await;
+            }
+            let node = match docker.inspect_node(swarm_node_id).await {
+                Ok(n) => n,
+                Err(e) if is_not_found(&e) => {
+                    return Err(SwarmError::UnknownSwarmNode(swarm_node_id.to_string()))
+                }
+                Err(e) => return Err(self.engine_err(e)),
+            };
+            let version = node.version.and_then(|v| v.index).unwrap_or(0);
+            let mut spec = node.spec.unwrap_or_default();
+            change(&mut spec);
+            match docker
+                .update_node(
+                    swarm_node_id,
+                    spec,
+                    UpdateNodeOptions {
+                        version: version as i64,
+                    },
+                )
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(e) if is_out_of_sequence(&e) => last = e.to_string(),
+                Err(e) => return Err(self.engine_err(e)),
+            }
+        }
+        Err(self.engine_err(format!(
+            "updating {swarm_node_id} did not settle after {LABEL_ATTEMPTS} attempts: {last}"
+        )))
+    }
+
+    /// Promotes (`manager`) or demotes (`worker`) a swarm node: the operator's way, the
+    /// only one, to make a swarm manager.
+    pub async fn set_role(&self, swarm_node_id: &str, manager: bool) -> Result<(), SwarmError> {
+        self.update_spec(swarm_node_id, |spec| {
+            spec.role = Some(if manager {
+                NodeSpecRoleEnum::MANAGER
+            } else {
+                NodeSpecRoleEnum::WORKER
+            });
+        })
+        .await
+    }
+
+    /// Sets and removes operator labels; the keys become the operator's (listed in
+    /// [`OPERATOR_KEYS_LABEL`]), so the node's own labels never override them.
+    pub async fn set_operator_labels(
+        &self,
+        swarm_node_id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+    ) -> Result<BTreeMap<String, String>, SwarmError> {
+        let result = std::sync::Mutex::new(BTreeMap::new());
+        self.update_spec(swarm_node_id, |spec| {
+            let labels = spec.labels.get_or_insert_with(HashMap::new);
+            let mut owned = operator_keys(labels);
+            for k in set.keys().chain(remove) {
+                if !owned.contains(k) {
+                    owned.push(k.clone());
+                }
+            }
+            owned.sort();
+            for k in remove {
+                labels.remove(k);
+            }
+            labels.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            labels.insert(OPERATOR_KEYS_LABEL.into(), owned.join(","));
+            if let Ok(mut r) = result.lock() {
+                *r = labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            }
+        })
+        .await?;
+        Ok(result.into_inner().unwrap_or_default())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +639,53 @@ mod tests {
         assert!(labels_present(&have, &w));
         have.insert("zone".into(), "moved".into());
         assert!(!labels_present(&have, &w));
+    }
+
+    #[test]
+    fn operator_keys_win_over_node_labels() {
+        let mut have: HashMap<String, String> = HashMap::new();
+        have.insert("zone".into(), "operator-zone".into());
+        have.insert(OPERATOR_KEYS_LABEL.into(), "zone, gone".into());
+        let want: BTreeMap<String, String> = [
+            ("zone", "node-zone"),
+            ("gone", "x"),
+            ("rack", "r1"),
+            ("armada.board", "pine64"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let apply = without_operator_keys(&have, &want);
+        assert_eq!(apply.get("zone"), None);
+        assert_eq!(apply.get("gone"), None);
+        assert_eq!(apply["rack"], "r1");
+        assert_eq!(apply["armada.board"], "pine64");
+        assert_eq!(operator_keys(&have), vec!["zone", "gone"]);
+    }
+
+    #[test]
+    fn claims_are_tied_to_hostname_owner_and_never_the_managers_node() {
+        let mut v = SwarmNodeView {
+            state: "ready".into(),
+            hostname: "pine-01".into(),
+            role: "worker".into(),
+            labels: HashMap::new(),
+        };
+        assert_eq!(check_claim("s1", &v, "mgr", "n-1", "pine-01"), Ok(()));
+        assert!(matches!(
+            check_claim("mgr", &v, "mgr", "n-1", "pine-01"),
+            Err(ClaimRefusal::ManagersOwn(_))
+        ));
+        assert!(matches!(
+            check_claim("s1", &v, "mgr", "n-1", "pine-02"),
+            Err(ClaimRefusal::OtherHostname { .. })
+        ));
+        v.labels.insert("armada.node-id".into(), "n-2".into());
+        assert!(matches!(
+            check_claim("s1", &v, "mgr", "n-1", "pine-01"),
+            Err(ClaimRefusal::OtherOwner { .. })
+        ));
+        assert_eq!(check_claim("s1", &v, "mgr", "n-2", "pine-01"), Ok(()));
     }
 
     #[test]

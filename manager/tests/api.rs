@@ -21,7 +21,7 @@ async fn registration_same_machine_conflict_and_removal() {
     assert!(first.node_id.starts_with("n-"));
     assert!(first
         .credential
-        .starts_with(&format!("armadanode1.{}.", first.node_id)));
+        .starts_with(&format!("armadanode2.{}.", first.node_id)));
     assert_eq!(first.report_interval_seconds, 10);
     assert!(first.swarm_join_token.is_empty(), "no engine in this test");
 
@@ -70,6 +70,8 @@ async fn registration_same_machine_conflict_and_removal() {
     )
     .await;
     assert_eq!(r.status(), 401);
+    let body: protocol::wire::ErrorBody = r.json().await.unwrap();
+    assert_eq!(body.code.as_deref(), Some("revoked"), "{}", body.error);
     let other = register(&http, &m.url, &c.token, facts("pine-01", "machine-b")).await;
     assert_ne!(other.node_id, first.node_id);
     let del = http

@@ -119,7 +119,8 @@ pub struct EngineSwarm {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RegisterResponse {
     pub node_id: String,
-    /// `armadanode1.<node id>.<secret>`; the manager keeps only its hash.
+    /// `armadanode2.<node id>.<secret>.<mac>` (see `protocol::token`); the manager keeps
+    /// only the hash of the secret, and verifies the MAC with its cluster key.
     pub credential: String,
     /// Docker Swarm WORKER join token: the bootstrap token never buys a manager's place
     /// (swarm managers are made by the operator).

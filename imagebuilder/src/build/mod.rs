@@ -166,6 +166,7 @@ const MANAGER_FILES: &[(&str, u32)] = &[
     ("manager.key", 0o600),
     ("token", 0o600),
     ("admin-token", 0o600),
+    ("credential-key", 0o600),
 ];
 
 fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
@@ -229,12 +230,28 @@ fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
     if role == Role::Manager {
         for (name, mode) in MANAGER_FILES {
             let p = dir.join(name);
+            if *name == "credential-key" && !p.exists() {
+                bail!(
+                    "{} is missing: the cluster folder predates node-credential keys; run `armada cluster upgrade {}` first",
+                    p.display(),
+                    dir.display()
+                );
+            }
             let data = std::fs::read(&p).with_context(|| {
                 format!("reading {} (a manager image carries the cluster folder from `armada cluster init`)", p.display())
             })?;
             h.update(name.as_bytes());
             h.update(&data);
             files.push((name.to_string(), data, *mode));
+        }
+        // Nodes the operator removed stay removed on a manager card made again.
+        let revoked = dir.join("revoked-nodes");
+        if revoked.is_file() {
+            let data = std::fs::read(&revoked)
+                .with_context(|| format!("reading {}", revoked.display()))?;
+            h.update(b"revoked-nodes");
+            h.update(&data);
+            files.push(("revoked-nodes".into(), data, 0o600));
         }
         if info_path.is_file() {
             let data = std::fs::read(&info_path)

@@ -298,8 +298,22 @@ impl Store {
         labels: BTreeMap<String, String>,
         interval: u32,
     ) -> Result<Registration, StoreError> {
+        self.register_as(None, facts, labels, interval).await
+    }
+
+    /// Registers with `node_id` when the node is new to the store (and not revoked): a
+    /// node re-adopted after the manager lost its state keeps the id its credential
+    /// names.
+    pub async fn register_as(
+        &self,
+        node_id: Option<String>,
+        facts: NodeFacts,
+        labels: BTreeMap<String, String>,
+        interval: u32,
+    ) -> Result<Registration, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Register {
+            node_id,
             facts,
             labels,
             interval,

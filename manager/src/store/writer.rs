@@ -31,6 +31,8 @@ pub const MAX_GROUP: usize = 2048;
 
 pub enum Op {
     Register {
+        /// The id wanted for a node new to the store (re-adoption).
+        node_id: Option<String>,
         facts: NodeFacts,
         labels: BTreeMap<String, String>,
         interval: u32,
@@ -355,6 +357,7 @@ fn apply_op(
 ) {
     match op {
         Op::Register {
+            node_id: wanted_id,
             facts,
             labels,
             interval,
@@ -377,7 +380,13 @@ fn apply_op(
                         e.record.swarm_node_id.clone(),
                     )
                 }
-                RegisterDecision::New => (new_node_id(st), now_ms, None),
+                RegisterDecision::New => (
+                    wanted_id
+                        .filter(|id| !st.nodes.contains_key(id) && !st.revoked.contains_key(id))
+                        .unwrap_or_else(|| new_node_id(st)),
+                    now_ms,
+                    None,
+                ),
             };
             let existing = st.nodes.contains_key(&node_id);
             let credential = NodeCredential::generate(&node_id);

@@ -49,6 +49,11 @@ pub fn make_cluster(dir: &Path) -> TestCluster {
     std::fs::write(dir.join("manager.key"), key.serialize_pem()).unwrap();
     std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
     std::fs::write(dir.join("admin-token"), format!("{admin}\n")).unwrap();
+    std::fs::write(
+        dir.join("credential-key"),
+        protocol::token::CredentialKey::generate().to_file_text(),
+    )
+    .unwrap();
     TestCluster {
         dir: dir.into(),
         token,
