@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use protocol::wire::{NodeFacts, RegisterRequest, RegisterResponse, Role};
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 struct Cli {
     /// The manager, on loopback.
     #[arg(long)]
@@ -39,7 +39,7 @@ struct Cli {
     mode: Mode,
 }
 
-#[derive(Subcommand)]
+#[derive(Subcommand, Clone)]
 enum Mode {
     Burst {
         #[arg(long, default_value_t = 1000)]
@@ -59,6 +59,10 @@ enum Mode {
         max_in_flight: usize,
         #[arg(long, default_value = "sim")]
         prefix: String,
+        /// Meanwhile, full federation scrapes of `/metrics` back to back (admin token),
+        /// and a `/v1/health` probe every 20 ms whose latency is reported.
+        #[arg(long)]
+        scrape: bool,
     },
     /// Opens N TLS connections, one request on each, and holds them open (as N agents
     /// with keep-alive connections would), to measure the manager's memory per connection.
@@ -234,6 +238,58 @@ fn manager_cpu(cli: &Cli, cpu0: Option<f64>, snapshots: usize) -> String {
     )
 }
 
+/// The 99th percentile in ms (0 without samples).
+fn p99_ms(v: &[u64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0
+}
+
+/// Full `/metrics` scrapes back to back until `end`: (count, seconds each).
+async fn scrape_loop(cli: &Cli, end: Instant) -> Result<(usize, Vec<u64>)> {
+    let http = client(cli, true)?;
+    let admin = std::fs::read_to_string(cli.cluster_dir.join("admin-token"))
+        .context("reading admin-token")?;
+    let mut took = Vec::new();
+    while Instant::now() < end {
+        let t = Instant::now();
+        let r = http
+            .get(format!("{}/metrics", cli.url))
+            .bearer_auth(admin.trim())
+            .send()
+            .await?;
+        let status = r.status();
+        let len = r.bytes().await?.len();
+        if status != 200 || len == 0 {
+            bail!("/metrics: HTTP {status}, {len} bytes");
+        }
+        took.push(t.elapsed().as_micros() as u64);
+    }
+    Ok((took.len(), took))
+}
+
+/// `/v1/health` every 20 ms until `end`, with a node's credential: latencies in us.
+async fn health_probe(cli: &Cli, node: Arc<Node>, end: Instant) -> Result<Vec<u64>> {
+    let http = client(cli, true)?;
+    let mut lat = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    while Instant::now() < end {
+        tick.tick().await;
+        let t = Instant::now();
+        let r = http
+            .get(format!("{}/v1/health", cli.url))
+            .bearer_auth(&node.credential)
+            .send()
+            .await?;
+        let _ = r.bytes().await?;
+        lat.push(t.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
+}
+
 fn percentiles(mut v: Vec<u64>) -> String {
     if v.is_empty() {
         return "no samples".into();
@@ -371,6 +427,7 @@ async fn ingest(
     duration: u64,
     max_in_flight: usize,
     prefix: &str,
+    scrape: bool,
 ) -> Result<()> {
     let nodes = setup_nodes(cli, n, prefix).await?;
     let http = client(cli, true)?;
@@ -382,6 +439,13 @@ async fn ingest(
     let cpu0 = cli.manager_pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(duration);
+    let side = scrape.then(|| {
+        let (c1, c2, node) = (cli.clone(), cli.clone(), nodes[0].clone());
+        (
+            tokio::spawn(async move { scrape_loop(&c1, end).await }),
+            tokio::spawn(async move { health_probe(&c2, node, end).await }),
+        )
+    });
     let mut issued = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     let mut handles = Vec::new();
@@ -416,6 +480,22 @@ async fn ingest(
     let secs = t0.elapsed().as_secs_f64();
     let lat = std::mem::take(&mut *lat.lock().map_err(|_| anyhow::anyhow!("poisoned"))?);
     let cpu = manager_cpu(cli, cpu0, lat.len());
+    let mut health_p99 = String::new();
+    if let Some((scrapes, health)) = side {
+        let (count, took) = scrapes.await??;
+        let health = health.await??;
+        println!(
+            "during {count} full /metrics scrapes back to back (each {}): /v1/health {}",
+            percentiles(took),
+            percentiles(health.clone())
+        );
+        health_p99 = format!(" scrapes={count} health_p99_ms={:.1}", p99_ms(&health));
+    }
+    println!(
+        "summary acked={} p99_ms={:.1}{health_p99}",
+        lat.len(),
+        p99_ms(&lat)
+    );
     println!(
         "ingest: {n} nodes every {interval} s for {duration} s: {} reports acked = {:.0} reports/s (target {rate:.0}); {}; errors {}, skipped (over {max_in_flight} in flight) {}{cpu}",
         lat.len(),
@@ -488,6 +568,12 @@ async fn max(
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = manager_cpu(cli, cpu0, lat.len() * batch);
+    println!(
+        "summary acked={} p99_ms={:.1} reports_per_s={:.0}",
+        lat.len() * batch,
+        p99_ms(&lat),
+        (lat.len() * batch) as f64 / secs
+    );
     println!(
         "max: {n} nodes, {concurrency} in flight, {batch} snapshots/request, {duration} s: {:.0} requests/s = {:.0} reports/s; {}; errors {}{cpu}",
         lat.len() as f64 / secs,
@@ -588,7 +674,19 @@ fn main() -> Result<()> {
                 duration,
                 max_in_flight,
                 prefix,
-            } => ingest(&cli, *nodes, *interval, *duration, *max_in_flight, prefix).await,
+                scrape,
+            } => {
+                ingest(
+                    &cli,
+                    *nodes,
+                    *interval,
+                    *duration,
+                    *max_in_flight,
+                    prefix,
+                    *scrape,
+                )
+                .await
+            }
             Mode::Idle { connections, hold } => idle(&cli, *connections, *hold).await,
             Mode::Max {
                 nodes,
