@@ -230,8 +230,11 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
 }
 
 /// Parses a decimal with an optional fraction (`/proc/loadavg`, PSI averages).
+/// `inf`, `nan` and overflowing exponents are refused: JSON cannot carry them, and one
+/// would make the manager reject the whole report.
 pub fn parse_f64(b: &[u8]) -> Option<f64> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    let v: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
+    v.is_finite().then_some(v)
 }
 
 /// Whitespace-separated fields of a line, without allocating.
@@ -272,6 +275,9 @@ mod tests {
         assert_eq!(parse_u64(b"12a"), None);
         assert_eq!(parse_i64(b"-4500"), Some(-4500));
         assert_eq!(parse_f64(b"0.52"), Some(0.52));
+        for bad in [&b"inf"[..], b"NaN", b"-infinity", b"1e309"] {
+            assert_eq!(parse_f64(bad), None, "{bad:?}");
+        }
         assert_eq!(trim(b"  42\n"), b"42");
     }
 
