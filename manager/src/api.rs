@@ -447,6 +447,7 @@ async fn register(
         }
     }
     let wanted_id = readopt.as_ref().map(|(id, _)| id.clone());
+    let engine_id = facts.engine_id.clone();
     match s
         .store
         .register_as(wanted_id, facts, req.labels, s.report_interval_seconds)
@@ -489,7 +490,12 @@ async fn register(
                     ApiError::unavailable(format!("the store made a bad credential: {e}"))
                 })?;
             if readopted {
-                tie_swarm_node(&s, &node_id, &hostname, req.swarm.as_ref(), &join).await;
+                let who = swarm::Claimant {
+                    node_id: &node_id,
+                    hostname: &hostname,
+                    engine_id: engine_id.as_deref(),
+                };
+                tie_swarm_node(&s, who, req.swarm.as_ref(), &join).await;
             }
             Ok(Json(RegisterResponse {
                 node_id,
@@ -509,20 +515,20 @@ async fn register(
 /// Nothing found (the swarm is new): the agent joins and says so through `/v1/joined`.
 async fn tie_swarm_node(
     s: &Shared,
-    node_id: &str,
-    hostname: &str,
+    who: swarm::Claimant<'_>,
     engine: Option<&protocol::wire::EngineSwarm>,
     join: &swarm::JoinInfo,
 ) {
+    let node_id = who.node_id;
     let named = engine
         .filter(|e| e.cluster_id.as_deref() == Some(join.cluster_id.as_str()))
         .map(|e| e.node_id.clone());
-    let Some(sid) = named.or_else(|| s.swarm.find_for(node_id, hostname, &join.own_node_id)) else {
+    let Some(sid) = named.or_else(|| s.swarm.find_for(who, join)) else {
         return;
     };
     match s.swarm.inspect(&sid).await {
         Ok(Some(view)) => {
-            if let Err(e) = swarm::check_claim(&sid, &view, &join.own_node_id, node_id, hostname) {
+            if let Err(e) = swarm::check_claim(&sid, &view, join, who) {
                 tracing::warn!("re-adopting {node_id}: {e}");
                 return;
             }
@@ -602,14 +608,12 @@ async fn joined(
                     format!("swarm node {sid} is not known to the manager's engine"),
                 )
             })?;
-        swarm::check_claim(
-            &sid,
-            &view,
-            &join.own_node_id,
-            &node_id,
-            &record.facts.hostname,
-        )
-        .map_err(|e| {
+        let who = swarm::Claimant {
+            node_id: &node_id,
+            hostname: &record.facts.hostname,
+            engine_id: record.facts.engine_id.as_deref(),
+        };
+        swarm::check_claim(&sid, &view, &join, who).map_err(|e| {
             tracing::warn!("node {node_id} tried to claim swarm node {sid}: {e}");
             ApiError::new(StatusCode::FORBIDDEN, e)
         })?;

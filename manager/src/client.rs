@@ -1,4 +1,5 @@
-//! `armada-manager nodes [remove ID]`: the operator's view, through the running
+//! `armada-manager nodes [remove|promote|demote|label ID]`: the operator's view and
+//! actions, through the running
 //! manager's API (HTTPS pinned to the cluster folder's `ca.pem`, admin token from its
 //! `admin-token`). The store belongs to the running manager; nothing here opens it.
 
@@ -15,7 +16,10 @@ pub fn http_client(cluster_dir: &Path) -> Result<(reqwest::Client, String)> {
     let admin_path = cluster_dir.join(crate::cluster::ADMIN_TOKEN);
     let admin = std::fs::read_to_string(&admin_path)
         .with_context(|| format!("reading {}", admin_path.display()))?
-        .trim()
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or_default()
         .to_string();
     let client = reqwest::Client::builder()
         .tls_certs_only([cert])
@@ -65,6 +69,65 @@ pub async fn remove(url: &str, cluster_dir: &Path, id: &str) -> Result<()> {
         .with_context(|| what.clone())?;
     check(resp, &what).await?;
     Ok(())
+}
+
+/// `POST` (or `PUT` with a body) to an admin path under `/v1/nodes/{id}`; the reply.
+async fn node_action(
+    url: &str,
+    cluster_dir: &Path,
+    id: &str,
+    action: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let (client, admin) = http_client(cluster_dir)?;
+    let target = format!("{url}{PATH_NODES}/{id}/{action}");
+    let (req, what) = match body {
+        Some(b) => (client.put(&target).json(&b), format!("PUT {target}")),
+        None => (client.post(&target), format!("POST {target}")),
+    };
+    let resp = req
+        .bearer_auth(admin)
+        .send()
+        .await
+        .with_context(|| what.clone())?;
+    check(resp, &what)
+        .await?
+        .json()
+        .await
+        .with_context(|| format!("{what}: reading the reply"))
+}
+
+/// Makes the node a swarm manager (`promote`) or a worker again (`demote`).
+pub async fn set_role(url: &str, cluster_dir: &Path, id: &str, manager: bool) -> Result<()> {
+    let action = if manager { "promote" } else { "demote" };
+    node_action(url, cluster_dir, id, action, None).await?;
+    Ok(())
+}
+
+/// Sets (`KEY=VALUE`) and removes (`KEY`) operator labels; returns the node's labels.
+pub async fn label(
+    url: &str,
+    cluster_dir: &Path,
+    id: &str,
+    set: &[String],
+    remove: &[String],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut pairs = std::collections::BTreeMap::new();
+    for kv in set {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("label `{kv}`: expected KEY=VALUE"))?;
+        pairs.insert(k.to_string(), v.to_string());
+    }
+    let reply = node_action(
+        url,
+        cluster_dir,
+        id,
+        "labels",
+        Some(serde_json::json!({ "set": pairs, "remove": remove })),
+    )
+    .await?;
+    serde_json::from_value(reply["labels"].clone()).context("reading the labels in the reply")
 }
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {

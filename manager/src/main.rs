@@ -101,8 +101,25 @@ struct NodesArgs {
 
 #[derive(Subcommand)]
 enum NodesAction {
-    /// Remove a node: its credential is refused from now on; its hostname is free again.
+    /// Remove a node: its credential is refused from now on (also by a manager started
+    /// on an empty state dir: the id goes to the cluster folder's `revoked-nodes`), its
+    /// swarm node is removed from the swarm, its hostname is free again.
     Remove { id: String },
+    /// Make the node's swarm node a swarm manager (through the Engine API).
+    Promote { id: String },
+    /// Make the node's swarm node a swarm worker again.
+    Demote { id: String },
+    /// Set operator labels on the node's swarm node; they win over the node's own
+    /// labels from armada.toml.
+    Label {
+        id: String,
+        /// `KEY=VALUE` to set (repeatable).
+        #[arg(value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// A key to remove (repeatable); the node's own value for it is not put back.
+        #[arg(long = "remove", value_name = "KEY")]
+        remove: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -218,7 +235,22 @@ async fn nodes(a: NodesArgs) -> Result<()> {
     match a.action {
         Some(NodesAction::Remove { id }) => {
             client::remove(url, &a.cluster_dir, &id).await?;
-            println!("removed {id}; its credential is refused from now on (the swarm node, if any, is left to `docker node rm`)");
+            println!("removed {id}; its credential is refused from now on, by this manager and by one started on an empty state dir; its swarm node left the swarm");
+        }
+        Some(NodesAction::Promote { id }) => {
+            client::set_role(url, &a.cluster_dir, &id, true).await?;
+            println!("{id} is a swarm manager");
+        }
+        Some(NodesAction::Demote { id }) => {
+            client::set_role(url, &a.cluster_dir, &id, false).await?;
+            println!("{id} is a swarm worker");
+        }
+        Some(NodesAction::Label { id, set, remove }) => {
+            let labels = client::label(url, &a.cluster_dir, &id, &set, &remove).await?;
+            for (k, v) in labels {
+                // Node-supplied strings: control characters printed escaped.
+                println!("{}={}", k.escape_debug(), v.escape_debug());
+            }
         }
         None => {
             let list = client::list(url, &a.cluster_dir).await?;

@@ -50,8 +50,11 @@ pub struct JoinInfo {
     pub managers: Vec<String>,
     /// The swarm's cluster ID (`GET /swarm` -> `ID`).
     pub cluster_id: String,
-    /// The manager's own engine's swarm node ID: never labelled for a node.
+    /// The manager's own engine's swarm node ID: labelled only for the registration
+    /// that proves it runs on that engine (its `engine_id` is `own_engine_id`).
     pub own_node_id: String,
+    /// The manager's own engine's ID (`GET /info` -> `ID`).
+    pub own_engine_id: String,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -94,7 +97,7 @@ pub fn without_operator_keys(
 /// Why a node may not claim (label) a swarm node. Pure; see [`check_claim`].
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ClaimRefusal {
-    #[error("swarm node {0} is the manager's own engine: a node never labels it")]
+    #[error("swarm node {0} is the manager's own engine: only an agent on that engine (same engine ID) may claim it")]
     ManagersOwn(String),
     #[error("swarm node {sid} has hostname `{swarm}`, not the registered `{registered}`: a node may only claim its own swarm node")]
     OtherHostname {
@@ -106,15 +109,31 @@ pub enum ClaimRefusal {
     OtherOwner { sid: String, owner: String },
 }
 
-/// May registration `node_id` with `hostname` claim swarm node `sid` as seen in `view`?
+/// Who claims a swarm node: the registration's id, hostname and engine ID.
+#[derive(Clone, Copy, Debug)]
+pub struct Claimant<'a> {
+    pub node_id: &'a str,
+    pub hostname: &'a str,
+    pub engine_id: Option<&'a str>,
+}
+
+/// May `who` claim swarm node `sid` as seen in `view`? The manager's own node only for
+/// the agent on the manager's own engine (the engine ID is not something a worker card
+/// can read from the swarm); any node only under its registered hostname, and not one
+/// another registration labelled as its own.
 pub fn check_claim(
     sid: &str,
     view: &SwarmNodeView,
-    own_node_id: &str,
-    node_id: &str,
-    hostname: &str,
+    join: &JoinInfo,
+    who: Claimant<'_>,
 ) -> Result<(), ClaimRefusal> {
-    if !own_node_id.is_empty() && sid == own_node_id {
+    let Claimant {
+        node_id, hostname, ..
+    } = who;
+    if !join.own_node_id.is_empty()
+        && sid == join.own_node_id
+        && (join.own_engine_id.is_empty() || who.engine_id != Some(join.own_engine_id.as_str()))
+    {
         return Err(ClaimRefusal::ManagersOwn(sid.to_string()));
     }
     if !view.hostname.eq_ignore_ascii_case(hostname) {
@@ -319,6 +338,7 @@ impl SwarmLink {
         let info = docker.info().await.map_err(|e| self.engine_err(e))?;
         let sw = info.swarm.unwrap_or_default();
         let own_node_id = sw.node_id.clone().unwrap_or_default();
+        let own_engine_id = info.id.clone().unwrap_or_default();
         let mut managers: Vec<String> = sw
             .remote_managers
             .unwrap_or_default()
@@ -336,6 +356,7 @@ impl SwarmLink {
             managers,
             cluster_id,
             own_node_id,
+            own_engine_id,
         };
         if join.worker_token.is_empty() || join.managers.is_empty() {
             return Err(self.engine_err("the swarm reports no join token or no manager address"));
@@ -492,9 +513,13 @@ impl SwarmLink {
     /// The swarm node a re-adopted node had, from the last poll: the one labelled with
     /// its `armada.node-id`, else the only one with its hostname that no other
     /// registration labelled. Never the manager's own node.
-    pub fn find_for(&self, node_id: &str, hostname: &str, own_node_id: &str) -> Option<String> {
+    pub fn find_for(&self, who: Claimant<'_>, join: &JoinInfo) -> Option<String> {
+        let node_id = who.node_id;
         let nodes = self.nodes.read().ok()?;
-        let usable = |(sid, _): &(&String, &SwarmNodeView)| sid.as_str() != own_node_id;
+        let usable = |(sid, _): &(&String, &SwarmNodeView)| {
+            sid.as_str() != join.own_node_id
+                || (who.engine_id.is_some() && who.engine_id == Some(join.own_engine_id.as_str()))
+        };
         if let Some((sid, _)) = nodes
             .iter()
             .filter(usable)
@@ -502,9 +527,10 @@ impl SwarmLink {
         {
             return Some(sid.clone());
         }
-        let mut same_host = nodes.iter().filter(usable).filter(|(sid, v)| {
-            check_claim(sid, v, own_node_id, node_id, hostname).is_ok() && v.state != "down"
-        });
+        let mut same_host = nodes
+            .iter()
+            .filter(usable)
+            .filter(|(sid, v)| check_claim(sid, v, join, who).is_ok() && v.state != "down");
         match (same_host.next(), same_host.next()) {
             (Some((sid, _)), None) => Some(sid.clone()),
             _ => None,
@@ -671,21 +697,47 @@ mod tests {
             role: "worker".into(),
             labels: HashMap::new(),
         };
-        assert_eq!(check_claim("s1", &v, "mgr", "n-1", "pine-01"), Ok(()));
+        let join = JoinInfo {
+            own_node_id: "mgr".into(),
+            own_engine_id: "ENGINE-MGR".into(),
+            ..Default::default()
+        };
+        let who = |node_id, hostname, engine_id| Claimant {
+            node_id,
+            hostname,
+            engine_id,
+        };
+        assert_eq!(
+            check_claim("s1", &v, &join, who("n-1", "pine-01", None)),
+            Ok(())
+        );
+        // The manager's own node: refused to a worker, even one naming its hostname...
         assert!(matches!(
-            check_claim("mgr", &v, "mgr", "n-1", "pine-01"),
+            check_claim("mgr", &v, &join, who("n-1", "pine-01", Some("ENGINE-W1"))),
             Err(ClaimRefusal::ManagersOwn(_))
         ));
         assert!(matches!(
-            check_claim("s1", &v, "mgr", "n-1", "pine-02"),
+            check_claim("mgr", &v, &join, who("n-1", "pine-01", None)),
+            Err(ClaimRefusal::ManagersOwn(_))
+        ));
+        // ...granted to the agent on the manager's own engine.
+        assert_eq!(
+            check_claim("mgr", &v, &join, who("n-1", "pine-01", Some("ENGINE-MGR"))),
+            Ok(())
+        );
+        assert!(matches!(
+            check_claim("s1", &v, &join, who("n-1", "pine-02", None)),
             Err(ClaimRefusal::OtherHostname { .. })
         ));
         v.labels.insert("armada.node-id".into(), "n-2".into());
         assert!(matches!(
-            check_claim("s1", &v, "mgr", "n-1", "pine-01"),
+            check_claim("s1", &v, &join, who("n-1", "pine-01", None)),
             Err(ClaimRefusal::OtherOwner { .. })
         ));
-        assert_eq!(check_claim("s1", &v, "mgr", "n-2", "pine-01"), Ok(()));
+        assert_eq!(
+            check_claim("s1", &v, &join, who("n-2", "pine-01", None)),
+            Ok(())
+        );
     }
 
     #[test]
