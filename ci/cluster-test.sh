@@ -166,7 +166,9 @@ log "network namespaces and three dockerd"
 nodes_setup_hub || { echo "cluster: could not create the hub namespace" >&2; exit 1; }
 # node4's engine never joins: the refusal probes run there.
 for n in 1 2 3 4; do nodes_add_node "$n" || { echo "cluster: could not create node $n" >&2; exit 1; }; done
-for n in 1 2 3 4; do nodes_start_dockerd "$n"; done
+# Each engine's hostname is its armada.toml hostname, as on a board: the manager only
+# labels a swarm node for the registration with that hostname.
+for n in 1 2 3 4; do nodes_start_dockerd "$n" "cl-node$n"; done
 for n in 1 2 3 4; do nodes_wait_dockerd "$n" 60 || { echo "cluster: dockerd of node $n did not start" >&2; exit 1; }; done
 for n in 1 2 3; do nodes_import_busybox "$n" "$IMAGE" || { echo "cluster: docker import failed on node $n" >&2; exit 1; }; done
 

@@ -40,10 +40,14 @@ state=$(nodes_docker 1 info --format '{{.Swarm.LocalNodeState}} {{.Swarm.Control
 [ "$state" = "active true $(nodes_ip 1)" ] && pass "engine is an active swarm manager at $(nodes_ip 1)" || fail "engine swarm state: $state"
 
 token=$(grep -m1 '^armada1\.' "$WORK/cluster/token")
+# This registration plays the agent on the manager's own engine: only with that
+# engine's ID may it claim (label) the manager's swarm node.
+engine_id=$(nodes_docker 1 info --format '{{.ID}}')
 reply=$(api -H 'Content-Type: application/json' "$MGR/v1/register" --data @- <<JSON
 {"protocol":1,"token":"$token","labels":{"zone":"shelf-3"},
  "facts":{"hostname":"arm-mg-node1","board":"pine64","role":"worker","machine_id":"mid-1","arch":"aarch64",
-          "kernel":"6.1.0","cpus":4,"memory_bytes":2147483648,"docker_version":"20.10","agent_version":"test"}}
+          "kernel":"6.1.0","cpus":4,"memory_bytes":2147483648,"docker_version":"20.10","agent_version":"test",
+          "engine_id":"$engine_id"}}
 JSON
 )
 real_token=$(nodes_docker 1 swarm join-token -q worker)

@@ -28,9 +28,13 @@
 #   nodes_ip N                        print S.N
 #   nodes_sock N                      print unix://.../docker.sock of node N
 #   nodes_docker N ARGS...            the docker CLI against node N's engine
-#   nodes_start_dockerd N             start node N's dockerd (own roots, cgroup parent
+#   nodes_start_dockerd N [HOSTNAME]  start node N's dockerd (own roots, cgroup parent
 #                                     /P-nodeN, no bridge/iptables, own engine key,
-#                                     swarm tasks use local images without a pull)
+#                                     swarm tasks use local images without a pull);
+#                                     its UTS hostname (the swarm node's) is HOSTNAME,
+#                                     default P-nodeN: give the agent's armada.toml
+#                                     hostname, as on a board, or the manager refuses
+#                                     the swarm node as not the registration's own
 #   nodes_wait_dockerd N [SECONDS]    wait until node N's engine answers (default 60)
 #   nodes_dockerd_pid N               print node N's dockerd PID
 #   nodes_kill_dockerd N [SIGNAL]     signal node N's dockerd (default TERM), wait for it
@@ -145,8 +149,8 @@ nodes_bg_in() {
 }
 
 nodes_start_dockerd() {
-  local n=$1 d ns
-  d=$(nodes_dir "$n"); ns=$(nodes_ns "$n")
+  local n=$1 d ns host
+  d=$(nodes_dir "$n"); ns=$(nodes_ns "$n"); host=${2:-$ns}
   mkdir -p "$d/data" "$d/exec"
   # Each engine its own key, or they all share one engine ID and swarm mixes them up.
   printf '{"deprecated-key-path": "%s/key.json"}\n' "$d" >"$d/daemon.json"
@@ -154,7 +158,7 @@ nodes_start_dockerd() {
   # instead of first trying a registry pull that can only time out here (~20 s).
   nodes_bg "$d/dockerd.log" env DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 \
     nsenter --net="/run/netns/$ns" unshare --uts sh -c \
-    "hostname $ns && exec dockerd --config-file '$d/daemon.json' --data-root '$d/data' \
+    "hostname $host && exec dockerd --config-file '$d/daemon.json' --data-root '$d/data' \
       --exec-root '$d/exec' --pidfile '$d/dockerd.pid' -H 'unix://$d/docker.sock' \
       --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
       --cgroup-parent=/$ns --log-level=warn"
