@@ -13,6 +13,7 @@
 //! | `/v1/health` | GET | admin or node |
 //! | `/v1/joined`, `/v1/report` | POST | node credential |
 //! | `/v1/nodes`, `/v1/nodes/{id}`, `/metrics` | GET | admin |
+//! | `/v1/alerts`, `/v1/alerts/events` | GET | admin |
 //!
 //! `/metrics?federate=false` leaves out the nodes' snapshots: at thousands of nodes the
 //! federation text is large (about 15 KiB per node) and built in memory.
@@ -64,6 +65,7 @@ pub const MAX_SMALL_BODY: usize = 64 << 10;
 
 pub struct AppState {
     pub store: Arc<Store>,
+    pub alerts: Arc<crate::alerts::AlertService>,
     pub cluster: Arc<ClusterFiles>,
     pub tokens: Arc<TokenFile>,
     pub swarm: Arc<SwarmLink>,
@@ -248,6 +250,8 @@ pub fn router(state: Shared) -> Router {
             axum::routing::put(set_labels).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
         )
         .route(PATH_METRICS, get(metrics))
+        .route(crate::alerts::PATH_ALERTS, get(alerts))
+        .route(crate::alerts::PATH_ALERT_EVENTS, get(alert_events))
         .layer(axum::middleware::from_fn(count_requests))
         .with_state(state)
 }
@@ -262,6 +266,8 @@ fn route_label(path: &str) -> &'static str {
         PATH_REPORT => PATH_REPORT,
         PATH_NODES => PATH_NODES,
         PATH_METRICS => PATH_METRICS,
+        crate::alerts::PATH_ALERTS => crate::alerts::PATH_ALERTS,
+        crate::alerts::PATH_ALERT_EVENTS => crate::alerts::PATH_ALERT_EVENTS,
         p if p.starts_with("/v1/nodes/") => "/v1/nodes/{id}",
         _ => "other",
     }
@@ -920,12 +926,14 @@ async fn metrics(
             .collect()
     };
     // Off the async workers: at thousands of nodes this takes a good part of a second.
+    let alerts = s.alerts.clone();
     let out = tokio::task::spawn_blocking(move || {
         let parsed: Vec<(String, String, String, protocol::snapshot::Snapshot)> = copied
             .into_iter()
             .filter_map(|(id, h, b, json)| Some((id, h, b, serde_json::from_str(&json).ok()?)))
             .collect();
         crate::metrics::render_own(&METRICS, &counts, &mut out);
+        alerts.render_metrics(&mut out);
         let labels: Vec<[(&str, &str); 3]> = parsed
             .iter()
             .map(|(id, h, b, _)| {
@@ -957,4 +965,38 @@ async fn metrics(
         out,
     )
         .into_response())
+}
+
+async fn alerts(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<crate::alerts::AlertsReport>, ApiError> {
+    s.admin(&headers)?;
+    let a = s.alerts.clone();
+    let r = tokio::task::spawn_blocking(move || a.report())
+        .await
+        .map_err(|e| ApiError::unavailable(format!("alerts: {e}")))?
+        .map_err(|e| ApiError::unavailable(format!("alerts: {e}")))?;
+    Ok(Json(r))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    pub since: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+async fn alert_events(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
+) -> Result<Json<Vec<crate::alerts::durable::EventRow>>, ApiError> {
+    s.admin(&headers)?;
+    let a = s.alerts.clone();
+    let r =
+        tokio::task::spawn_blocking(move || a.events(q.since.unwrap_or(0), q.limit.unwrap_or(200)))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("alerts: {e}")))?
+            .map_err(|e| ApiError::unavailable(format!("alerts: {e}")))?;
+    Ok(Json(r))
 }

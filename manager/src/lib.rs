@@ -19,14 +19,19 @@
 //! - [`metrics`]: the manager's own counters and histogram, and the federation text.
 //! - [`dashboard`]: the embedded web page.
 //! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
+//! - [`alerts`]: rules over node status and snapshots, pending/firing/resolved state,
+//!   durable delivery to webhook, Alertmanager and ntfy receivers.
+//! - [`config`]: `manager.toml` (`[alerts]`, `[[receivers]]`), reloaded on SIGHUP.
 //!
 //! Not part of the library: `src/sim.rs`, synthetic board snapshots, is compiled into
 //! the load generator (`examples/loadgen.rs`) and the tests only.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod client;
 pub mod cluster;
+pub mod config;
 pub mod dashboard;
 pub mod metrics;
 pub mod server;

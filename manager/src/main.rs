@@ -4,6 +4,7 @@
 //! - `nodes [remove ID]`: the operator's table, through the running manager's API.
 //! - `backup FILE`: a consistent copy of the store, online (while `serve` runs).
 //! - `restore FILE`: puts a backup in place of the store (the manager must be stopped).
+//! - `alerts [events]`: alerts and receivers, through the running manager's API.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print the node table, or remove a node (its credential stops working).
     Nodes(NodesArgs),
+    /// Print the alerts (pending, firing, recently resolved) and the receivers' state.
+    Alerts(AlertsArgs),
     /// Copy the store to FILE, consistently, while the manager serves (or not).
     Backup(BackupArgs),
     /// Replace the store by the backup FILE (checked first); the manager must be stopped.
@@ -82,6 +85,34 @@ struct ServeArgs {
     /// damaged one aside, print what was lost, then serve.
     #[arg(long)]
     salvage: bool,
+    /// manager.toml: alert rules, silences and receivers (re-read on SIGHUP).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AlertsArgs {
+    /// The manager's URL.
+    #[arg(long, global = true, default_value = "https://127.0.0.1:7443")]
+    url: String,
+    /// The cluster folder (its ca.pem and admin-token are used).
+    #[arg(long, global = true, default_value = "/etc/armada/cluster")]
+    cluster_dir: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: Option<AlertsAction>,
+}
+
+#[derive(Subcommand)]
+enum AlertsAction {
+    /// The history of alert transitions, oldest first.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+    },
 }
 
 #[derive(Args)]
@@ -147,6 +178,7 @@ fn main() -> std::process::ExitCode {
             Command::Nodes(a) => nodes(a).await,
             Command::Backup(a) => backup(a),
             Command::Restore(a) => restore(a),
+            Command::Alerts(a) => alerts(a).await,
         }
     });
     match result {
@@ -215,6 +247,7 @@ async fn serve(a: ServeArgs) -> Result<()> {
         down_after: Duration::from_secs(a.down_after.max(1)),
         report_interval_seconds: a.report_interval.clamp(1, 3600),
         checkpoint_interval: Duration::from_secs(a.checkpoint_interval.max(1)),
+        config_file: a.config,
     };
     server::serve(
         cfg,
@@ -261,6 +294,36 @@ async fn nodes(a: NodesArgs) -> Result<()> {
                 );
             } else {
                 print!("{}", client::table(&list, armada_manager::now_ms()));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn alerts(a: AlertsArgs) -> Result<()> {
+    use armada_manager::alerts::cli;
+    let url = a.url.trim_end_matches('/');
+    match a.action {
+        Some(AlertsAction::Events { since }) => {
+            let ev = cli::events(url, &a.cluster_dir, since).await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&ev).context("serialising the events")?
+                );
+            } else {
+                print!("{}", cli::events_table(&ev));
+            }
+        }
+        None => {
+            let r = cli::report(url, &a.cluster_dir).await?;
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).context("serialising the alerts")?
+                );
+            } else {
+                print!("{}", cli::table(&r, armada_manager::now_ms()));
             }
         }
     }

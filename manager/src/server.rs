@@ -36,6 +36,8 @@ pub struct ServeConfig {
     pub down_after: Duration,
     pub report_interval_seconds: u32,
     pub checkpoint_interval: Duration,
+    /// `manager.toml` (alerts, receivers); `None`: built-in defaults.
+    pub config_file: Option<PathBuf>,
 }
 
 /// Accepted TLS connections, handshakes done.
@@ -142,6 +144,7 @@ pub async fn serve(
     if let Some(n) = raise_open_file_limit() {
         tracing::info!("open-file limit {n} (about that many nodes can keep a connection open)");
     }
+    let manager_config = crate::alerts::load_config(cfg.config_file.as_ref())?;
     let files = Arc::new(cluster::load(&cfg.cluster_dir)?);
     let tokens = TokenFile::new(&cfg.cluster_dir, files.fingerprint.clone());
     files.clone().watch(tokens.clone());
@@ -163,8 +166,13 @@ pub async fn serve(
         Some(h) => SwarmLink::new(h, cfg.swarm_advertise_addr.clone())?,
         None => SwarmLink::disabled(),
     });
+    let alerts = tokio::task::block_in_place(|| {
+        crate::alerts::AlertService::open(&cfg.state_dir, manager_config, crate::now_ms())
+    })
+    .context("opening the alert store")?;
     let state = Arc::new(AppState {
         store: store.clone(),
+        alerts: Arc::new(alerts),
         cluster: files,
         tokens,
         swarm: swarm.clone(),
@@ -174,6 +182,7 @@ pub async fn serve(
         },
         report_interval_seconds: cfg.report_interval_seconds,
     });
+    let alert_tasks = crate::alerts::spawn(state.clone());
     if swarm.enabled() {
         tokio::spawn(swarm_loop(swarm.clone(), store.clone()));
     }
@@ -193,6 +202,7 @@ pub async fn serve(
     let _ = stopped_rx.await;
     tracing::info!("stopping: finishing requests in flight");
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    alert_tasks.stop().await;
     // Never claim a clean stop after a failure: the exit code says it too.
     store
         .shutdown()

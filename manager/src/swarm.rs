@@ -64,6 +64,8 @@ pub struct SwarmNodeView {
     /// `worker` or `manager` (`Spec.Role`).
     pub role: String,
     pub labels: HashMap<String, String>,
+    /// For swarm managers: whether Raft can reach it (the alerts' quorum rules).
+    pub manager_reachable: Option<bool>,
 }
 
 /// The label listing the keys the operator owns on a swarm node (comma-separated).
@@ -197,6 +199,7 @@ fn view_of(
         hostname: description.and_then(|d| d.hostname).unwrap_or_default(),
         role: role.to_string(),
         labels: spec.and_then(|s| s.labels).unwrap_or_default(),
+        manager_reachable: None,
     }
 }
 
@@ -384,6 +387,19 @@ impl SwarmLink {
         })
     }
 
+    /// (hostname, reachable) of every swarm manager, as of the last poll.
+    pub fn managers(&self) -> Vec<(String, bool)> {
+        let Ok(nodes) = self.nodes.read() else {
+            return Vec::new();
+        };
+        let mut m: Vec<_> = nodes
+            .values()
+            .filter_map(|n| n.manager_reachable.map(|r| (n.hostname.clone(), r)))
+            .collect();
+        m.sort();
+        m
+    }
+
     /// Reads every swarm node's state and labels.
     pub async fn poll_nodes(&self) -> Result<(), SwarmError> {
         if !self.enabled() {
@@ -398,7 +414,11 @@ impl SwarmLink {
             .into_iter()
             .filter_map(|n| {
                 let id = n.id?;
-                Some((id, view_of(n.status, n.description, n.spec)))
+                let mut view = view_of(n.status, n.description, n.spec);
+                view.manager_reachable = n
+                    .manager_status
+                    .map(|m| m.reachability == Some(bollard::models::Reachability::REACHABLE));
+                Some((id, view))
             })
             .collect();
         if let Ok(mut n) = self.nodes.write() {
@@ -696,6 +716,7 @@ mod tests {
             hostname: "pine-01".into(),
             role: "worker".into(),
             labels: HashMap::new(),
+            manager_reachable: None,
         };
         let join = JoinInfo {
             own_node_id: "mgr".into(),

@@ -97,6 +97,7 @@ pub fn config(c: &TestCluster, state: &Path) -> ServeConfig {
         down_after: Duration::from_secs(60),
         report_interval_seconds: 10,
         checkpoint_interval: Duration::from_secs(600),
+        config_file: None,
     }
 }
 
