@@ -501,6 +501,44 @@ mod tests {
         assert_eq!(rows, 0, "a removed node's rows are gone");
     }
 
+    /// Writes a store of 10,000 nodes with full history (a week of reports) into
+    /// `$ARMADA_BIG_STORE`, for measuring start-up checks on it (ci/bench-manager.sh
+    /// notes): `cargo test -p armada-manager --lib big_store -- --ignored`.
+    #[test]
+    #[ignore]
+    fn big_store() {
+        let Ok(dir) = std::env::var("ARMADA_BIG_STORE") else {
+            panic!("set ARMADA_BIG_STORE to an empty folder");
+        };
+        let dir = PathBuf::from(dir);
+        let mut conn = rusqlite::Connection::open(schema::db_path(&dir)).unwrap();
+        schema::migrate(&mut conn, &dir).unwrap();
+        let json = serde_json::to_string(&crate::sim::snapshot("h", "i", 1, 1)).unwrap();
+        let tx = conn.transaction().unwrap();
+        for i in 0..10_000u64 {
+            let mut e = state::NodeEntry::new(state::tests::record(
+                &format!("n-{i:012x}"),
+                &format!("node-{i:05}"),
+                &format!("m-{i}"),
+            ));
+            for k in 0..(7 * 24 * 360 / 8) as u64 {
+                e.history.push(history::Point {
+                    t_ms: k * 80_000,
+                    cpu_busy_ratio: Some(0.25),
+                    memory_used_bytes: Some(1 << 30),
+                    temperature_celsius: Some(50.0),
+                    containers: Some(3),
+                });
+            }
+            e.seen = vec![("inst".into(), 7 * 24 * 360)];
+            e.latest_json = Some(Arc::from(json.as_str()));
+            e.last_report_ms = Some(1);
+            queries::put_entry(&tx, &e).unwrap();
+        }
+        tx.commit().unwrap();
+        schema::write_commits_file(&dir, 0).unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_second_manager_on_the_same_folder_is_refused() {
         let tmp = tempfile::tempdir().unwrap();

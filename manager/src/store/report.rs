@@ -213,9 +213,12 @@ fn cpu_busy_total(cpu: &[CpuTimes]) -> Option<(f64, f64)> {
 fn memory_used_total(memory: Option<&Memory>) -> (Option<u64>, Option<u64>) {
     match memory {
         Some(m) => {
-            let free = m
-                .available_bytes
-                .unwrap_or(m.free_bytes + m.buffers_bytes + m.cached_bytes);
+            let free = m.available_bytes.unwrap_or(
+                // Integers are not bounded by validation: no overflow on any input.
+                m.free_bytes
+                    .saturating_add(m.buffers_bytes)
+                    .saturating_add(m.cached_bytes),
+            );
             (
                 Some(m.total_bytes.saturating_sub(free)),
                 Some(m.total_bytes),

@@ -298,7 +298,7 @@ impl State {
         }
         if out.accepted > 0 {
             e.last_report_ms = Some(received_ms);
-            e.reports_total += out.accepted as u64;
+            e.reports_total = e.reports_total.saturating_add(out.accepted as u64);
         }
         e.agent_dropped_total = e.agent_dropped_total.max(report.dropped_total);
         Some(out)
@@ -335,7 +335,11 @@ pub fn node_status(
     let silent = now_ms.saturating_sub(last);
     if silent > policy.down_after_ms {
         NodeStatus::Down
-    } else if silent > policy.stale_after_intervals as u64 * entry_interval_s as u64 * 1000 {
+    } else if silent
+        > (policy.stale_after_intervals as u64)
+            .saturating_mul(entry_interval_s as u64)
+            .saturating_mul(1000)
+    {
         NodeStatus::Stale
     } else {
         NodeStatus::Up
