@@ -308,12 +308,20 @@ pub struct QemuSpec {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct QemuMachine {
-    /// Glob inside the FAT boot partition.
-    pub kernel: String,
+    /// Which part of the board's boot chain runs (`armada boot`'s boot/cmdline.rs).
+    #[serde(default)]
+    pub boot: crate::boot::cmdline::BootChain,
+    /// `direct` only: globs inside the FAT boot partition and the command line.
+    pub kernel: Option<String>,
     pub initrd: Option<String>,
     pub dtb: Option<String>,
-    pub append: String,
+    pub append: Option<String>,
     pub memory_mib: Option<u32>,
+    /// `u-boot`: the U-Boot binary run as qemu's firmware.
+    pub firmware: Option<String>,
+    /// 16550 UARTs on PCI (ttyS0...), for a board console the machine lacks.
+    #[serde(default)]
+    pub pci_serial: u32,
 }
 
 /// `board-configs/rootfs/NAME.toml`: an mmdebstrap recipe shared by boards.

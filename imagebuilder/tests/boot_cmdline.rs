@@ -30,12 +30,11 @@ table = "mbr"
 [qemu]
 default_machine = "raspi3b"
 [qemu.machine.raspi3b]
-kernel = "vmlinuz-*"
-initrd = "initrd.img-*"
+boot = "firmware-config"
 dtb = "bcm2837-rpi-3-b.dtb"
-append = "console=ttyAMA0,115200 console=ttyS1,115200 root=LABEL=RASPIROOT rw rootwait"
 memory_mib = 1024
 [qemu.machine.virt]
+boot = "direct"
 kernel = "vmlinuz-*"
 initrd = "initrd.img-*"
 append = "root=/dev/vda2 console=ttyAMA0 rw"
@@ -45,10 +44,14 @@ memory_mib = 2048
 fn launch(machine: QemuMachine, spec: &MachineSpec, net: Net) -> Launch {
     Launch {
         machine,
+        bios: None,
         kernel: "/w/kernel".into(),
         initrd: Some("/w/initrd".into()),
         dtb: spec.dtb.as_ref().map(|_| PathBuf::from("/w/dtb")),
-        append: spec.append.clone(),
+        append: spec
+            .append
+            .clone()
+            .unwrap_or_else(|| "from the card".into()),
         memory_mib: spec.memory_mib,
         smp: None,
         cpu: None,
@@ -56,7 +59,8 @@ fn launch(machine: QemuMachine, spec: &MachineSpec, net: Net) -> Launch {
         disk_format: "qcow2".into(),
         net,
         mac: "52:54:00:aa:bb:cc".into(),
-        serial_files: (0..machine.serial_count())
+        pci_serial: spec.pci_serial,
+        serial_files: (0..machine.serial_count() + spec.pci_serial as usize)
             .map(|i| PathBuf::from(format!("/w/s{i}")))
             .collect(),
         qmp_socket: None,
@@ -81,7 +85,8 @@ fn parses_the_qemu_section_and_ignores_the_rest_of_the_board_config() {
     );
     let (m, spec) = q.select(None).unwrap();
     assert_eq!(m, QemuMachine::Raspi3b);
-    assert_eq!(spec.kernel, "vmlinuz-*");
+    assert_eq!(spec.boot, BootChain::FirmwareConfig);
+    assert_eq!(spec.kernel, None, "the card's config.txt names the kernel");
     let (m, spec) = q.select(Some("virt")).unwrap();
     assert_eq!(m, QemuMachine::Virt);
     assert_eq!(spec.memory_mib, Some(2048));
@@ -109,6 +114,30 @@ fn board_config_errors_name_the_file_and_the_problem() {
         e.contains("default_machine") && e.contains("raspi3b"),
         "{e}"
     );
+    let e = parse_qemu_section(
+        "[qemu]\ndefault_machine = \"virt\"\n[qemu.machine.virt]\nboot = \"direct\"\nkernel = \"k\"\n",
+        "d.toml",
+    )
+    .unwrap_err();
+    assert!(e.contains("needs `kernel` and `append`"), "{e}");
+    let e = parse_qemu_section(
+        "[qemu]\ndefault_machine = \"raspi3b\"\n[qemu.machine.raspi3b]\nboot = \"firmware-config\"\nappend = \"root=/dev/x\"\n",
+        "f.toml",
+    )
+    .unwrap_err();
+    assert!(e.contains("remove `kernel`, `initrd` and `append`"), "{e}");
+    let e = parse_qemu_section(
+        "[qemu]\ndefault_machine = \"raspi3b\"\n[qemu.machine.raspi3b]\nboot = \"u-boot\"\n",
+        "u.toml",
+    )
+    .unwrap_err();
+    assert!(e.contains("only the `virt` machine"), "{e}");
+    let e = parse_qemu_section(
+        "[qemu]\ndefault_machine = \"raspi3b\"\n[qemu.machine.raspi3b]\nboot = \"firmware-config\"\npci_serial = 1\n",
+        "p.toml",
+    )
+    .unwrap_err();
+    assert!(e.contains("no PCI bus"), "{e}");
     let q = parse_qemu_section(BOARD, "rpi3.toml").unwrap();
     let e = q.select(Some("sabrelite")).unwrap_err();
     assert!(e.contains("raspi3b") && e.contains("virt"), "{e}");
@@ -221,18 +250,25 @@ fn net_option_parsing() {
 #[test]
 fn console_is_the_last_console_argument_that_is_a_serial_port() {
     let both = "console=ttyAMA0,115200 console=ttyS1,115200 rw";
-    assert_eq!(console_serial(QemuMachine::Raspi3b, both), 1);
+    assert_eq!(console_serial(QemuMachine::Raspi3b, both, 0), 1);
     assert_eq!(
-        console_serial(QemuMachine::Raspi3b, "console=ttyS1,115200 console=tty1"),
+        console_serial(QemuMachine::Raspi3b, "console=tty0 console=ttyS1,115200", 0),
         1
     );
-    assert_eq!(console_serial(QemuMachine::Raspi3b, "console=ttyAMA0"), 0);
     assert_eq!(
-        console_serial(QemuMachine::Virt, both),
+        console_serial(QemuMachine::Raspi3b, "console=ttyAMA0", 0),
+        0
+    );
+    assert_eq!(
+        console_serial(QemuMachine::Virt, both, 0),
         0,
         "virt has no ttyS1"
     );
-    assert_eq!(console_serial(QemuMachine::Virt, "quiet"), 0);
+    assert_eq!(console_serial(QemuMachine::Virt, "quiet", 0), 0);
+    // A PCI 16550 is ttyS0 and captured after virt's own PL011.
+    let pine = "root=LABEL=PINEROOT console=tty0 console=ttyS0,115200";
+    assert_eq!(console_serial(QemuMachine::Virt, pine, 1), 1);
+    assert_eq!(console_serial(QemuMachine::Virt, pine, 0), 0);
 }
 
 #[test]
@@ -293,6 +329,35 @@ fn macs_are_stable_unicast_and_locally_administered() {
     assert_eq!(first & 0x01, 0, "unicast");
     assert_eq!(first & 0x02, 0x02, "locally administered");
     assert_eq!(a.split(':').count(), 6);
+}
+
+#[test]
+fn u_boot_runs_as_firmware_with_the_boards_uart_on_pci() {
+    let q = parse_qemu_section(
+        "[qemu]\ndefault_machine = \"virt\"\n[qemu.machine.virt]\nboot = \"u-boot\"\npci_serial = 1\n",
+        "pine64.toml",
+    )
+    .unwrap();
+    let (m, spec) = q.select(None).unwrap();
+    assert_eq!(spec.boot, BootChain::UBoot);
+    let mut l = launch(m, spec, Net::User);
+    l.bios = Some(DEFAULT_UBOOT.into());
+    let a = qemu_args(&l).unwrap();
+    assert_eq!(arg_after(&a, "-bios"), Some(DEFAULT_UBOOT));
+    for flag in ["-kernel", "-initrd", "-append", "-dtb"] {
+        assert!(
+            !a.contains(&flag.to_string()),
+            "{flag}: U-Boot loads what the card's extlinux.conf names"
+        );
+    }
+    assert_eq!(arg_after(&a, "-serial"), Some("file:/w/s0"));
+    assert_eq!(
+        arg_after(&a, "-chardev"),
+        Some("file,id=pciser0,path=/w/s1")
+    );
+    assert!(a
+        .windows(2)
+        .any(|w| w[0] == "-device" && w[1] == "pci-serial,chardev=pciser0"));
 }
 
 /// The real board configs: every machine they name builds a command line.

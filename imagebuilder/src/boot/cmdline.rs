@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The `[qemu]` section of a board config.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -23,21 +23,105 @@ pub struct QemuSection {
     pub machine: BTreeMap<String, MachineSpec>,
 }
 
+/// How the kernel is found: which part of the board's boot chain runs under qemu.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootChain {
+    /// What the Raspberry Pi firmware does (qemu cannot run start.elf): kernel, initramfs
+    /// and command line as the card's own `config.txt` and the `cmdline.txt` it names
+    /// say; only the device tree (`dtb`) comes from the board config.
+    FirmwareConfig,
+    /// Real U-Boot (Debian's u-boot-qemu build for qemu_arm64, `firmware`) as `-bios`:
+    /// its distro boot finds the image's bootable FAT partition and reads the image's
+    /// own `extlinux/extlinux.conf`. Nothing about the kernel comes from armada.
+    UBoot,
+    /// The globs and command line below (machines whose firmware is not modelled).
+    #[default]
+    Direct,
+}
+
 /// `[qemu.machine.NAME]`: how to boot the image under one qemu machine.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 pub struct MachineSpec {
-    /// Glob of the kernel on the FAT partition (`vmlinuz-*`, `pine64/Image`).
-    pub kernel: String,
-    /// Glob of the initrd on the FAT partition.
+    #[serde(default)]
+    pub boot: BootChain,
+    /// `direct`: glob of the kernel on the FAT partition (`vmlinuz-*`, `pine64/Image`).
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// `direct`: glob of the initrd on the FAT partition.
     #[serde(default)]
     pub initrd: Option<String>,
     /// Glob of the device tree on the FAT partition (machines with a fixed board only).
     #[serde(default)]
     pub dtb: Option<String>,
-    /// Kernel command line.
-    pub append: String,
+    /// `direct`: kernel command line.
+    #[serde(default)]
+    pub append: Option<String>,
     #[serde(default)]
     pub memory_mib: Option<u32>,
+    /// `u-boot`: the U-Boot binary qemu runs as its firmware.
+    #[serde(default)]
+    pub firmware: Option<String>,
+    /// 16550 UARTs on PCI (the kernel's ttyS0, ttyS1, ...): the board's own serial
+    /// console names, on a machine whose built-in UART is another model.
+    #[serde(default)]
+    pub pci_serial: u32,
+}
+
+/// Where `u-boot` machines find U-Boot unless the board config says otherwise
+/// (Debian's u-boot-qemu).
+pub const DEFAULT_UBOOT: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
+
+impl MachineSpec {
+    /// The checks that depend on the boot chain.
+    fn check(&self, machine: QemuMachine) -> Result<(), String> {
+        match self.boot {
+            BootChain::Direct => {
+                if self.kernel.is_none() || self.append.is_none() {
+                    return Err("boot = \"direct\" needs `kernel` and `append`".into());
+                }
+            }
+            BootChain::FirmwareConfig | BootChain::UBoot => {
+                if self.kernel.is_some() || self.initrd.is_some() || self.append.is_some() {
+                    return Err(format!(
+                        "boot = \"{}\" takes kernel, initrd and command line from the image's own boot configuration: remove `kernel`, `initrd` and `append`",
+                        self.boot.name()
+                    ));
+                }
+            }
+        }
+        if self.boot == BootChain::UBoot && machine != QemuMachine::Virt {
+            return Err(
+                "boot = \"u-boot\" runs qemu_arm64 U-Boot, which only the `virt` machine models"
+                    .into(),
+            );
+        }
+        if self.boot == BootChain::UBoot && self.dtb.is_some() {
+            return Err(
+                "boot = \"u-boot\": U-Boot passes the machine's device tree; remove `dtb`".into(),
+            );
+        }
+        if self.pci_serial > 0 && machine != QemuMachine::Virt {
+            return Err(format!(
+                "pci_serial: machine {} has no PCI bus",
+                machine.name()
+            ));
+        }
+        if self.pci_serial > 4 {
+            return Err("pci_serial: at most 4".into());
+        }
+        Ok(())
+    }
+}
+
+impl BootChain {
+    pub fn name(self) -> &'static str {
+        match self {
+            BootChain::FirmwareConfig => "firmware-config",
+            BootChain::UBoot => "u-boot",
+            BootChain::Direct => "direct",
+        }
+    }
 }
 
 /// Checks that every machine is one armada drives and that the default one exists.
@@ -45,8 +129,11 @@ pub fn check_qemu_section(section: QemuSection, file: &str) -> Result<QemuSectio
     if section.machine.is_empty() {
         return Err(format!("{file}: [qemu] has no [qemu.machine.NAME] entries"));
     }
-    for name in section.machine.keys() {
-        QemuMachine::from_name(name).map_err(|e| format!("{file}: [qemu.machine.{name}]: {e}"))?;
+    for (name, spec) in &section.machine {
+        let m = QemuMachine::from_name(name)
+            .map_err(|e| format!("{file}: [qemu.machine.{name}]: {e}"))?;
+        spec.check(m)
+            .map_err(|e| format!("{file}: [qemu.machine.{name}]: {e}"))?;
     }
     if !section.machine.contains_key(&section.default_machine) {
         return Err(format!(
@@ -172,6 +259,9 @@ fn valid_ifname(name: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct Launch {
     pub machine: QemuMachine,
+    /// Firmware run instead of loading a kernel (U-Boot as `-bios`).
+    pub bios: Option<PathBuf>,
+    /// Kernel to load (ignored with `bios`).
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub dtb: Option<PathBuf>,
@@ -184,6 +274,8 @@ pub struct Launch {
     pub disk_format: String,
     pub net: Net,
     pub mac: String,
+    /// 16550 UARTs added on PCI (ttyS0...), captured after the machine's own ports.
+    pub pci_serial: u32,
     /// One capture file per serial port, in port order.
     pub serial_files: Vec<PathBuf>,
     /// QMP control socket (used to ask the guest to power off).
@@ -193,11 +285,11 @@ pub struct Launch {
 /// The qemu-system-aarch64 arguments for `launch`.
 pub fn qemu_args(launch: &Launch) -> Result<Vec<String>, String> {
     let m = launch.machine;
-    if launch.serial_files.len() != m.serial_count() {
+    let ports = m.serial_count() + launch.pci_serial as usize;
+    if launch.serial_files.len() != ports {
         return Err(format!(
-            "machine {} has {} serial ports, {} capture files given",
+            "machine {} has {ports} serial ports here, {} capture files given",
             m.name(),
-            m.serial_count(),
             launch.serial_files.len()
         ));
     }
@@ -227,14 +319,19 @@ pub fn qemu_args(launch: &Launch) -> Result<Vec<String>, String> {
         }
     }
     push(&["-m", &memory.to_string()]);
-    push(&["-kernel", &path_arg(&launch.kernel)?]);
-    if let Some(initrd) = &launch.initrd {
-        push(&["-initrd", &path_arg(initrd)?]);
+    if let Some(bios) = &launch.bios {
+        // The firmware loads whatever the card's boot configuration names.
+        push(&["-bios", &path_arg(bios)?]);
+    } else {
+        push(&["-kernel", &path_arg(&launch.kernel)?]);
+        if let Some(initrd) = &launch.initrd {
+            push(&["-initrd", &path_arg(initrd)?]);
+        }
+        if let Some(dtb) = &launch.dtb {
+            push(&["-dtb", &path_arg(dtb)?]);
+        }
+        push(&["-append", &launch.append]);
     }
-    if let Some(dtb) = &launch.dtb {
-        push(&["-dtb", &path_arg(dtb)?]);
-    }
-    push(&["-append", &launch.append]);
     let interface = match m {
         QemuMachine::Virt => "virtio",
         QemuMachine::Raspi3b => "sd",
@@ -260,8 +357,17 @@ pub fn qemu_args(launch: &Launch) -> Result<Vec<String>, String> {
     } else {
         push(&["-nic", "none"]);
     }
-    for f in &launch.serial_files {
+    let (own, pci) = launch.serial_files.split_at(m.serial_count());
+    for f in own {
         push(&["-serial", &format!("file:{}", path_arg(f)?)]);
+    }
+    for (i, f) in pci.iter().enumerate() {
+        push(&[
+            "-chardev",
+            &format!("file,id=pciser{i},path={}", drive_path(f)?),
+            "-device",
+            &format!("pci-serial,chardev=pciser{i}"),
+        ]);
     }
     push(&["-display", "none", "-monitor", "none", "-no-reboot"]);
     if let Some(sock) = &launch.qmp_socket {
@@ -285,13 +391,21 @@ fn drive_path(p: &std::path::Path) -> Result<String, String> {
 }
 
 /// Which serial port carries `/dev/console`: the kernel makes the last `console=` the
-/// console, so systemd's status lines and the login prompt appear there.
-pub fn console_serial(machine: QemuMachine, append: &str) -> usize {
+/// console, so systemd's status lines and the login prompt appear there. `pci_serial`
+/// 16550s are ttyS0.. after the machine's own ports.
+pub fn console_serial(machine: QemuMachine, append: &str, pci_serial: u32) -> usize {
     append
         .split_whitespace()
         .filter_map(|w| w.strip_prefix("console="))
         .map(|c| c.split(',').next().unwrap_or(c))
-        .filter_map(|tty| machine.serial_of_console(tty))
+        .filter_map(|tty| {
+            let pci = tty
+                .strip_prefix("ttyS")
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|&n| n < pci_serial)
+                .map(|n| machine.serial_count() + n as usize);
+            pci.or_else(|| machine.serial_of_console(tty))
+        })
         .next_back()
         .unwrap_or(0)
 }

@@ -1,9 +1,12 @@
 //! `armada boot IMAGE`: smoke-boot an image under qemu-system-aarch64 (issue 6).
 //!
-//! The image file is never modified: qemu boots a copy-on-write overlay of it. The
-//! kernel, initrd and device tree are read out of the image's FAT boot partition by the
-//! globs in the board config's `[qemu.machine.NAME]`, so what boots is what the board
-//! would boot. The serial consoles are captured to files and watched for milestones
+//! The image file is never modified: qemu boots a copy-on-write overlay of it. What
+//! boots is chosen the way the board's own boot chain chooses it (`[qemu.machine.NAME]
+//! boot`): on raspi3b the card's `config.txt` and `cmdline.txt` name the kernel, the
+//! initramfs and the command line (qemu cannot run the Pi's GPU firmware, so armada
+//! reads them as it would); on virt a Pine64 card is booted by real U-Boot
+//! (u-boot-qemu) reading the card's own extlinux.conf. Only the device tree of a fixed
+//! board and the machine's flags come from the board config. The serial consoles are captured to files and watched for milestones
 //! (kernel, systemd, multi-user, agent registered, swarm joined), each printed with its
 //! time since power-on as `milestone NAME SECONDS`. A hard timeout bounds the run, and
 //! qemu is stopped by its PID however the run ends.
@@ -11,12 +14,14 @@
 //! Layout:
 //! - `cmdline`: the `[qemu]` schema and the qemu argument list (pure).
 //! - `console`: serial capture tails, milestone recognition, the agent's lines (pure).
-//! - `kernel`: boot files out of the FAT partition.
+//! - `firmware`: config.txt, cmdline.txt and extlinux.conf, read as the firmware does (pure).
+//! - `kernel`: what to boot, out of the FAT partition, per boot chain.
 //! - `overlay`: unpacking compressed images, the qcow2 overlay, its size.
 //! - `qemu`: spawning, watching and stopping qemu; SIGINT/SIGTERM handling.
 
 pub mod cmdline;
 pub mod console;
+pub mod firmware;
 mod kernel;
 mod overlay;
 mod qemu;
@@ -111,10 +116,12 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("board config {}", config_path.display()))?;
 
-    let files = kernel::extract(&raw, spec, work.path())?;
+    let files = kernel::plan(&raw, spec, work.path())?;
     ui.info(&format!(
-        "boot files from the image: {}",
-        files.matched.join(", ")
+        "boot chain {} under {}: {}",
+        spec.boot.name(),
+        machine.name(),
+        files.sources.join("; ")
     ));
 
     let disk = prepare_disk(&args, machine, &raw, work.path())?;
@@ -123,8 +130,8 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         .console
         .clone()
         .unwrap_or_else(|| work.path().join("console.log"));
-    let primary = cmdline::console_serial(machine, &spec.append);
-    let serial_files: Vec<PathBuf> = (0..machine.serial_count())
+    let primary = cmdline::console_serial(machine, &files.append, spec.pci_serial);
+    let serial_files: Vec<PathBuf> = (0..machine.serial_count() + spec.pci_serial as usize)
         .map(|i| {
             if i == primary {
                 console_file.clone()
@@ -144,10 +151,11 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
     };
     let launch = Launch {
         machine,
+        bios: files.bios,
         kernel: files.kernel,
         initrd: files.initrd,
         dtb: files.dtb,
-        append: spec.append.clone(),
+        append: files.append.clone(),
         memory_mib: spec.memory_mib,
         smp: None,
         cpu: None,
@@ -155,6 +163,7 @@ pub fn run(args: BootArgs, ui: &Ui) -> Result<()> {
         disk_format: "qcow2".into(),
         net: args.net.clone(),
         mac: mac.clone(),
+        pci_serial: spec.pci_serial,
         serial_files: serial_files.clone(),
         qmp_socket: None,
     };
@@ -393,11 +402,14 @@ fn board_qemu(args: &BootArgs, raw: &Path) -> Result<(PathBuf, cmdline::QemuSect
             .into_iter()
             .map(|(name, m)| {
                 let spec = cmdline::MachineSpec {
+                    boot: m.boot,
                     kernel: m.kernel,
                     initrd: m.initrd,
                     dtb: m.dtb,
                     append: m.append,
                     memory_mib: m.memory_mib,
+                    firmware: m.firmware,
+                    pci_serial: m.pci_serial,
                 };
                 (name, spec)
             })
