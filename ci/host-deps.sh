@@ -30,7 +30,7 @@ test_pkgs=(
   docker.io iproute2 util-linux
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
-  jq curl file busybox-static sqlite3
+  jq curl file busybox-static sqlite3 openssh-client
   # the lint tier's actionlint venv (ci/actionlint.sh)
   python3-venv
 )
@@ -132,7 +132,7 @@ fi
 build_tools=(/usr/bin/rustc /usr/bin/cargo aarch64-linux-gnu-gcc mmdebstrap arch-test
   mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk)
 test_tools=(qemu-aarch64 qemu-system-aarch64 qemu-img dockerd docker ip nsenter unshare
-  promtool prometheus-node-exporter bmaptool chromium dnsmasq jq curl file busybox sqlite3)
+  promtool prometheus-node-exporter bmaptool chromium dnsmasq jq curl file busybox sqlite3 ssh ssh-keygen)
 tools=("${build_tools[@]}")
 [ "$want_tests" = 1 ] && tools+=("${test_tools[@]}")
 absent=()
