@@ -441,6 +441,12 @@ pub struct MetricsArgs {
     /// After the cycles, print the process's CPU time and RSS to stderr (benchmarking).
     #[arg(long, hide = true)]
     pub stats: bool,
+    /// Pause between cycles, as the running agent's interval does (benchmarking churn).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub interval_ms: u64,
+    /// Also print open fds and RSS to stderr every this many cycles (0: never).
+    #[arg(long, hide = true, default_value_t = 0)]
+    pub stats_every: u64,
 }
 
 pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
@@ -482,7 +488,20 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
         // Benchmark cycles render the exposition too, as a scrape of /metrics would.
         let mut text = String::new();
         for seq in 1..cycles {
+            if args.interval_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)).await;
+            }
             snap = collector.collect("cli", seq).await;
+            if args.stats_every > 0 && seq % args.stats_every == 0 {
+                if let Some(now) = ProcessStats::read() {
+                    eprintln!(
+                        "cycle={seq} containers={} fds={} rss_kib={}",
+                        snap.containers.len(),
+                        now.fds,
+                        now.rss_kib
+                    );
+                }
+            }
             if !args.json {
                 text.clear();
                 protocol::prom::render(
@@ -522,11 +541,12 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
                 end.cpu_seconds * 1000.0
             };
             eprintln!(
-                "cycles={cycles} containers={} cpu_ms_per_cycle={per_cycle_ms:.3} cpu_seconds_total={:.3} rss_kib={} hwm_kib={}",
+                "cycles={cycles} containers={} cpu_ms_per_cycle={per_cycle_ms:.3} cpu_seconds_total={:.3} rss_kib={} hwm_kib={} fds={}",
                 snap.containers.len(),
                 end.cpu_seconds,
                 end.rss_kib,
-                end.hwm_kib
+                end.hwm_kib,
+                end.fds
             );
         }
     }
@@ -538,6 +558,7 @@ struct ProcessStats {
     cpu_seconds: f64,
     rss_kib: u64,
     hwm_kib: u64,
+    fds: usize,
 }
 
 impl ProcessStats {
@@ -562,6 +583,7 @@ impl ProcessStats {
             cpu_seconds: secs(usage.ru_utime) + secs(usage.ru_stime),
             rss_kib: kib("VmRSS:")?,
             hwm_kib: kib("VmHWM:")?,
+            fds: std::fs::read_dir("/proc/self/fd").ok()?.count(),
         })
     }
 }
