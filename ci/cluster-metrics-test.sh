@@ -132,6 +132,14 @@ fi
 [ "$(c "$work/b.json" md-burn '.network | length')" -eq 0 ] || fail "md-burn (network none) shows interfaces"
 pass "pids counted, no interfaces for --network none"
 
+# Counters this kernel has are numbers (absent means the kernel lacks them, never here),
+# and every collector read what it found.
+[ "$(c "$work/b.json" md-mem '.memory.oom_kills | type')" = number ] || fail "md-mem's oom_kills is missing on a kernel that counts them"
+[ "$(c "$work/b.json" md-burn '.cpu.periods | type')" = number ] || fail "md-burn has no CFS period count (cpu.stat is there with CFS bandwidth control)"
+bad=$(q "$work/b.json" '[.collectors[] | select(.success | not) | .collector] | join(",")')
+[ -z "$bad" ] || fail "collectors that failed on this host: $bad"
+pass "oom_kills and CFS counters present, $(q "$work/b.json" '.collectors | length') collectors succeeded"
+
 # The same through Prometheus text, lint-clean.
 agent > "$work/m.prom"
 promtool check metrics < "$work/m.prom" || fail "promtool complains"
