@@ -73,6 +73,9 @@ struct Inner {
     /// node id -> (last_report_ms the view was made from, the view).
     views: HashMap<String, (Option<u64>, NodeView)>,
     evaluated_at_ms: Option<u64>,
+    /// The nodes and swarm managers as of the last evaluation (for /metrics).
+    nodes: Vec<NodeView>,
+    swarm: SwarmView,
 }
 
 pub struct AlertService {
@@ -118,6 +121,8 @@ impl AlertService {
                 memory: loaded.memory,
                 views: HashMap::new(),
                 evaluated_at_ms: None,
+                nodes: Vec::new(),
+                swarm: SwarmView::default(),
             }),
             started_ms: now_ms,
             client,
@@ -237,6 +242,8 @@ impl AlertService {
         inner.alerts = alerts;
         inner.memory = memory;
         inner.evaluated_at_ms = Some(now_ms);
+        inner.swarm = swarm.clone();
+        inner.nodes = nodes.to_vec();
         if !deliveries.is_empty() {
             self.wake.notify_one();
         }
@@ -463,6 +470,49 @@ impl AlertService {
                 label(out, "alertstate", a.state.as_str());
                 label(out, "severity", a.severity.as_str());
                 out.push_str("} 1\n");
+            }
+            // What the rules saw, so Prometheus users' rules (deploy/prometheus/
+            // armada-rules.yml) can say the same: per-node status, drops, managers.
+            let views: Vec<&NodeView> = inner.nodes.iter().collect();
+            let node = |v: &NodeView| {
+                format!(
+                    "node=\"{}\",hostname=\"{}\",board=\"{}\"",
+                    escape_label(&v.node_id),
+                    escape_label(&v.hostname),
+                    escape_label(&v.board)
+                )
+            };
+            out.push_str("# HELP armada_manager_node_status The node's status as the manager's alert rules saw it last (1 for the status it has).\n# TYPE armada_manager_node_status gauge\n");
+            for v in &views {
+                if let Some(st) = v.status {
+                    let st = serde_json::to_value(st)
+                        .ok()
+                        .and_then(|s| s.as_str().map(String::from))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "armada_manager_node_status{{{},status=\"{st}\"}} 1",
+                        node(v)
+                    );
+                }
+            }
+            out.push_str("# HELP armada_manager_agent_dropped_reports_total Reports the node's agent dropped from its full backlog since it started, as it last said.\n# TYPE armada_manager_agent_dropped_reports_total counter\n");
+            for v in &views {
+                let _ = writeln!(
+                    out,
+                    "armada_manager_agent_dropped_reports_total{{{}}} {}",
+                    node(v),
+                    v.agent_dropped_total
+                );
+            }
+            out.push_str("# HELP armada_manager_swarm_manager_reachable Swarm managers as the manager's engine sees them: reachable by Raft (1) or not (0).\n# TYPE armada_manager_swarm_manager_reachable gauge\n");
+            for (host, r) in &inner.swarm.managers {
+                let _ = writeln!(
+                    out,
+                    "armada_manager_swarm_manager_reachable{{hostname=\"{}\"}} {}",
+                    escape_label(host),
+                    u8::from(*r)
+                );
             }
         }
         let Ok(report) = self.report() else { return };
