@@ -296,6 +296,19 @@ pub struct ContainerMetrics {
     /// `com.docker.swarm.service.name` and `com.docker.swarm.task.name` labels.
     pub service: Option<String>,
     pub task: Option<String>,
+    /// From the engine (`running`, `paused`, `restarting`, ...); absent while the
+    /// engine has not answered (the container is still reported from its cgroup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Health check status (`healthy`, `unhealthy`, `starting`); absent without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The engine's `RestartCount` (restarts by its restart policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<u64>,
+    /// When the container last started, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_seconds: Option<f64>,
     pub cpu: Option<ContainerCpu>,
     pub memory: Option<ContainerMemory>,
     pub io: Option<ContainerIo>,
