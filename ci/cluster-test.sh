@@ -420,49 +420,65 @@ fi
 
 log "refusals"
 # A probe agent with its own state, config and root, on node4's engine (outside the
-# swarm). Prints its exit code; its log is in $WORK/probe-NAME.log.
+# swarm), serving /metrics on node4's address and port $3. A control-plane failure must
+# not end it: it runs until `timeout` stops it (exit 124), /metrics is read while it
+# runs. Prints its exit code; its log is in $WORK/probe-NAME.log, its /metrics in
+# $WORK/probe-NAME.prom.
 probe_agent() {
-  local name=$1 token=$2 d
+  local name=$1 token=$2 port=$3 d pid
   d="$WORK/probe-$name"
   mkdir -p "$d/root/etc"
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/root/etc/machine-id"
   ln -sfn /proc "$d/root/proc"; ln -sfn /sys "$d/root/sys"
   sed -e "s/cl-node2/cl-$name/" "$WORK/node2/armada.toml" >"$d/armada.toml"
   [ -n "$token" ] && sed -i '/^\[manager\]/a token = "'"$token"'"' "$d/armada.toml"
-  sed -i "s/^metrics_listen = .*/metrics_listen = \"\"/" "$d/armada.toml"
-  nodes_in 4 timeout 40 "$BIN/armada-agent" run --config "$d/armada.toml" --state-dir "$d/state" \
-    --docker-host "$(nodes_sock 4)" --root "$d/root" >"$WORK/probe-$name.log" 2>&1 </dev/null
+  sed -i "s/^metrics_listen = .*/metrics_listen = \"$(nodes_ip 4):$port\"/" "$d/armada.toml"
+  nodes_in 4 timeout 20 "$BIN/armada-agent" run --config "$d/armada.toml" --state-dir "$d/state" \
+    --status-file "$d/status.json" --docker-host "$(nodes_sock 4)" --root "$d/root" \
+    >"$WORK/probe-$name.log" 2>&1 </dev/null &
+  pid=$!
+  sleep 16
+  nodes_in 4 curl -sf --max-time 3 "http://$(nodes_ip 4):$port/metrics" >"$WORK/probe-$name.prom" 2>&1
+  wait "$pid"
   echo $?
+}
+# probe_serving NAME KIND: the probe's /metrics answered with host metrics and showed
+# the failure of KIND as its last error.
+probe_serving() {
+  grep -q '^armada_load1 ' "$WORK/probe-$1.prom" &&
+    grep -q "^armada_agent_last_error{kind=\"$2\"} 1" "$WORK/probe-$1.prom"
 }
 good=$(boot_token)
 wrong="${good%.*}.$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-rc=$(probe_agent wrongtoken "$wrong")
-if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "refused the registration (40[13])" "$WORK/probe-wrongtoken.log" && [ ! -e "$WORK/probe-wrongtoken/state/credential" ]; then
-  pass "a wrong bootstrap token is refused (agent exits: $(grep -o 'refused the registration ([0-9]*)' "$WORK/probe-wrongtoken.log" | head -1))"
+rc=$(probe_agent wrongtoken "$wrong" 9201)
+if [ "$rc" = 124 ] && grep -q "refused the registration (40[13])" "$WORK/probe-wrongtoken.log" && [ ! -e "$WORK/probe-wrongtoken/state/credential" ] &&
+  probe_serving wrongtoken registration && grep -q '^armada_agent_registered 0' "$WORK/probe-wrongtoken.prom"; then
+  pass "a wrong bootstrap token is refused ($(grep -o 'refused the registration ([0-9]*)' "$WORK/probe-wrongtoken.log" | head -1)); the agent keeps serving /metrics and exports the error"
 else
   fail "a wrong bootstrap token is refused (rc $rc)" "$WORK/probe-wrongtoken.log"
 fi
 "$BIN/armada" cluster init "$WORK/other-cluster" --san "$MGR_IP" >/dev/null 2>&1
 other=$(grep -v '^#' "$WORK/other-cluster/token" | grep -m1 .)
-rc=$(probe_agent otherca "$other")
-if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "does not hold the CA pinned" "$WORK/probe-otherca.log" && [ ! -e "$WORK/probe-otherca/state/credential" ]; then
-  pass "a token of another CA is refused by the agent's pinning before it sends anything"
+rc=$(probe_agent otherca "$other" 9202)
+if [ "$rc" = 124 ] && grep -q "does not hold the CA pinned" "$WORK/probe-otherca.log" && [ ! -e "$WORK/probe-otherca/state/credential" ] &&
+  probe_serving otherca registration; then
+  pass "a token of another CA is refused by the agent's pinning before it sends anything; /metrics goes on"
 else
   fail "a token of another CA is refused (rc $rc)" "$WORK/probe-otherca.log"
 fi
 if grep -q "cl-otherca" "$(mgr_log)"; then fail "the other-CA agent never reached the manager's API" "$(mgr_log)"; fi
 
 # A registered node whose swarm join token the swarm rejects (node2's registration with
-# the token's secret changed, on node4's engine): the agent stops and says so.
+# the token's secret changed, on node4's engine): the agent says so and goes on.
 mkdir -p "$WORK/probe-swarmtoken"
 cp -a "$WORK/node2/state" "$WORK/probe-swarmtoken/state"
 rm -f "$WORK/probe-swarmtoken/state/swarm_node_id"
 jq '.swarm_join_token |= sub("-[a-z0-9]+$"; "-0000000000000000000000000")' "$WORK/node2/state/registration.json" \
   >"$WORK/probe-swarmtoken/state/registration.json"
-rc=$(probe_agent swarmtoken "")
-if [ "$rc" != 0 ] && [ "$rc" != 124 ] && grep -q "rejected the join token" "$WORK/probe-swarmtoken.log" &&
-  [ "$(nodes_docker 4 info --format '{{.Swarm.LocalNodeState}}')" != active ]; then
-  pass "a swarm join token the swarm rejects stops the agent with a message that says so"
+rc=$(probe_agent swarmtoken "" 9203)
+if [ "$rc" = 124 ] && grep -q "rejected the join token" "$WORK/probe-swarmtoken.log" &&
+  [ "$(nodes_docker 4 info --format '{{.Swarm.LocalNodeState}}')" != active ] && probe_serving swarmtoken swarm; then
+  pass "a swarm join token the swarm rejects is reported (log, /metrics) while the agent goes on"
 else
   fail "a rejected swarm join token is reported (rc $rc)" "$WORK/probe-swarmtoken.log"
 fi
@@ -478,9 +494,12 @@ code=$(nodes_in 1 curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert 
   -H "Authorization: Bearer $cred3" -H 'Content-Type: application/json' \
   --data '{"swarm_node_id":"x"}' "https://$MGR/v1/joined")
 unset cred3
-agent3_stopped() { ! kill -0 "${AGENT_PID[3]}" 2>/dev/null; }
-if [ "$code" = 401 ] && wait_until 30 agent3_stopped && grep -q "refused this node's credential" "$(agent_log 3)"; then
-  pass "the removed node's credential gets 401; its agent stops and says why"
+agent3_refused() {
+  grep -Eq "refused this node's credential|was removed" "$(agent_log 3)" &&
+    nodes_in 3 curl -sf --max-time 5 "http://$(nodes_ip 3):9101/metrics" | grep -Eq '^armada_agent_last_error\{kind="(credential|revoked)"\} 1'
+}
+if [ "$code" = 401 ] && wait_until 40 agent3_refused && kill -0 "${AGENT_PID[3]}" 2>/dev/null; then
+  pass "the removed node's credential gets 401; its agent says why, stops delivering and keeps serving /metrics"
 else
   fail "the removed node's credential is refused (HTTP $code)" "$(agent_log 3)" "$(mgr_log)"
 fi

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use protocol::config::{FirstBootConfig, BOOT_CONFIG_PATHS};
 
 use crate::state::StateDir;
-use crate::{clock, facts, firstboot, metrics};
+use crate::{clock, facts, firstboot, metrics, status};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,9 @@ pub struct RunArgs {
     /// The local engine's socket (unix:// only: the engine is never reached over TCP).
     #[arg(long, default_value = "unix:///var/run/docker.sock")]
     pub docker_host: String,
+    /// Where the running agent keeps its control-plane status for `status` (tmpfs).
+    #[arg(long, default_value = status::DEFAULT_STATUS_FILE)]
+    pub status_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -72,6 +75,9 @@ pub struct StatusArgs {
     pub cfg: ConfigArgs,
     #[arg(long, default_value = "/var/lib/armada")]
     pub state_dir: PathBuf,
+    /// The running agent's status file (`run --status-file`).
+    #[arg(long, default_value = status::DEFAULT_STATUS_FILE)]
+    pub status_file: PathBuf,
 }
 
 #[derive(Args)]
@@ -106,7 +112,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Status(args) => status(&args),
-        Command::Metrics(args) => metrics::run_cli(args),
+        Command::Metrics(args) => {
+            // A one-shot print has no later cycle to show container names in: let its
+            // one collection wait (bounded) for the engine's first answer.
+            metrics::containers::set_first_list_wait(Duration::from_secs(3));
+            metrics::run_cli(args)
+        }
         Command::SyncClock(args) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -186,7 +197,66 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
         Err(e) => println!("config:        {e:#}"),
     }
     let state = StateDir::new(&args.state_dir);
-    match state.load()? {
+    match state.load() {
+        Err(e) => println!("registered:    ? ({e:#})"),
+        Ok(reg) => print_registration(&state, reg),
+    }
+    match status::read_file(&args.status_file) {
+        Ok(Some(s)) => print_agent_status(&s),
+        Ok(None) => println!(
+            "agent:         not running ({} absent)",
+            args.status_file.display()
+        ),
+        Err(e) => println!("agent:         {e:#}"),
+    }
+    Ok(())
+}
+
+/// What the running agent says about its control plane.
+fn print_agent_status(s: &status::AgentStatus) {
+    let alive = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(s.pid).unwrap_or(i32::MAX)),
+        None,
+    )
+    .is_ok();
+    println!(
+        "agent:         {} (pid {}, started {})",
+        if alive {
+            "running"
+        } else {
+            "not running (stale status)"
+        },
+        s.pid,
+        clock::utc(s.started_ms)
+    );
+    println!(
+        "delivery:      {}",
+        if s.revoked {
+            "stopped: the manager revoked this node".to_string()
+        } else {
+            match s.last_delivery_ms {
+                Some(ms) => format!("last report delivered {}", clock::utc(ms)),
+                None => "nothing delivered yet".to_string(),
+            }
+        }
+    );
+    let mut any = false;
+    for (kind, e) in s.active_errors() {
+        any = true;
+        println!(
+            "error:         [{kind}] {} (since {}, {} times)",
+            e.message,
+            clock::utc(e.at_ms),
+            e.total
+        );
+    }
+    if !any {
+        println!("errors:        none");
+    }
+}
+
+fn print_registration(state: &StateDir, reg: Option<crate::state::Registration>) {
+    match reg {
         Some(reg) => {
             println!(
                 "registered:    yes, node {} with {}",
@@ -204,5 +274,4 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             state.path().display()
         ),
     }
-    Ok(())
 }

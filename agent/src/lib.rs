@@ -26,6 +26,8 @@
 //! - `retry`: the one capped, jittered backoff every retry of the crate waits through.
 //! - `serve`: the Prometheus endpoint.
 //! - `state`: `/var/lib/armada` (credential, CA, registration).
+//! - `status`: the control plane's state (registered, swarm, revoked, last error per
+//!   kind), exported on `/metrics` and mirrored for `armada-agent status`.
 //! - `clock`: `sync-clock` before Docker starts (boards have no RTC), and the clock floor.
 //! - `firstboot`: hostname and ssh keys from `armada.toml`.
 
@@ -43,4 +45,5 @@ pub mod retry;
 pub mod run;
 pub mod serve;
 pub mod state;
+pub mod status;
 pub mod swarm;

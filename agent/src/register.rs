@@ -1,10 +1,11 @@
 //! Registration: trading the bootstrap token for the node's own credential.
 //!
 //! The agent posts its facts and the token to `POST /v1/register` over TLS pinned to
-//! the token's CA ([`crate::pinning`]), retrying with capped exponential backoff and
-//! jitter while the manager is unreachable (it may boot after the workers). A refused
-//! token, a pin mismatch or a hostname owned by another machine are final: retrying
-//! cannot fix them, so the agent stops and says why.
+//! the token's CA ([`crate::pinning`]); after a manager lost its state, the same request
+//! carries the node credential instead ([`reregister_once`]). Unreachable managers are
+//! retried soon; a refused token, a pin mismatch or a hostname owned by another machine
+//! are "final" ([`RegisterError::is_final`]): retried slowly by [`crate::join`], shown
+//! in the agent's status, never a reason to stop monitoring.
 //!
 //! Also here: the manager address (`host[:port]`) and the clock step for boards that
 //! boot without a real-time clock.
@@ -14,13 +15,12 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use protocol::token::BootstrapToken;
+use protocol::token::{BootstrapToken, NodeCredential};
 use protocol::wire::{
-    ErrorBody, NodeFacts, RegisterRequest, RegisterResponse, PATH_CA, PATH_REGISTER,
+    EngineSwarm, ErrorBody, NodeFacts, RegisterRequest, RegisterResponse, PATH_CA, PATH_REGISTER,
 };
 
 use crate::pinning::{check_ca_pem, PinnedCaVerifier};
-use crate::retry::Backoff;
 
 /// First retry delay and the cap of the exponential backoff.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
@@ -130,6 +130,7 @@ pub async fn register_once(
     token: &BootstrapToken,
     facts: &NodeFacts,
     labels: &std::collections::BTreeMap<String, String>,
+    swarm: Option<EngineSwarm>,
 ) -> Result<Registered, RegisterError> {
     let base = manager.base_url();
     let unreachable = |e: reqwest::Error| {
@@ -151,24 +152,9 @@ pub async fn register_once(
         credential: None,
         facts: facts.clone(),
         labels: labels.clone(),
-        swarm: None,
+        swarm,
     };
-    let resp = client
-        .post(format!("{base}{PATH_REGISTER}"))
-        .json(&req)
-        .send()
-        .await
-        .map_err(unreachable)?;
-    let status = resp.status();
-    if !status.is_success() {
-        let message = error_message(resp).await;
-        return Err(classify_status(manager, status.as_u16(), message));
-    }
-    let response: RegisterResponse = resp.json().await.map_err(|e| RegisterError::Refused {
-        manager: manager.to_string(),
-        status: status.as_u16(),
-        message: format!("unreadable reply: {}", error_chain(&e)),
-    })?;
+    let response = post_register(client, manager, &req, &unreachable).await?;
 
     // The CA to keep as the only root from now on, checked against the pin once more.
     let resp = client
@@ -194,6 +180,57 @@ pub async fn register_once(
     Ok(Registered { response, ca_pem })
 }
 
+/// Registers again with the node's credential instead of the bootstrap token (the
+/// manager lost its state and answered a report with `409 reregister`), over the client
+/// already pinned to the stored CA.
+pub async fn reregister_once(
+    client: &reqwest::Client,
+    manager: &ManagerAddress,
+    credential: &NodeCredential,
+    facts: &NodeFacts,
+    labels: &std::collections::BTreeMap<String, String>,
+    swarm: Option<EngineSwarm>,
+) -> Result<RegisterResponse, RegisterError> {
+    let req = RegisterRequest {
+        protocol: protocol::PROTOCOL_VERSION,
+        token: String::new(),
+        credential: Some(credential.expose()),
+        facts: facts.clone(),
+        labels: labels.clone(),
+        swarm,
+    };
+    let unreachable = |e: reqwest::Error| RegisterError::Unreachable {
+        manager: manager.to_string(),
+        reason: error_chain(&e),
+    };
+    post_register(client, manager, &req, unreachable).await
+}
+
+async fn post_register(
+    client: &reqwest::Client,
+    manager: &ManagerAddress,
+    req: &RegisterRequest,
+    unreachable: impl Fn(reqwest::Error) -> RegisterError,
+) -> Result<RegisterResponse, RegisterError> {
+    let resp = client
+        .post(format!("{}{PATH_REGISTER}", manager.base_url()))
+        .json(req)
+        .send()
+        .await
+        .map_err(&unreachable)?;
+    let status = resp.status();
+    step_clock_from_reply(resp.headers());
+    if !status.is_success() {
+        let message = error_message(resp).await;
+        return Err(classify_status(manager, status.as_u16(), message));
+    }
+    resp.json().await.map_err(|e| RegisterError::Refused {
+        manager: manager.to_string(),
+        status: status.as_u16(),
+        message: format!("unreadable reply: {}", error_chain(&e)),
+    })
+}
+
 /// 5xx and 429 are worth retrying; any other refusal is final.
 fn classify_status(manager: &ManagerAddress, status: u16, message: String) -> RegisterError {
     if status >= 500 || status == 429 || status == 408 {
@@ -206,34 +243,6 @@ fn classify_status(manager: &ManagerAddress, status: u16, message: String) -> Re
             manager: manager.to_string(),
             status,
             message,
-        }
-    }
-}
-
-/// Registers, retrying unreachable managers forever with capped backoff and jitter;
-/// returns at the first success or final refusal.
-pub async fn register_with_retry(
-    client: &reqwest::Client,
-    verifier: &Arc<PinnedCaVerifier>,
-    manager: &ManagerAddress,
-    token: &BootstrapToken,
-    facts: &NodeFacts,
-    labels: &std::collections::BTreeMap<String, String>,
-) -> Result<Registered, RegisterError> {
-    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_CAP);
-    loop {
-        match register_once(client, verifier, manager, token, facts, labels).await {
-            Ok(r) => return Ok(r),
-            Err(e) if e.is_final() => return Err(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    "registration attempt {}: {e}; retrying in {:.1}s",
-                    backoff.failures(),
-                    delay.as_secs_f64()
-                );
-                tokio::time::sleep(delay).await;
-            }
         }
     }
 }
@@ -295,10 +304,15 @@ pub fn step_clock_from_reply(headers: &reqwest::header::HeaderMap) {
 
 /// The `error` of a JSON error body, or the raw text.
 pub async fn error_message(resp: reqwest::Response) -> String {
+    error_body(resp).await.0
+}
+
+/// The `error` and `code` of a JSON error body, or the raw text and no code.
+pub async fn error_body(resp: reqwest::Response) -> (String, Option<String>) {
     let text = resp.text().await.unwrap_or_default();
     match serde_json::from_str::<ErrorBody>(&text) {
-        Ok(b) => b.error,
-        Err(_) => text.chars().take(300).collect(),
+        Ok(b) => (b.error, b.code),
+        Err(_) => (text.chars().take(300).collect(), None),
     }
 }
 

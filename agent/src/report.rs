@@ -18,11 +18,12 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 use protocol::snapshot::Snapshot;
 use protocol::token::NodeCredential;
-use protocol::wire::{ReportAck, ReportBatch, PATH_REPORT};
+use protocol::wire::{ReportAck, ReportBatch, CODE_REREGISTER, CODE_REVOKED, PATH_REPORT};
 use tokio::sync::Notify;
 
-use crate::register::{error_chain, error_message, ManagerAddress};
+use crate::register::{error_body, error_chain, ManagerAddress};
 use crate::retry::Backoff;
+use crate::status::{ErrorKind, StatusBoard};
 
 /// Most snapshots in one request; halved when the manager says a body is too large.
 pub const MAX_BATCH: usize = 30;
@@ -32,51 +33,68 @@ pub trait SnapshotSource {
     fn collect(&mut self, instance: &str, seq: u64) -> impl Future<Output = Snapshot>;
 }
 
-/// Snapshots not yet acknowledged by the manager, oldest first, at most `cap`.
+/// Snapshots not yet acknowledged by the manager, oldest first: at most `cap` of them
+/// and at most `cap_bytes` of their JSON (200 containers make a snapshot ~20 times
+/// larger than none, so a count alone does not bound the memory).
 #[derive(Debug)]
 pub struct Backlog {
-    items: VecDeque<Snapshot>,
+    items: VecDeque<(Snapshot, usize)>,
     cap: usize,
+    cap_bytes: usize,
+    bytes: usize,
     dropped_total: u64,
 }
 
 impl Backlog {
-    pub fn new(cap: usize) -> Self {
+    pub fn new(cap: usize, cap_bytes: usize) -> Self {
         let cap = cap.max(1);
         Backlog {
             items: VecDeque::with_capacity(cap.min(1024)),
             cap,
+            cap_bytes: cap_bytes.max(1),
+            bytes: 0,
             dropped_total: 0,
         }
     }
 
-    /// Adds the newest snapshot, dropping (and counting) the oldest when full.
+    /// Adds the newest snapshot, dropping (and counting) the oldest while either bound
+    /// is passed. The newest is always kept, even alone over the byte bound.
     pub fn push(&mut self, s: Snapshot) {
-        while self.items.len() >= self.cap {
-            self.items.pop_front();
-            self.dropped_total += 1;
+        let size = json_size(&s);
+        while !self.items.is_empty()
+            && (self.items.len() >= self.cap || self.bytes.saturating_add(size) > self.cap_bytes)
+        {
+            self.discard_oldest();
         }
-        self.items.push_back(s);
+        self.bytes = self.bytes.saturating_add(size);
+        self.items.push_back((s, size));
     }
 
     /// Copies of the `n` oldest snapshots.
     pub fn oldest(&self, n: usize) -> Vec<Snapshot> {
-        self.items.iter().take(n).cloned().collect()
+        self.items.iter().take(n).map(|(s, _)| s.clone()).collect()
     }
 
     /// Forgets the snapshots with these `(instance, seq)` keys (delivered ones). By key,
     /// not by count: the oldest may have been dropped while the request was in flight.
     pub fn remove_delivered(&mut self, delivered: &[(String, u64)]) {
-        self.items.retain(|s| {
-            !delivered
+        let mut freed = 0usize;
+        self.items.retain(|(s, size)| {
+            let done = delivered
                 .iter()
-                .any(|(i, q)| *i == s.instance && *q == s.seq)
+                .any(|(i, q)| *i == s.instance && *q == s.seq);
+            if done {
+                freed = freed.saturating_add(*size);
+            }
+            !done
         });
+        self.bytes = self.bytes.saturating_sub(freed);
     }
 
-    /// Drops the oldest snapshot on purpose (the manager refused it as malformed).
+    /// Drops the oldest snapshot (full, or refused by the manager as malformed).
     pub fn discard_oldest(&mut self) {
-        if self.items.pop_front().is_some() {
+        if let Some((_, size)) = self.items.pop_front() {
+            self.bytes = self.bytes.saturating_sub(size);
             self.dropped_total += 1;
         }
     }
@@ -89,9 +107,32 @@ impl Backlog {
         self.items.is_empty()
     }
 
+    /// JSON bytes of the snapshots kept.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     pub fn dropped_total(&self) -> u64 {
         self.dropped_total
     }
+}
+
+/// The length of a snapshot's JSON, counted without keeping it.
+fn json_size(s: &Snapshot) -> usize {
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 = self.0.saturating_add(b.len());
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    // Serialising plain data into a counter cannot fail; 0 would only under-count.
+    let _ = serde_json::to_writer(&mut c, s);
+    c.0
 }
 
 /// Counters shown on the agent's own `/metrics`.
@@ -105,6 +146,8 @@ pub struct DeliveryStats {
 /// State shared between the collector, the delivery task and the `/metrics` endpoint.
 pub struct Shared {
     pub backlog: Mutex<Backlog>,
+    /// The control plane's state, for `/metrics` and `armada-agent status`.
+    pub status: StatusBoard,
     pub latest: Mutex<Option<Snapshot>>,
     pub stats: Mutex<DeliveryStats>,
     pub new_snapshot: Notify,
@@ -113,9 +156,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(backlog_cap: usize) -> Arc<Self> {
+    pub fn new(backlog_cap: usize, backlog_cap_bytes: usize) -> Arc<Self> {
         Arc::new(Shared {
-            backlog: Mutex::new(Backlog::new(backlog_cap)),
+            backlog: Mutex::new(Backlog::new(backlog_cap, backlog_cap_bytes)),
+            status: StatusBoard::default(),
             latest: Mutex::new(None),
             stats: Mutex::new(DeliveryStats::default()),
             new_snapshot: Notify::new(),
@@ -144,12 +188,48 @@ pub enum DeliveryError {
     #[error("the manager is unreachable: {0}")]
     Unreachable(String),
     #[error(
-        "the manager refused this node's credential (401): the node was removed or the manager lost it; \
-         re-register it with a fresh bootstrap token"
+        "the manager no longer knows this node (409 reregister): it lost its state; \
+         registering again with the node credential"
     )]
-    CredentialRefused,
+    Reregister,
+    #[error("the manager says this node was removed (401 revoked): {0}; delivery stopped")]
+    Revoked(String),
+    #[error(
+        "the manager refused this node's credential (401): {0}; retrying slowly \
+         (re-register the node with a fresh bootstrap token if it was removed)"
+    )]
+    CredentialRefused(String),
     #[error("the manager refused the batch ({status}): {message}")]
     Rejected { status: u16, message: String },
+}
+
+/// What the delivery loop hands back to the control plane.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DeliveryEnd {
+    /// Register again with the credential (contract: 409 `reregister`).
+    Reregister,
+    /// The operator removed this node: stop delivering for good.
+    Revoked(String),
+}
+
+/// How one non-2xx answer to `POST /v1/report` is handled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// 413: send fewer snapshots per request (drop the oldest when it alone is too big).
+    TooLarge,
+    /// The oldest snapshot is malformed for this manager (400, 422): drop it, then pause.
+    DropOldest,
+    /// Anything else: keep the backlog and pause.
+    Pause,
+}
+
+/// Sorts a refused batch's status (pure, so the policy is tested directly).
+pub fn refusal(status: u16) -> Refusal {
+    match status {
+        413 => Refusal::TooLarge,
+        400 | 422 => Refusal::DropOldest,
+        _ => Refusal::Pause,
+    }
 }
 
 /// gzip'd JSON of a batch.
@@ -182,21 +262,20 @@ pub async fn deliver_batch(
         .map_err(|e| DeliveryError::Unreachable(error_chain(&e)))?;
     let status = resp.status().as_u16();
     crate::register::step_clock_from_reply(resp.headers());
-    match status {
-        200..=299 => resp
+    if (200..=299).contains(&status) {
+        return resp
             .json::<ReportAck>()
             .await
-            .map_err(|e| DeliveryError::Unreachable(error_chain(&e))),
-        401 => Err(DeliveryError::CredentialRefused),
-        408 | 429 | 500.. => Err(DeliveryError::Unreachable(format!(
-            "HTTP {status}: {}",
-            error_message(resp).await
-        ))),
-        _ => Err(DeliveryError::Rejected {
-            status,
-            message: error_message(resp).await,
-        }),
+            .map_err(|e| DeliveryError::Unreachable(error_chain(&e)));
     }
+    let (message, code) = error_body(resp).await;
+    Err(match (status, code.as_deref()) {
+        (409, Some(CODE_REREGISTER)) => DeliveryError::Reregister,
+        (401, Some(CODE_REVOKED)) => DeliveryError::Revoked(message),
+        (401, _) => DeliveryError::CredentialRefused(message),
+        (408 | 429 | 500.., _) => DeliveryError::Unreachable(format!("HTTP {status}: {message}")),
+        _ => DeliveryError::Rejected { status, message },
+    })
 }
 
 /// Collects a snapshot every interval (read from `shared` each time), forever.
@@ -219,16 +298,23 @@ pub async fn collect_loop<S: SnapshotSource>(mut source: S, shared: Arc<Shared>,
     }
 }
 
-/// Delivers the backlog, oldest first, whenever there is something to send. Returns
-/// only when the credential is refused (nothing else can be done with it).
+/// Longest pause after a refused credential or batch: slow enough not to hammer a
+/// manager that refuses us, fast enough to notice an operator's fix.
+pub const REFUSED_PAUSE_CAP: Duration = Duration::from_secs(300);
+
+/// Delivers the backlog, oldest first, whenever there is something to send. Every
+/// non-2xx answer pauses with backoff; returns only when the control plane must act
+/// (re-register, or stop: revoked).
 pub async fn deliver_loop(
-    client: reqwest::Client,
-    manager: ManagerAddress,
-    credential: NodeCredential,
-    shared: Arc<Shared>,
-) -> DeliveryError {
+    client: &reqwest::Client,
+    manager: &ManagerAddress,
+    credential: &NodeCredential,
+    shared: &Shared,
+) -> DeliveryEnd {
     let mut batch_size = MAX_BATCH;
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(2));
+    let mut away = Backoff::new(Duration::from_secs(1), Duration::from_secs(2));
+    let mut refused = Backoff::new(Duration::from_secs(2), REFUSED_PAUSE_CAP);
+    let status = &shared.status;
     loop {
         let (snapshots, dropped_total) = {
             let b = lock(&shared.backlog);
@@ -248,44 +334,86 @@ pub async fn deliver_loop(
             snapshots,
             dropped_total,
         };
-        match deliver_batch(&client, &manager, &credential, &batch).await {
+        let result = deliver_batch(client, manager, credential, &batch).await;
+        let err = match result {
             Ok(ack) => {
                 lock(&shared.backlog).remove_delivered(&keys);
-                let mut st = lock(&shared.stats);
-                st.delivered_total += n as u64;
-                st.last_success_ms = Some(now_ms());
-                if backoff.failures() > 0 {
+                let now = now_ms();
+                {
+                    let mut st = lock(&shared.stats);
+                    st.delivered_total += n as u64;
+                    st.last_success_ms = Some(now);
+                }
+                if away.failures() > 0 || refused.failures() > 0 {
                     tracing::info!(
                         "the manager is back: delivered {n} snapshots ({} new, {} duplicates)",
                         ack.accepted,
                         ack.duplicates
                     );
                 }
-                backoff.reset();
+                away.reset();
+                refused.reset();
+                status.update(|s| s.last_delivery_ms = Some(now));
+                status.clear(ErrorKind::Delivery);
+                status.clear(ErrorKind::Credential);
                 batch_size = (batch_size * 2).min(MAX_BATCH);
+                continue;
             }
-            Err(DeliveryError::CredentialRefused) => return DeliveryError::CredentialRefused,
-            Err(DeliveryError::Rejected {
-                status: 413,
-                message,
-            }) if batch_size > 1 => {
-                batch_size = (batch_size / 2).max(1);
-                tracing::warn!("the manager found a batch of {n} too large ({message}); sending {batch_size} at a time");
+            Err(e) => e,
+        };
+        match err {
+            DeliveryError::Reregister => {
+                tracing::warn!("{err}");
+                return DeliveryEnd::Reregister;
             }
-            Err(DeliveryError::Rejected { status, message }) => {
-                // A snapshot the manager cannot take would block every later one.
-                tracing::error!(
-                    "the manager refused a snapshot ({status}: {message}); dropping it"
-                );
-                lock(&shared.backlog).discard_oldest();
-            }
-            Err(DeliveryError::Unreachable(reason)) => {
+            DeliveryError::Revoked(message) => return DeliveryEnd::Revoked(message),
+            DeliveryError::CredentialRefused(_) => {
                 lock(&shared.stats).failed_attempts_total += 1;
-                let backlog = lock(&shared.backlog).len();
-                backoff.set_cap(shared.interval().max(Duration::from_secs(2)));
-                let failures = backoff.failures();
-                let delay = backoff.next_delay();
+                status.fail(ErrorKind::Credential, err.to_string());
+                let delay = refused.next_delay();
+                tracing::error!("{err}; next attempt in {:.0}s", delay.as_secs_f64());
+                tokio::time::sleep(delay).await;
+            }
+            DeliveryError::Rejected {
+                status: code,
+                ref message,
+            } => {
+                lock(&shared.stats).failed_attempts_total += 1;
+                status.fail(ErrorKind::Delivery, err.to_string());
+                match refusal(code) {
+                    Refusal::TooLarge if batch_size > 1 => {
+                        batch_size = (batch_size / 2).max(1);
+                        tracing::warn!(
+                            "the manager found a batch of {n} too large ({message}); sending {batch_size} at a time"
+                        );
+                        // Halving is the answer to 413: no pause while it can go on.
+                        continue;
+                    }
+                    Refusal::TooLarge | Refusal::DropOldest => {
+                        // A snapshot the manager cannot take would block every later one.
+                        tracing::error!(
+                            "the manager refused a snapshot ({code}: {message}); dropping it"
+                        );
+                        lock(&shared.backlog).discard_oldest();
+                    }
+                    Refusal::Pause => {}
+                }
+                let delay = refused.next_delay();
+                tracing::warn!(
+                    "{err}; {} snapshots kept in memory, next attempt in {:.1}s",
+                    lock(&shared.backlog).len(),
+                    delay.as_secs_f64()
+                );
+                tokio::time::sleep(delay).await;
+            }
+            DeliveryError::Unreachable(ref reason) => {
+                lock(&shared.stats).failed_attempts_total += 1;
+                status.fail(ErrorKind::Delivery, err.to_string());
+                away.set_cap(shared.interval().max(Duration::from_secs(2)));
+                let failures = away.failures();
+                let delay = away.next_delay();
                 if failures == 0 || failures % 30 == 0 {
+                    let backlog = lock(&shared.backlog).len();
                     tracing::warn!(
                         "reporting: {reason}; {backlog} snapshots kept in memory, retrying"
                     );
@@ -317,7 +445,7 @@ mod tests {
 
     #[test]
     fn backlog_keeps_the_newest_and_counts_drops() {
-        let mut b = Backlog::new(3);
+        let mut b = Backlog::new(3, usize::MAX);
         for i in 0..5 {
             b.push(snap(i));
         }
@@ -329,7 +457,7 @@ mod tests {
 
     #[test]
     fn delivered_snapshots_are_removed_by_key_even_after_drops() {
-        let mut b = Backlog::new(3);
+        let mut b = Backlog::new(3, usize::MAX);
         for i in 0..3 {
             b.push(snap(i));
         }
@@ -348,6 +476,46 @@ mod tests {
         assert_eq!(b.len(), 1);
     }
 
+    #[test]
+    fn the_backlog_is_bounded_by_bytes_too() {
+        let one = json_size(&snap(0));
+        assert!(one > 0);
+        let mut b = Backlog::new(100, one * 3);
+        for i in 0..10 {
+            b.push(snap(i));
+        }
+        assert_eq!(b.len(), 3, "three fit in the byte bound");
+        assert!(b.bytes() <= one * 3 + 3, "{} bytes", b.bytes());
+        assert_eq!(b.dropped_total(), 7);
+        let keys: Vec<(String, u64)> = b
+            .oldest(2)
+            .iter()
+            .map(|s| (s.instance.clone(), s.seq))
+            .collect();
+        b.remove_delivered(&keys);
+        assert_eq!(b.len(), 1);
+        assert!(b.bytes() <= one + 1);
+        let mut tiny = Backlog::new(100, 1);
+        tiny.push(snap(1));
+        tiny.push(snap(2));
+        assert_eq!(
+            tiny.len(),
+            1,
+            "the newest is kept even alone over the bound"
+        );
+        assert_eq!(tiny.oldest(1)[0].seq, 2);
+    }
+
+    #[test]
+    fn every_refusal_pauses_and_only_malformed_ones_drop() {
+        assert_eq!(refusal(413), Refusal::TooLarge);
+        assert_eq!(refusal(400), Refusal::DropOldest);
+        assert_eq!(refusal(422), Refusal::DropOldest);
+        for status in [403, 404, 405, 409, 410] {
+            assert_eq!(refusal(status), Refusal::Pause, "{status}");
+        }
+    }
+
     struct Counting;
     impl SnapshotSource for Counting {
         async fn collect(&mut self, instance: &str, seq: u64) -> Snapshot {
@@ -361,7 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn collection_follows_the_interval_into_a_bounded_backlog() {
-        let shared = Shared::new(4);
+        let shared = Shared::new(4, usize::MAX);
         shared.set_interval(Duration::from_millis(100));
         let run = collect_loop(Counting, shared.clone(), "i9".into());
         let _ = tokio::time::timeout(Duration::from_millis(750), run).await;

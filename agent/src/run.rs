@@ -1,5 +1,7 @@
-//! `armada-agent run`: metrics collection and `/metrics` from the start, with the
-//! control plane (registration, swarm join, delivery) beside them.
+//! `armada-agent run`: metrics collection and `/metrics` from the first interval, with
+//! the control plane (registration, swarm join, delivery) beside them. Nothing waits on
+//! the Docker engine or the manager before collection starts, and no control-plane
+//! failure ends the process (see [`crate::join`]).
 
 use std::time::Duration;
 
@@ -9,27 +11,31 @@ use crate::cli::{load_config, RunArgs};
 use crate::state::StateDir;
 use crate::{clock, join, metrics, report, serve, swarm};
 
+/// Every call of the control plane to the engine: a swarm join with a bad token takes
+/// ~10 s to be refused.
+const CONTROL_ENGINE_TIMEOUT_S: u64 = 60;
+
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (cfg_path, cfg) = load_config(&args.cfg)?;
     let state = StateDir::new(&args.state_dir);
-    let stored = state.load()?;
-    // Check what registration needs before waiting on anything.
-    let inputs = match &stored {
-        Some(_) => None,
-        None => Some(join::registration_inputs(&cfg_path, &cfg, &state)?),
-    };
-    let docker = swarm::connect_with_wait(&args.docker_host, Duration::from_secs(120)).await?;
+    // The engine may be down, absent or hung: nothing is asked of it here.
+    let engine = swarm::Engine::new(&args.docker_host, CONTROL_ENGINE_TIMEOUT_S)?;
+    let names_engine =
+        swarm::Engine::new(&args.docker_host, metrics::containers::ENGINE_TIMEOUT_S)?;
 
     // Metrics from the start: served at once, and kept in the backlog while the node
     // registers (the manager may boot after the workers).
-    let interval_s = stored
-        .as_ref()
-        .map(|r| r.info.report_interval_seconds)
-        .filter(|&s| s > 0)
-        .unwrap_or(cfg.agent.interval_seconds);
-    let shared = report::Shared::new(cfg.agent.backlog_reports);
+    let interval_s = match state.load() {
+        Ok(stored) => stored
+            .map(|r| r.info.report_interval_seconds)
+            .filter(|&s| s > 0),
+        Err(_) => None, // said by the control plane, which retries it
+    }
+    .unwrap_or(cfg.agent.interval_seconds);
+    let shared = report::Shared::new(cfg.agent.backlog_reports, cfg.agent.backlog_bytes);
     shared.set_interval(Duration::from_secs(u64::from(interval_s.max(1))));
+    shared.status.mirror_to(&args.status_file);
     if !cfg.agent.metrics_listen.is_empty() {
         let listener = serve::bind(&cfg.agent.metrics_listen).await?;
         tracing::info!(
@@ -41,54 +47,89 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The clock floor sync-clock starts from after a power cut.
     tokio::spawn(clock::keep_floor(args.state_dir.clone()));
     let instance = hex::encode(rand::random::<[u8; 8]>());
-    let source = MetricsSource(metrics::Collector::new(
-        args.cfg.root.clone(),
-        Some(docker.clone()),
-    ));
+    tracing::info!(
+        "collecting every {}s as instance {instance} (backlog of {} snapshots / {} bytes in memory)",
+        shared.interval().as_secs(),
+        cfg.agent.backlog_reports,
+        cfg.agent.backlog_bytes
+    );
+    let source = MetricsSource::new(args.cfg.root.clone(), names_engine);
     // The collector runs in this task (select! below), not a spawned one.
-    let collect = report::collect_loop(source, shared.clone(), instance.clone());
+    let collect = report::collect_loop(source, shared.clone(), instance);
 
-    let report = async {
-        let (client, manager, reg) = join::join_cluster(
-            &cfg_path,
-            &cfg,
-            &args.cfg.root,
-            &state,
-            stored,
-            inputs,
-            &docker,
-        )
-        .await?;
-        if reg.info.report_interval_seconds > 0 {
-            shared.set_interval(Duration::from_secs(u64::from(
-                reg.info.report_interval_seconds,
-            )));
-        }
-        tracing::info!(
-            "reporting to {manager} every {}s as instance {instance} (backlog of {} in memory)",
-            shared.interval().as_secs(),
-            cfg.agent.backlog_reports
-        );
-        let err =
-            report::deliver_loop(client, manager, reg.credential.clone(), shared.clone()).await;
-        Err::<(), anyhow::Error>(err.into())
+    let control = async {
+        join::run(join::ControlPlane {
+            cfg_path,
+            root: args.cfg.root.clone(),
+            state,
+            engine,
+            shared: shared.clone(),
+        })
+        .await;
+        // Revoked: nothing more to deliver; monitoring goes on.
+        std::future::pending::<()>().await
     };
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = collect => Ok(()),
-        r = report => r,
+        _ = control => Ok(()),
         _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Ok(()) }
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted: stopping"); Ok(()) }
     }
 }
 
-/// The metrics collector as the report loop's snapshot source.
-struct MetricsSource(metrics::Collector);
+/// The metrics collector as the report loop's snapshot source. Without an engine
+/// socket at start it collects without container names, and takes a collector that
+/// names them once the socket appears (looked for every [`ENGINE_LOOK_EVERY`]).
+struct MetricsSource {
+    collector: metrics::Collector,
+    root: std::path::PathBuf,
+    engine: Option<swarm::Engine>,
+    next_look: tokio::time::Instant,
+    warned: bool,
+}
+
+const ENGINE_LOOK_EVERY: Duration = Duration::from_secs(10);
+
+impl MetricsSource {
+    fn new(root: std::path::PathBuf, engine: swarm::Engine) -> Self {
+        let mut source = MetricsSource {
+            collector: metrics::Collector::new(root.clone(), None),
+            root,
+            engine: Some(engine),
+            next_look: tokio::time::Instant::now(),
+            warned: false,
+        };
+        source.look_for_engine();
+        source
+    }
+
+    fn look_for_engine(&mut self) {
+        let Some(engine) = &self.engine else { return };
+        if tokio::time::Instant::now() < self.next_look {
+            return;
+        }
+        match engine.client() {
+            Ok(docker) => {
+                self.collector = metrics::Collector::new(self.root.clone(), Some(docker));
+                self.engine = None;
+            }
+            Err(e) => {
+                if !self.warned {
+                    tracing::warn!("{e:#}: containers are named by id until the engine is up");
+                    self.warned = true;
+                }
+                self.next_look = tokio::time::Instant::now() + ENGINE_LOOK_EVERY;
+            }
+        }
+    }
+}
 
 impl report::SnapshotSource for MetricsSource {
     async fn collect(&mut self, instance: &str, seq: u64) -> protocol::snapshot::Snapshot {
-        self.0.collect(instance, seq).await
+        self.look_for_engine();
+        self.collector.collect(instance, seq).await
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! It renders the latest snapshot (the one the collector took last; it never collects
 //! on request, so a scrape costs no extra reads of `/proc` and `/sys`) with
-//! `protocol::prom::render`, followed by the agent's own delivery counters.
+//! `protocol::prom::render`, followed by the agent's own families: delivery counters,
+//! the control plane's status ([`crate::status::render`]: registered, swarm, revoked,
+//! last delivery, last error per kind) and the engine's view of each container.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -59,9 +61,9 @@ pub fn exposition(shared: &Shared) -> String {
             &mut out,
         );
     }
-    let (backlog, dropped) = {
+    let (backlog, dropped, backlog_bytes) = {
         let b = lock(&shared.backlog);
-        (b.len(), b.dropped_total())
+        (b.len(), b.dropped_total(), b.bytes())
     };
     let stats = lock(&shared.stats).clone();
     let mut family = |name: &str, kind: &str, help: &str, value: String| {
@@ -91,10 +93,99 @@ pub fn exposition(shared: &Shared) -> String {
     family(
         "armada_agent_report_failures_total",
         "counter",
-        "Report deliveries that failed because the manager was unreachable.",
+        "Report deliveries that failed (manager unreachable or refusing).",
         stats.failed_attempts_total.to_string(),
     );
+    family(
+        "armada_agent_backlog_bytes",
+        "gauge",
+        "JSON bytes of the snapshots kept in memory.",
+        backlog_bytes.to_string(),
+    );
+    crate::status::render(&shared.status.get(), &mut out);
+    if let Some(snap) = lock(&shared.latest).as_ref() {
+        container_engine_families(snap, &mut out);
+    }
     out
+}
+
+/// What the engine says about each container (state, health, restarts, start time),
+/// with the identifying labels of the other `armada_container_*` families.
+fn container_engine_families(snap: &protocol::snapshot::Snapshot, out: &mut String) {
+    let labels = |c: &protocol::snapshot::ContainerMetrics, extra: &str| {
+        let mut l = format!(
+            "container_id=\"{}\",container=\"{}\",image=\"{}\"",
+            escape(&c.id),
+            escape(&c.name),
+            escape(&c.image)
+        );
+        if let Some(s) = &c.service {
+            let _ = write!(l, ",service=\"{}\"", escape(s));
+        }
+        if let Some(t) = &c.task {
+            let _ = write!(l, ",task=\"{}\"", escape(t));
+        }
+        l.push_str(extra);
+        l
+    };
+    type Value = fn(&protocol::snapshot::ContainerMetrics) -> Option<(String, String)>;
+    let families: [(&str, &str, &str, Value); 4] = [
+        (
+            "armada_container_state",
+            "gauge",
+            "1 for the container's state as the engine reports it (docker ps STATUS).",
+            |c| {
+                c.state
+                    .as_ref()
+                    .map(|s| (format!(",state=\"{}\"", escape(s)), "1".into()))
+            },
+        ),
+        (
+            "armada_container_health_status",
+            "gauge",
+            "1 for the container's health check status (healthy, unhealthy, starting).",
+            |c| {
+                c.health
+                    .as_ref()
+                    .map(|h| (format!(",health=\"{}\"", escape(h)), "1".into()))
+            },
+        ),
+        (
+            "armada_container_restart_count",
+            "gauge",
+            "Restarts by the engine's restart policy (docker inspect RestartCount).",
+            |c| c.restart_count.map(|n| (String::new(), n.to_string())),
+        ),
+        (
+            "armada_container_start_time_seconds",
+            "gauge",
+            "When the container last started, seconds since the epoch (cAdvisor container_start_time_seconds).",
+            |c| c.started_at_seconds.map(|t| (String::new(), format!("{t:.3}"))),
+        ),
+    ];
+    for (name, kind, help, value) in families {
+        let mut header = false;
+        for c in &snap.containers {
+            let Some((extra, v)) = value(c) else { continue };
+            if !header {
+                let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+                header = true;
+            }
+            let _ = writeln!(out, "{name}{{{}}} {v}", labels(c, &extra));
+        }
+    }
+}
+
+/// A label value in the text format: backslash, quote and newline escaped.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    std::borrow::Cow::Owned(
+        v.replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n"),
+    )
 }
 
 async fn handle(
@@ -153,7 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_the_agent_counters_over_http() {
-        let shared = Shared::new(2);
+        let shared = Shared::new(2, usize::MAX);
         for seq in 0..3 {
             lock(&shared.backlog).push(Snapshot {
                 seq,
@@ -177,6 +268,71 @@ mod tests {
         assert!(
             text.contains("armada_agent_backlog_dropped_total 1\n"),
             "{text}"
+        );
+        assert!(text.contains("armada_agent_registered 0\n"), "{text}");
+    }
+
+    #[test]
+    fn the_engine_view_of_containers_is_exported_when_known() {
+        let shared = Shared::new(2, usize::MAX);
+        *lock(&shared.latest) = Some(Snapshot {
+            containers: vec![
+                protocol::snapshot::ContainerMetrics {
+                    id: "abc".into(),
+                    name: "web.1".into(),
+                    image: "nginx".into(),
+                    service: Some("web".into()),
+                    state: Some("running".into()),
+                    health: Some("unhealthy".into()),
+                    restart_count: Some(3),
+                    started_at_seconds: Some(1_764_581_974.5),
+                    ..Default::default()
+                },
+                protocol::snapshot::ContainerMetrics {
+                    id: "def".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        });
+        shared
+            .status
+            .fail(crate::status::ErrorKind::Swarm, "foreign swarm");
+        let text = exposition(&shared);
+        let l = r#"container_id="abc",container="web.1",image="nginx",service="web""#;
+        assert!(
+            text.contains(&format!(
+                "armada_container_state{{{l},state=\"running\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "armada_container_health_status{{{l},health=\"unhealthy\"}} 1\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("armada_container_restart_count{{{l}}} 3\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "armada_container_start_time_seconds{{{l}}} 1764581974.500\n"
+            )),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"container_id="def""#),
+            "a container the engine never described has no engine families: {text}"
+        );
+        assert!(
+            text.contains("armada_agent_last_error{kind=\"swarm\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("# TYPE armada_container_state gauge").count(),
+            1
         );
     }
 }

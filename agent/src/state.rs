@@ -44,6 +44,10 @@ pub struct RegistrationInfo {
     /// Where a discovered manager answered last, used when it does not answer mDNS.
     #[serde(default)]
     pub discovered_addr: Option<std::net::SocketAddr>,
+    /// The manager's swarm cluster ID, when its manager says (a local engine in a swarm
+    /// with another ID leaves it and joins ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_cluster_id: Option<String>,
 }
 
 /// A registered node: everything needed to talk to the manager again after a reboot.
@@ -204,6 +208,7 @@ mod tests {
                 report_interval_seconds: 10,
                 discovered: false,
                 discovered_addr: None,
+                swarm_cluster_id: None,
             },
         }
     }

@@ -8,62 +8,153 @@
 //! `POST /v1/joined`, which then labels the node.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bollard::errors::Error as DockerError;
 use bollard::models::{LocalNodeState, SwarmJoinRequest};
+use bollard::query_parameters::LeaveSwarmOptions;
 use bollard::Docker;
 use protocol::token::NodeCredential;
-use protocol::wire::{JoinedRequest, PATH_JOINED};
+use protocol::wire::{EngineSwarm, JoinedRequest, PATH_JOINED};
 
 use crate::register::{error_chain, error_message, ManagerAddress};
 
 /// Swarm's default management port, used when the manager gives a bare host.
 const SWARM_PORT: u16 = 2377;
 
-/// Connects to the local engine. Only `unix://` addresses are accepted: the engine API
-/// is never reached over the network.
-pub async fn connect(docker_host: &str) -> anyhow::Result<Docker> {
+/// Docker API version asked for: Debian 12's engine (20.10) speaks up to 1.41, and newer
+/// engines still accept it, so no negotiation round trip is needed before the first call.
+pub const API_VERSION: bollard::ClientVersion = bollard::ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// A client of the local engine, made without touching it (the engine may be down or
+/// hung: nothing waits on it here). Only `unix://` addresses are accepted: the engine
+/// API is never reached over the network. `timeout_s` bounds every call.
+pub fn client(docker_host: &str, timeout_s: u64) -> anyhow::Result<Docker> {
     let path = docker_host.strip_prefix("unix://").with_context(|| {
         format!("docker host `{docker_host}`: only unix:///path sockets are supported")
     })?;
-    let docker = Docker::connect_with_unix(path, 60, bollard::API_DEFAULT_VERSION)
-        .with_context(|| format!("connecting to the Docker engine at {docker_host}"))?;
-    // Debian's engine speaks an older API than bollard's default: agree on one.
-    docker
-        .negotiate_version()
-        .await
-        .with_context(|| format!("asking the Docker engine at {docker_host} for its API version"))
+    Docker::connect_with_unix(path, timeout_s, &API_VERSION)
+        .with_context(|| format!("making a client for the Docker engine at {docker_host}"))
 }
 
-/// Waits, bounded, for the engine to answer (it may start after the agent).
-pub async fn connect_with_wait(docker_host: &str, wait: Duration) -> anyhow::Result<Docker> {
-    if !docker_host.starts_with("unix://") {
-        anyhow::bail!("docker host `{docker_host}`: only unix:///path sockets are supported");
-    }
-    let deadline = Instant::now() + wait;
-    loop {
-        match connect(docker_host).await {
-            Ok(d) => return Ok(d),
-            Err(e) if Instant::now() >= deadline => return Err(e),
-            Err(e) => {
-                tracing::info!("waiting for the Docker engine: {e:#}");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+/// The local engine, reached once its socket exists: dockerd may start after the
+/// agent, or not at all on a broken board, and nothing may wait on it.
+#[derive(Clone)]
+pub struct Engine {
+    host: String,
+    timeout_s: u64,
+    made: Arc<Mutex<Option<Docker>>>,
+}
+
+impl Engine {
+    /// Checks the address (unix:// only) without touching the engine.
+    pub fn new(docker_host: &str, timeout_s: u64) -> anyhow::Result<Self> {
+        if !docker_host.starts_with("unix://") {
+            anyhow::bail!("docker host `{docker_host}`: only unix:///path sockets are supported");
         }
+        Ok(Engine {
+            host: docker_host.to_string(),
+            timeout_s,
+            made: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    /// The client, made now if the socket has appeared since the last call.
+    pub fn client(&self) -> anyhow::Result<Docker> {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = made.as_ref() {
+            return Ok(d.clone());
+        }
+        let d = client(&self.host, self.timeout_s)?;
+        *made = Some(d.clone());
+        Ok(d)
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
     }
 }
 
 /// The engine's version, for the node's facts.
+/// Bounded: a hung engine must not hold registration up.
 pub async fn engine_version(docker: &Docker) -> Option<String> {
-    docker.version().await.ok().and_then(|v| v.version)
+    tokio::time::timeout(Duration::from_secs(5), docker.version())
+        .await
+        .ok()?
+        .ok()
+        .and_then(|v| v.version)
+}
+
+/// The engine's ID and swarm membership, for the node's facts (bounded like
+/// [`engine_version`]).
+pub async fn engine_identity(docker: &Docker) -> (Option<String>, Option<EngineSwarm>) {
+    let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(5), docker.info()).await else {
+        return (None, None);
+    };
+    let swarm = info.swarm.and_then(|sw| {
+        let node_id = sw.node_id.filter(|id| !id.is_empty())?;
+        Some(EngineSwarm {
+            node_id,
+            cluster_id: sw.cluster.and_then(|c| c.id).filter(|id| !id.is_empty()),
+        })
+    });
+    (info.id.filter(|id| !id.is_empty()), swarm)
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum JoinOutcome {
     Joined,
     AlreadyMember,
+    /// Left a swarm of another cluster ID (the old swarm died with the old manager), then
+    /// joined ours.
+    LeftAndJoined {
+        left_cluster_id: String,
+    },
+}
+
+/// What the local engine's swarm state means before a join (contract §4).
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinPlan {
+    Join,
+    AlreadyMember,
+    LeaveThenJoin { theirs: String },
+}
+
+/// Decides from the engine's node state and cluster ID and the manager's cluster ID.
+/// Without the manager's ID a worker never leaves a swarm on its own.
+pub fn plan_join(
+    state: Option<LocalNodeState>,
+    local_cluster_id: Option<&str>,
+    manager_cluster_id: Option<&str>,
+) -> JoinPlan {
+    let in_a_swarm = matches!(
+        state,
+        Some(
+            LocalNodeState::ACTIVE
+                | LocalNodeState::PENDING
+                | LocalNodeState::LOCKED
+                | LocalNodeState::ERROR
+        )
+    );
+    match (in_a_swarm, local_cluster_id, manager_cluster_id) {
+        (true, Some(local), Some(ours)) if local == ours => {
+            if state == Some(LocalNodeState::ACTIVE) {
+                JoinPlan::AlreadyMember
+            } else {
+                // Ours but pending or broken: the join call sorts it out (503 verdict).
+                JoinPlan::Join
+            }
+        }
+        (true, Some(local), Some(_)) => JoinPlan::LeaveThenJoin {
+            theirs: local.to_string(),
+        },
+        _ => JoinPlan::Join,
+    }
 }
 
 /// Why a join failed; only `Unavailable` is worth retrying.
@@ -76,6 +167,7 @@ pub enum JoinError {
     },
     #[error(
         "the local engine is already part of another swarm (its managers: {theirs:?}, ours: {ours:?}); \
+         the manager did not name its swarm's cluster ID, so this node does not leave on its own: \
          run `docker swarm leave` on this board to let armada join it"
     )]
     OtherSwarm {
@@ -92,8 +184,56 @@ impl JoinError {
     }
 }
 
-/// Joins the swarm of `managers` with `join_token`.
+/// Joins the swarm of `managers` with `join_token`, first leaving a swarm whose cluster
+/// ID is not `manager_cluster_id` (when the manager named one).
 pub async fn join(
+    docker: &Docker,
+    join_token: &str,
+    managers: &[String],
+    manager_cluster_id: Option<&str>,
+) -> Result<JoinOutcome, JoinError> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|e| JoinError::Unavailable(error_chain(&e)))?;
+    let sw = info.swarm.unwrap_or_default();
+    let local_cluster = sw.cluster.and_then(|c| c.id).filter(|id| !id.is_empty());
+    let mut left = None;
+    match plan_join(
+        sw.local_node_state,
+        local_cluster.as_deref(),
+        manager_cluster_id,
+    ) {
+        JoinPlan::AlreadyMember => return Ok(JoinOutcome::AlreadyMember),
+        JoinPlan::LeaveThenJoin { theirs } => {
+            tracing::warn!(
+                "the local engine is in swarm {theirs}, not the manager's swarm {}: leaving it \
+                 (the old swarm went with the old manager) and joining ours",
+                manager_cluster_id.unwrap_or("?")
+            );
+            docker
+                .leave_swarm(Some(LeaveSwarmOptions { force: true }))
+                .await
+                .map_err(|e| {
+                    JoinError::Unavailable(format!(
+                        "leaving the foreign swarm {theirs}: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+            left = Some(theirs);
+        }
+        JoinPlan::Join => {}
+    }
+    let joined = join_call(docker, join_token, managers).await?;
+    Ok(match (joined, left) {
+        (JoinOutcome::Joined, Some(left_cluster_id)) => {
+            JoinOutcome::LeftAndJoined { left_cluster_id }
+        }
+        (outcome, _) => outcome,
+    })
+}
+
+async fn join_call(
     docker: &Docker,
     join_token: &str,
     managers: &[String],
@@ -332,6 +472,42 @@ mod tests {
             already_member_verdict(Some(LocalNodeState::PENDING), &[], &ours),
             Membership::Ours
         );
+    }
+
+    #[test]
+    fn a_foreign_swarm_is_left_only_when_the_manager_names_its_own() {
+        let active = Some(LocalNodeState::ACTIVE);
+        assert_eq!(
+            plan_join(active, Some("old"), Some("new")),
+            JoinPlan::LeaveThenJoin {
+                theirs: "old".into()
+            }
+        );
+        assert_eq!(
+            plan_join(Some(LocalNodeState::ERROR), Some("old"), Some("new")),
+            JoinPlan::LeaveThenJoin {
+                theirs: "old".into()
+            }
+        );
+        assert_eq!(
+            plan_join(active, Some("same"), Some("same")),
+            JoinPlan::AlreadyMember
+        );
+        assert_eq!(
+            plan_join(Some(LocalNodeState::PENDING), Some("same"), Some("same")),
+            JoinPlan::Join,
+            "our own join still going on: left to the join call"
+        );
+        assert_eq!(
+            plan_join(active, Some("old"), None),
+            JoinPlan::Join,
+            "no manager cluster ID: never leave (the join call reports the foreign swarm)"
+        );
+        assert_eq!(
+            plan_join(Some(LocalNodeState::INACTIVE), None, Some("new")),
+            JoinPlan::Join
+        );
+        assert_eq!(plan_join(None, None, None), JoinPlan::Join);
     }
 
     #[test]

@@ -130,31 +130,68 @@ fn status_tells_registered_from_not() {
     );
 }
 
+/// Without a token and unregistered, `run` keeps collecting and says why it cannot
+/// register (in `status`); a TCP engine address is refused at once.
 #[test]
-fn run_refuses_at_once_without_a_token_or_with_a_tcp_engine() {
+fn run_without_a_token_keeps_monitoring_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("armada.toml");
     let state = tmp.path().join("state");
-    fs::write(&cfg, "hostname = \"n1\"\n[manager]\naddress = \"m\"\n").unwrap();
+    let status_file = tmp.path().join("run/agent-status.json");
+    fs::write(
+        &cfg,
+        "hostname = \"n1\"\n[manager]\naddress = \"m\"\n[agent]\nmetrics_listen = \"\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_armada-agent"))
+        .args([
+            "run",
+            "--config",
+            p(&cfg),
+            "--state-dir",
+            p(&state),
+            "--status-file",
+            p(&status_file),
+            "--root",
+            "/",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let t0 = Instant::now();
+    let mut seen = String::new();
+    while t0.elapsed() < Duration::from_secs(10) {
+        seen = fs::read_to_string(&status_file).unwrap_or_default();
+        if seen.contains("has no manager.token") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let still_running = child.try_wait().unwrap().is_none();
     let out = agent(&[
-        "run",
+        "status",
         "--config",
         p(&cfg),
         "--state-dir",
         p(&state),
-        "--docker-host",
-        "unix:///nonexistent/docker.sock",
+        "--status-file",
+        p(&status_file),
     ]);
-    assert!(!out.status.success());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.contains("has no manager.token"), "{seen}");
     assert!(
-        text(&out).contains("has no manager.token"),
-        "{}",
-        text(&out)
+        still_running,
+        "a registration problem does not end the agent"
     );
+    let t = text(&out);
+    assert!(t.contains("agent:         running"), "{t}");
     assert!(
-        t0.elapsed() < Duration::from_secs(10),
-        "it must not wait for the engine first"
+        t.contains("[registration]") && t.contains("has no manager.token"),
+        "{t}"
     );
 
     fs::write(
@@ -162,12 +199,15 @@ fn run_refuses_at_once_without_a_token_or_with_a_tcp_engine() {
         format!("[manager]\naddress = \"m\"\ntoken = \"{TOKEN}\"\n"),
     )
     .unwrap();
+    let t0 = Instant::now();
     let out = agent(&[
         "run",
         "--config",
         p(&cfg),
         "--state-dir",
         p(&state),
+        "--status-file",
+        p(&status_file),
         "--docker-host",
         "tcp://127.0.0.1:2376",
     ]);
@@ -177,5 +217,6 @@ fn run_refuses_at_once_without_a_token_or_with_a_tcp_engine() {
         "{}",
         text(&out)
     );
+    assert!(t0.elapsed() < Duration::from_secs(10));
     assert!(!state.join("credential").exists());
 }

@@ -63,7 +63,15 @@ pub struct AgentConfig {
     /// Reports kept in memory while the manager is unreachable (default one hour at 10 s).
     #[serde(default = "default_backlog")]
     pub backlog_reports: usize,
+    /// Bytes of snapshot JSON kept in memory at most, whatever their count (200
+    /// containers make a snapshot ~20 times larger than none).
+    #[serde(default = "default_backlog_bytes")]
+    pub backlog_bytes: usize,
 }
+
+/// Upper limits of the backlog: a day at a 10 s interval, and a quarter of a Pi 3's RAM.
+pub const MAX_BACKLOG_REPORTS: usize = 8640;
+pub const MAX_BACKLOG_BYTES: usize = 256 << 20;
 
 fn default_interval() -> u32 {
     10
@@ -74,6 +82,9 @@ fn default_metrics_listen() -> String {
 fn default_backlog() -> usize {
     360
 }
+fn default_backlog_bytes() -> usize {
+    32 << 20
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -81,6 +92,7 @@ impl Default for AgentConfig {
             interval_seconds: default_interval(),
             metrics_listen: default_metrics_listen(),
             backlog_reports: default_backlog(),
+            backlog_bytes: default_backlog_bytes(),
         }
     }
 }
@@ -157,6 +169,24 @@ impl FirstBootConfig {
             return Err(invalid(
                 "agent.interval_seconds",
                 "must be between 1 and 3600".into(),
+            ));
+        }
+        if !(1..=MAX_BACKLOG_REPORTS).contains(&self.agent.backlog_reports) {
+            return Err(invalid(
+                "agent.backlog_reports",
+                format!(
+                    "{} is out of range: must be between 1 and {MAX_BACKLOG_REPORTS} (a day at 10 s)",
+                    self.agent.backlog_reports
+                ),
+            ));
+        }
+        if !(64 << 10..=MAX_BACKLOG_BYTES).contains(&self.agent.backlog_bytes) {
+            return Err(invalid(
+                "agent.backlog_bytes",
+                format!(
+                    "{} is out of range: must be between 65536 (64 KiB) and {MAX_BACKLOG_BYTES} (256 MiB)",
+                    self.agent.backlog_bytes
+                ),
             ));
         }
         Ok(())
@@ -330,6 +360,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("boss"), "{err}");
+    }
+
+    #[test]
+    fn the_backlog_is_bounded_in_count_and_bytes() {
+        let ok = FirstBootConfig::parse(
+            "[agent]\nbacklog_reports = 8640\nbacklog_bytes = 1048576",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(ok.agent.backlog_reports, MAX_BACKLOG_REPORTS);
+        assert_eq!(ok.agent.backlog_bytes, 1 << 20);
+        for (text, key) in [
+            ("[agent]\nbacklog_reports = 0", "`agent.backlog_reports`"),
+            (
+                "[agent]\nbacklog_reports = 1000000000",
+                "`agent.backlog_reports`",
+            ),
+            ("[agent]\nbacklog_bytes = 1000", "`agent.backlog_bytes`"),
+            (
+                "[agent]\nbacklog_bytes = 4294967296",
+                "`agent.backlog_bytes`",
+            ),
+        ] {
+            let err = FirstBootConfig::parse(text, "/boot/firmware/armada.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+            assert!(err.contains("/boot/firmware/armada.toml"), "{err}");
+            assert!(err.contains("must be between"), "{err}");
+        }
+        let err = FirstBootConfig::parse("[agent]\nbacklog_reports = -1", "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("backlog_reports"), "{err}");
     }
 
     #[test]

@@ -1,25 +1,39 @@
-//! Containers: who they are from the Docker Engine (one list call, cached between
-//! cycles), what they use from their cgroups, and their traffic from their own network
-//! namespace (`/proc/<pid>/net/dev`). Never the Docker stats API: it costs seconds per
-//! container.
+//! Containers: which ones run from the cgroup tree (every cycle, a few `getdents`),
+//! what they use from their cgroups, their traffic from their own network namespace
+//! (`/proc/<pid>/net/dev`), and who they are (name, image, swarm service, state, health,
+//! restart count, start time) from a cache the Docker engine fills in the background.
+//! Never the Docker stats API: it costs seconds per container.
 //!
-//! Each cycle lists only the few cgroup folders known to hold containers; the engine is
-//! asked again when that shows a change, or when the cache is older than `LIST_EVERY`.
+//! A collection never waits on the engine: with no engine, a dead one or one that
+//! accepts and never answers, every container found in the cgroup tree is still
+//! reported, named by id until the cache knows it. The cache is refreshed by its own
+//! task ([`refresh_loop`]): a container list (bounded by [`ENGINE_TIMEOUT_S`]) when the
+//! cgroup tree shows a start or stop and at least every `list_every`; an inspect (for the
+//! restart count and start time) of each new container, of each whose state or health
+//! changed, and of all every [`REINSPECT_EVERY`] (a restart between two cycles shows
+//! nowhere else).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::query_parameters::ListContainersOptions;
 use bollard::{ClientVersion, Docker};
 use protocol::snapshot::{ContainerMetrics, NetDev};
+use tokio::sync::Notify;
 
 use super::cgroup::{self, discover, ContainerDirs, Layout};
 use super::network;
 use super::pseudofile::{PseudoFile, ReadError};
 
-/// The cache of names is refreshed at least this often even when nothing seems to change.
+/// The cache is refreshed at least this often even when nothing seems to change.
 const LIST_EVERY: Duration = Duration::from_secs(30);
+/// Every container is inspected again this often (restart count, start time).
+pub const REINSPECT_EVERY: Duration = Duration::from_secs(300);
+/// Bound of every engine call of the cache.
+pub const ENGINE_TIMEOUT_S: u64 = 5;
 /// Docker API version asked for: Debian 12's engine (20.10) speaks up to 1.41, and newer
 /// engines still accept it.
 const API_VERSION: ClientVersion = ClientVersion {
@@ -30,28 +44,81 @@ const API_VERSION: ClientVersion = ClientVersion {
 const SERVICE_LABEL: &str = "com.docker.swarm.service.name";
 const TASK_LABEL: &str = "com.docker.swarm.task.name";
 
+/// Milliseconds the first collection may wait for the cache's first list; 0 (the
+/// running agent) never waits. `armada-agent metrics --once` sets it: a one-shot print
+/// has no later cycle to show the names in.
+static FIRST_LIST_WAIT_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Lets the first collection of this process wait up to `wait` for container names.
+pub fn set_first_list_wait(wait: Duration) {
+    FIRST_LIST_WAIT_MS.store(
+        u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
 /// Connects to an engine at `unix:///path` (or a bare path) without touching it yet.
 pub fn connect_docker(host: &str) -> Result<Docker, bollard::errors::Error> {
-    Docker::connect_with_unix(host, 10, &API_VERSION)
+    Docker::connect_with_unix(host, ENGINE_TIMEOUT_S, &API_VERSION)
+}
+
+/// What the engine says about one container.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EngineView {
+    pub name: String,
+    pub image: String,
+    pub service: Option<String>,
+    pub task: Option<String>,
+    pub host_network: bool,
+    /// `running`, `paused`, `restarting`, ...
+    pub state: Option<String>,
+    /// `healthy`, `unhealthy`, `starting`; `None` without a health check.
+    pub health: Option<String>,
+    pub restart_count: Option<u64>,
+    pub started_at_seconds: Option<f64>,
+    inspected_at: Option<Instant>,
+}
+
+/// The engine's view of every running container, by id.
+#[derive(Default)]
+pub struct EngineCache {
+    pub by_id: HashMap<String, EngineView>,
+    pub listed: bool,
+    pub last_error: Option<String>,
+}
+
+/// The background side: the cache, and the bell the collector rings on a change.
+struct Engine {
+    docker: Docker,
+    cache: Arc<Mutex<EngineCache>>,
+    wake: Arc<Notify>,
+    first_list: Arc<Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Known {
     id: String,
-    name: String,
-    image: String,
-    service: Option<String>,
-    task: Option<String>,
-    host_network: bool,
-    dirs: Option<ContainerDirs>,
+    dirs: ContainerDirs,
     /// The pid whose `net/dev` we read, and that file's folder.
     net: Option<(u32, PathBuf)>,
 }
 
 pub struct Containers {
-    docker: Option<Docker>,
+    engine: Option<Engine>,
     list_every: Duration,
     known: Vec<Known>,
-    listed_at: Option<Instant>,
     /// Absolute cgroup folders that held containers at the last walk.
     parents: Vec<PathBuf>,
     /// Sorted container ids those folders held at the last look.
@@ -59,29 +126,38 @@ pub struct Containers {
     walked_at: Option<Instant>,
     scratch_ids: Vec<String>,
     net_scratch: Vec<NetDev>,
+    cycles: u64,
 }
 
 impl Containers {
     pub fn new(docker: Option<Docker>) -> Self {
         Containers {
-            docker,
+            engine: docker.map(|docker| Engine {
+                docker,
+                cache: Arc::new(Mutex::new(EngineCache::default())),
+                wake: Arc::new(Notify::new()),
+                first_list: Arc::new(Notify::new()),
+                task: None,
+            }),
             list_every: LIST_EVERY,
             known: Vec::new(),
-            listed_at: None,
             parents: Vec::new(),
             parent_ids: Vec::new(),
             walked_at: None,
             scratch_ids: Vec::new(),
             net_scratch: Vec::new(),
+            cycles: 0,
         }
     }
 
-    /// How long names are cached before the engine is asked again (default 30 s).
+    /// How long the engine's view is kept before it is asked again (default 30 s); a
+    /// start or stop seen in the cgroup tree asks at once.
     pub fn set_list_interval(&mut self, every: Duration) {
         self.list_every = every;
     }
 
-    /// One cycle: refresh names when needed, then read every container's cgroup.
+    /// One cycle: find the containers in the cgroup tree, read each one's cgroup, and
+    /// name them from the engine's cache. Never waits on the engine (see the module doc).
     pub async fn collect(
         &mut self,
         root: &Path,
@@ -92,30 +168,42 @@ impl Containers {
         out: &mut Vec<ContainerMetrics>,
     ) {
         out.clear();
+        self.cycles += 1;
         let changed = self.cgroups_changed();
         let stale = self
-            .listed_at
-            .is_none_or(|t| t.elapsed() >= self.list_every);
-        if self.docker.is_some() && (changed || stale) {
-            self.refresh_list(warn).await;
-        } else if self.docker.is_none()
-            && (changed
-                || self
-                    .walked_at
-                    .is_none_or(|t| t.elapsed() >= self.list_every))
-        {
-            self.adopt_cgroups_only(layout);
+            .walked_at
+            .is_none_or(|t| t.elapsed() >= self.list_every.max(Duration::from_secs(1)));
+        if changed || stale {
+            self.rediscover(layout);
         }
-        if self.known.iter().any(|k| k.dirs.is_none()) && self.needs_walk() {
-            self.locate(layout, warn);
+        if let Some(engine) = &mut self.engine {
+            if engine.task.is_none() {
+                engine.task = Some(tokio::spawn(refresh_loop(
+                    engine.docker.clone(),
+                    engine.cache.clone(),
+                    engine.wake.clone(),
+                    engine.first_list.clone(),
+                    self.list_every,
+                )));
+                let wait = Duration::from_millis(FIRST_LIST_WAIT_MS.load(Ordering::Relaxed));
+                if !wait.is_zero() {
+                    let _ = tokio::time::timeout(wait, engine.first_list.notified()).await;
+                }
+            } else if changed || self.list_every.is_zero() {
+                engine.wake.notify_one();
+            }
+            if let Some(e) = lock(&engine.cache).last_error.take() {
+                warn(e);
+            }
         }
 
+        let cache = self.engine.as_ref().map(|e| e.cache.clone());
+        let cache = cache.as_ref().map(|c| lock(c));
         let mut gone = false;
         for k in &mut self.known {
-            let Some(dirs) = &k.dirs else { continue };
             let mut warn_read = |e: ReadError| warn(e.to_string());
             let usage = match cgroup::read(
-                dirs,
+                &k.dirs,
                 file,
                 ticks_per_second,
                 layout.memory_enabled,
@@ -123,17 +211,21 @@ impl Containers {
             ) {
                 Ok(u) => u,
                 Err(cgroup::Gone) => {
-                    k.dirs = None;
                     gone = true;
                     continue;
                 }
             };
+            let view = cache.as_ref().and_then(|c| c.by_id.get(&k.id));
             let mut m = ContainerMetrics {
                 id: k.id.clone(),
-                name: k.name.clone(),
-                image: k.image.clone(),
-                service: k.service.clone(),
-                task: k.task.clone(),
+                name: view.map(|v| v.name.clone()).unwrap_or_default(),
+                image: view.map(|v| v.image.clone()).unwrap_or_default(),
+                service: view.and_then(|v| v.service.clone()),
+                task: view.and_then(|v| v.task.clone()),
+                state: view.and_then(|v| v.state.clone()),
+                health: view.and_then(|v| v.health.clone()),
+                restart_count: view.and_then(|v| v.restart_count),
+                started_at_seconds: view.and_then(|v| v.started_at_seconds),
                 cpu: usage.cpu,
                 memory: usage.memory,
                 io: usage.io,
@@ -141,10 +233,10 @@ impl Containers {
                 network: Vec::new(),
                 pressure: usage.pressure,
             };
-            if !k.host_network {
+            if !view.is_some_and(|v| v.host_network) {
                 read_network(
                     root,
-                    dirs,
+                    &k.dirs,
                     &mut k.net,
                     file,
                     &mut self.net_scratch,
@@ -154,11 +246,15 @@ impl Containers {
             }
             out.push(m);
         }
+        drop(cache);
         if gone {
-            // A container stopped: ask the engine again next cycle.
-            self.listed_at = None;
-            self.known.retain(|k| k.dirs.is_some());
+            // A container stopped: look again next cycle, and have the engine asked.
+            self.walked_at = None;
+            if let Some(e) = &self.engine {
+                e.wake.notify_one();
+            }
         }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     }
 
     /// Whether the known parent folders now hold a different set of containers than
@@ -183,100 +279,26 @@ impl Containers {
         true
     }
 
-    fn needs_walk(&self) -> bool {
-        // After a list call new containers may be unlocated: walk at most every few
-        // seconds so an unlocatable container does not cost a walk per cycle.
-        self.walked_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-            || self
-                .listed_at
-                .is_some_and(|l| self.walked_at.is_some_and(|w| l > w))
-    }
-
-    async fn refresh_list(&mut self, warn: &mut (dyn FnMut(String) + Send)) {
-        let Some(docker) = &self.docker else { return };
-        let listed = docker
-            .list_containers(Some(ListContainersOptions::default()))
-            .await;
-        self.listed_at = Some(Instant::now());
-        let summaries = match listed {
-            Ok(s) => s,
-            Err(e) => {
-                warn(format!("listing containers on the Docker engine: {e}"));
-                return;
-            }
-        };
-        let mut old: HashMap<String, Known> =
-            self.known.drain(..).map(|k| (k.id.clone(), k)).collect();
-        for s in summaries {
-            let Some(id) = s.id else { continue };
-            let prev = old.remove(&id);
-            let labels = s.labels.unwrap_or_default();
-            let name = s
-                .names
-                .and_then(|n| n.into_iter().next())
-                .map(|n| n.trim_start_matches('/').to_string())
-                .unwrap_or_default();
-            let host_network =
-                s.host_config.and_then(|h| h.network_mode).as_deref() == Some("host");
-            let (dirs, net) = prev.map(|p| (p.dirs, p.net)).unwrap_or((None, None));
-            self.known.push(Known {
-                id,
-                name,
-                image: s.image.unwrap_or_default(),
-                service: labels.get(SERVICE_LABEL).cloned(),
-                task: labels.get(TASK_LABEL).cloned(),
-                host_network,
-                dirs,
-                net,
-            });
-        }
-        self.known
-            .sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-    }
-
-    /// Without an engine: every container-like cgroup is a container, named by its id.
-    fn adopt_cgroups_only(&mut self, layout: &Layout) {
+    /// Walks the hierarchy: every container-like cgroup is a container (kept ones keep
+    /// their network pid).
+    fn rediscover(&mut self, layout: &Layout) {
         let top = discover::walk_root(layout);
         let found = discover::find_all(&top);
         self.walked_at = Some(Instant::now());
         self.set_parents(&top, found.iter());
+        let mut old: HashMap<String, Known> =
+            self.known.drain(..).map(|k| (k.id.clone(), k)).collect();
         self.known = found
             .into_iter()
-            .map(|f| Known {
-                name: String::new(),
-                image: String::new(),
-                service: None,
-                task: None,
-                host_network: false,
-                dirs: Some(ContainerDirs::at(layout, &f.rel)),
-                net: None,
-                id: f.id,
+            .map(|f| {
+                let net = old.remove(&f.id).and_then(|k| k.net);
+                Known {
+                    dirs: ContainerDirs::at(layout, &f.rel),
+                    net,
+                    id: f.id,
+                }
             })
             .collect();
-    }
-
-    /// Walks the hierarchy once and gives every listed container its cgroup folders.
-    fn locate(&mut self, layout: &Layout, warn: &mut dyn FnMut(String)) {
-        let top = discover::walk_root(layout);
-        let found = discover::find_all(&top);
-        self.walked_at = Some(Instant::now());
-        for k in self.known.iter_mut().filter(|k| k.dirs.is_none()) {
-            match found.iter().find(|f| f.id == k.id) {
-                Some(f) => k.dirs = Some(ContainerDirs::at(layout, &f.rel)),
-                None => warn(format!(
-                    "no cgroup found under {} for container {}",
-                    top.display(),
-                    &k.id[..k.id.len().min(12)]
-                )),
-            }
-        }
-        let known = &self.known;
-        let ours: Vec<&discover::Found> = found
-            .iter()
-            .filter(|f| known.iter().any(|k| k.id == f.id))
-            .collect();
-        self.set_parents(&top, ours.into_iter());
     }
 
     /// Remembers the folders holding the containers we report, and what they hold now.
@@ -294,6 +316,155 @@ impl Containers {
         }
         self.parent_ids.sort_unstable();
     }
+}
+
+/// The cache's task: list (and inspect what needs it) now, then whenever the collector
+/// rings or `every` has passed. Each engine call is bounded; a failure is one warning
+/// per distinct cause, and the old view is kept meanwhile.
+async fn refresh_loop(
+    docker: Docker,
+    cache: Arc<Mutex<EngineCache>>,
+    wake: Arc<Notify>,
+    first_list: Arc<Notify>,
+    every: Duration,
+) {
+    let bound = Duration::from_secs(ENGINE_TIMEOUT_S);
+    let mut last_cause: Option<String> = None;
+    let mut full_at = Instant::now();
+    loop {
+        let full = full_at.elapsed() >= REINSPECT_EVERY;
+        if full {
+            full_at = Instant::now();
+        }
+        match refresh_once(&docker, &cache, bound, full).await {
+            Ok(()) => last_cause = None,
+            Err(cause) => {
+                if last_cause.as_ref() != Some(&cause) {
+                    lock(&cache).last_error = Some(cause.clone());
+                    last_cause = Some(cause);
+                }
+            }
+        }
+        first_list.notify_waiters();
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(every.max(Duration::from_secs(1))) => {}
+        }
+        // At most one refresh a second, however often the collector rings.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One list, and the inspects it calls for.
+async fn refresh_once(
+    docker: &Docker,
+    cache: &Mutex<EngineCache>,
+    bound: Duration,
+    full: bool,
+) -> Result<(), String> {
+    let listed = tokio::time::timeout(
+        bound,
+        docker.list_containers(Some(ListContainersOptions::default())),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "listing containers on the Docker engine: no answer within {}s (containers are named by id meanwhile)",
+            bound.as_secs()
+        )
+    })?
+    .map_err(|e| format!("listing containers on the Docker engine: {e}"))?;
+    let mut fresh: HashMap<String, EngineView> = HashMap::with_capacity(listed.len());
+    let mut to_inspect = Vec::new();
+    {
+        let old = lock(cache);
+        for s in listed {
+            let Some(id) = s.id else { continue };
+            let labels = s.labels.unwrap_or_default();
+            let prev = old.by_id.get(&id);
+            let mut view = EngineView {
+                name: s
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default(),
+                image: s.image.unwrap_or_default(),
+                service: labels.get(SERVICE_LABEL).cloned(),
+                task: labels.get(TASK_LABEL).cloned(),
+                host_network: s.host_config.and_then(|h| h.network_mode).as_deref() == Some("host"),
+                state: s.state.map(|st| st.to_string()).filter(|st| !st.is_empty()),
+                health: s.status.as_deref().and_then(health_of_status),
+                restart_count: prev.and_then(|p| p.restart_count),
+                started_at_seconds: prev.and_then(|p| p.started_at_seconds),
+                inspected_at: prev.and_then(|p| p.inspected_at),
+            };
+            let moved = prev.is_none_or(|p| p.state != view.state || p.health != view.health);
+            if full || moved || view.inspected_at.is_none() {
+                view.inspected_at = None;
+                to_inspect.push(id.clone());
+            }
+            fresh.insert(id, view);
+        }
+    }
+    let mut first_error = None;
+    for id in &to_inspect {
+        match tokio::time::timeout(bound, docker.inspect_container(id, None)).await {
+            Ok(Ok(info)) => {
+                if let Some(v) = fresh.get_mut(id) {
+                    v.restart_count = info.restart_count.and_then(|n| u64::try_from(n).ok());
+                    let state = info.state.unwrap_or_default();
+                    v.started_at_seconds =
+                        state.started_at.as_deref().and_then(parse_rfc3339_seconds);
+                    if let Some(h) = state.health.and_then(|h| h.status) {
+                        v.health = Some(h.to_string()).filter(|h| !h.is_empty() && h != "none");
+                    }
+                    v.inspected_at = Some(Instant::now());
+                }
+            }
+            // Gone between the list and the inspect: the next list drops it.
+            Ok(Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            })) => {}
+            Ok(Err(e)) => {
+                first_error.get_or_insert_with(|| format!("inspecting container {id}: {e}"));
+            }
+            Err(_) => {
+                first_error.get_or_insert_with(|| {
+                    format!(
+                        "inspecting container {id}: no answer within {}s",
+                        bound.as_secs()
+                    )
+                });
+                break;
+            }
+        }
+    }
+    let mut c = lock(cache);
+    c.by_id = fresh;
+    c.listed = true;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// The health in a container list's `Status` ("Up 3 minutes (healthy)").
+pub fn health_of_status(status: &str) -> Option<String> {
+    let inner = status.rsplit_once('(')?.1.strip_suffix(')')?;
+    match inner {
+        "healthy" | "unhealthy" => Some(inner.to_string()),
+        "health: starting" => Some("starting".to_string()),
+        _ => None,
+    }
+}
+
+/// `2026-12-01T09:39:34.123456789Z` (the engine's StartedAt) in seconds since the
+/// epoch; `None` for the engine's zero time (`0001-01-01T00:00:00Z`) and anything
+/// unreadable.
+pub fn parse_rfc3339_seconds(s: &str) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    let secs = t.unix_timestamp();
+    (secs > 0).then(|| secs as f64 + f64::from(t.nanosecond()) / 1e9)
 }
 
 /// Reads the container's `net/dev` through one of its processes, skipping `lo`.
@@ -348,6 +519,102 @@ mod tests {
             format!("usage_usec {usage_usec}\nuser_usec 0\nsystem_usec 0\n"),
         )
         .unwrap();
+    }
+
+    #[test]
+    fn health_and_start_time_are_read_from_the_engine_formats() {
+        assert_eq!(
+            health_of_status("Up 3 minutes (healthy)").as_deref(),
+            Some("healthy")
+        );
+        assert_eq!(
+            health_of_status("Up 1 second (health: starting)").as_deref(),
+            Some("starting")
+        );
+        assert_eq!(
+            health_of_status("Up 2 hours (unhealthy)").as_deref(),
+            Some("unhealthy")
+        );
+        assert_eq!(health_of_status("Up 2 hours (Paused)"), None);
+        assert_eq!(health_of_status("Up 2 hours"), None);
+        assert_eq!(
+            parse_rfc3339_seconds("2026-12-01T09:39:34.25Z"),
+            Some(1_796_117_974.25)
+        );
+        assert_eq!(
+            parse_rfc3339_seconds("2026-12-01T10:39:34+01:00"),
+            Some(1_796_117_974.0)
+        );
+        assert_eq!(parse_rfc3339_seconds("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339_seconds("yesterday"), None);
+    }
+
+    /// An engine socket that accepts and never answers: the cgroup tree is still read,
+    /// the snapshot takes no longer than without an engine.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_hung_engine_never_holds_a_collection_up() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        add_container(root.path(), B, 2_000_000);
+        let sock = root.path().join("hung.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        // Accepted connections are kept open and never read or answered.
+        let held = std::thread::spawn(move || {
+            let mut conns = Vec::new();
+            for c in listener.incoming().take(8) {
+                conns.push(c);
+            }
+            std::thread::sleep(Duration::from_secs(30));
+        });
+        let hung = connect_docker(sock.to_str().unwrap()).unwrap();
+        let mut with = Containers::new(Some(hung));
+        let mut without = Containers::new(None);
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        for round in 0..3 {
+            let t = Instant::now();
+            with.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |w| warnings.push(w),
+                &mut out,
+            )
+            .await;
+            let hung_took = t.elapsed();
+            let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                [A, B],
+                "round {round}: every container of the cgroup tree"
+            );
+            assert!(out.iter().all(|m| m.state.is_none() && m.name.is_empty()));
+            let t = Instant::now();
+            without
+                .collect(
+                    root.path(),
+                    &layout,
+                    &mut file,
+                    100.0,
+                    &mut |w| warnings.push(w),
+                    &mut out,
+                )
+                .await;
+            let none_took = t.elapsed();
+            assert!(
+                hung_took < none_took * 5 + Duration::from_millis(20),
+                "round {round}: {hung_took:?} with a hung engine, {none_took:?} without"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(held);
     }
 
     #[tokio::test(flavor = "current_thread")]
