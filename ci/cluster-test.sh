@@ -425,15 +425,25 @@ log "refusals"
 # runs. Prints its exit code; its log is in $WORK/probe-NAME.log, its /metrics in
 # $WORK/probe-NAME.prom.
 probe_agent() {
-  local name=$1 token=$2 port=$3 d pid
+  local name=$1 token=$2 port=$3 d pid cfg
   d="$WORK/probe-$name"
+  cfg="$d/armada.toml"
   mkdir -p "$d/root/etc"
   head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$d/root/etc/machine-id"
   ln -sfn /proc "$d/root/proc"; ln -sfn /sys "$d/root/sys"
   sed -e "s/cl-node2/cl-$name/" "$WORK/node2/armada.toml" >"$d/armada.toml"
   [ -n "$token" ] && sed -i '/^\[manager\]/a token = "'"$token"'"' "$d/armada.toml"
   sed -i "s/^metrics_listen = .*/metrics_listen = \"$(nodes_ip 4):$port\"/" "$d/armada.toml"
-  nodes_in 4 timeout 20 "$BIN/armada-agent" run --config "$d/armada.toml" --state-dir "$d/state" \
+  if [ "${PROBE_READONLY:-}" = 1 ]; then
+    # armada.toml on a read-only filesystem (a boot partition mounted ro, or full):
+    # the token cannot be removed. Unmounted by the teardown (under $WORK).
+    mkdir -p "$d/boot"
+    mount -t tmpfs -o size=1m tmpfs "$d/boot"
+    mv "$d/armada.toml" "$d/boot/armada.toml"
+    mount -o remount,ro "$d/boot"
+    cfg="$d/boot/armada.toml"
+  fi
+  nodes_in 4 timeout 20 "$BIN/armada-agent" run --config "$cfg" --state-dir "$d/state" \
     --status-file "$d/status.json" --docker-host "$(nodes_sock 4)" --root "$d/root" \
     >"$WORK/probe-$name.log" 2>&1 </dev/null &
   pid=$!
@@ -482,6 +492,37 @@ if [ "$rc" = 124 ] && grep -q "rejected the join token" "$WORK/probe-swarmtoken.
 else
   fail "a rejected swarm join token is reported (rc $rc)" "$WORK/probe-swarmtoken.log"
 fi
+
+# A new node whose armada.toml is read-only and whose engine is in a foreign swarm
+# (its own `swarm init`): it registers, cannot remove the token, and either leaves the
+# foreign swarm for ours (the manager named its swarm's cluster ID) or, without that
+# ID, never leaves on its own and says why. /metrics answers throughout.
+nodes_docker 4 swarm init --advertise-addr "$(nodes_ip 4)" >/dev/null 2>&1
+foreign=$(nodes_docker 4 info --format '{{.Swarm.Cluster.ID}}')
+ours=$(nodes_docker 1 info --format '{{.Swarm.Cluster.ID}}')
+rc=$(PROBE_READONLY=1 probe_agent roswarm "$good" 9204)
+d="$WORK/probe-roswarm"
+mgr_cluster=$(jq -r '.swarm_cluster_id // empty' "$d/state/registration.json" 2>/dev/null)
+now_cluster=$(nodes_docker 4 info --format '{{.Swarm.Cluster.ID}}')
+if [ "$rc" = 124 ] && [ -n "$foreign" ] && [ -e "$d/state/credential" ] && grep -q '^token = ' "$d/boot/armada.toml" &&
+  grep -q "removing the bootstrap token" "$WORK/probe-roswarm.log" && probe_serving roswarm token &&
+  grep -q '^armada_agent_registered 1' "$WORK/probe-roswarm.prom"; then
+  pass "a read-only armada.toml keeps the token (exported as last_error{kind=\"token\"}); the agent registered and goes on"
+else
+  fail "a read-only armada.toml is reported, not fatal (rc $rc)" "$WORK/probe-roswarm.log" "$WORK/probe-roswarm.prom"
+fi
+if [ -n "$mgr_cluster" ]; then
+  if [ "$now_cluster" = "$ours" ] && [ "$mgr_cluster" = "$ours" ] && grep -q "leaving it" "$WORK/probe-roswarm.log"; then
+    pass "a foreign swarm ($foreign) is left for the manager's ($ours)"
+  else
+    fail "a foreign swarm is left for the manager's (now $now_cluster, ours $ours)" "$WORK/probe-roswarm.log"
+  fi
+elif [ "$now_cluster" = "$foreign" ] && grep -q "already part of another swarm" "$WORK/probe-roswarm.log" && probe_serving roswarm swarm; then
+  pass "without the manager's swarm cluster ID a foreign swarm is kept and reported (log, /metrics)"
+else
+  fail "a foreign swarm is reported (now $now_cluster, foreign $foreign)" "$WORK/probe-roswarm.log" "$WORK/probe-roswarm.prom"
+fi
+nodes_docker 4 swarm leave --force >/dev/null 2>&1
 
 log "node3 removed by the operator"
 cred3=$(cat "$WORK/node3/state/credential")

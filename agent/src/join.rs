@@ -141,7 +141,7 @@ async fn obtain_registration(cp: &ControlPlane) -> Registration {
             Err(Attempt::Refused(e)) => (format!("{e:#}"), refused.next_delay()),
         };
         tracing::error!(
-            "{msg}; trying again in {:.0}s (metrics are collected and served meanwhile)",
+            "{msg}; retrying in {:.1}s (metrics are collected and served meanwhile)",
             delay.as_secs_f64()
         );
         cp.fail(ErrorKind::Registration, msg);
@@ -333,7 +333,7 @@ async fn reregister_until_done(
             Err(Attempt::Refused(e)) => (format!("{e:#}"), refused.next_delay()),
         };
         tracing::error!(
-            "registering again: {msg}; next attempt in {:.0}s",
+            "registering again: {msg}; retrying in {:.1}s",
             delay.as_secs_f64()
         );
         cp.fail(ErrorKind::Registration, msg);
@@ -476,7 +476,7 @@ async fn remove_token_until_done(path: PathBuf, shared: Arc<Shared>) {
                     "{e:#} (the bootstrap token stays on the boot partition until this works)"
                 );
                 let delay = backoff.next_delay();
-                tracing::error!("{msg}; trying again in {:.0}s", delay.as_secs_f64());
+                tracing::error!("{msg}; retrying in {:.1}s", delay.as_secs_f64());
                 shared.status.fail(ErrorKind::Token, msg);
                 tokio::time::sleep(delay).await;
             }
@@ -554,7 +554,7 @@ async fn swarm_until_joined(
                 } else {
                     away.next_delay()
                 };
-                tracing::error!("{e}; trying again in {:.0}s", delay.as_secs_f64());
+                tracing::error!("{e}; retrying in {:.1}s", delay.as_secs_f64());
                 status.fail(ErrorKind::Swarm, e.to_string());
                 tokio::time::sleep(delay).await;
             }

@@ -151,8 +151,8 @@ fn container_engine_families(snap: &protocol::snapshot::Snapshot, out: &mut Stri
             },
         ),
         (
-            "armada_container_restart_count",
-            "gauge",
+            "armada_container_restarts_total",
+            "counter",
             "Restarts by the engine's restart policy (docker inspect RestartCount).",
             |c| c.restart_count.map(|n| (String::new(), n.to_string())),
         ),
@@ -313,7 +313,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(&format!("armada_container_restart_count{{{l}}} 3\n")),
+            text.contains(&format!("armada_container_restarts_total{{{l}}} 3\n")),
             "{text}"
         );
         assert!(

@@ -393,7 +393,7 @@ mod tests {
         let err = FirstBootConfig::parse("[agent]\nbacklog_reports = -1", "f")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("backlog_reports"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
     }
 
     #[test]
