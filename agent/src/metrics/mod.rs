@@ -55,10 +55,17 @@ use pseudofile::{PseudoFile, ReadError};
 /// The warning when the memory controller is off.
 pub const MEMORY_CGROUP_DISABLED: &str = "memory cgroup controller is disabled (kernel command line lacks cgroup_enable=memory): container memory is not reported";
 
+/// Distinct warning causes remembered as already logged (a forgotten one is logged
+/// again if it comes back).
+const MAX_LOGGED_CAUSES: usize = 256;
+
 /// Warnings of one cycle, each logged only the first time its cause is seen.
 #[derive(Default)]
 struct Warnings {
     logged: HashSet<String>,
+    /// `logged` in insertion order: the oldest cause is forgotten past
+    /// [`MAX_LOGGED_CAUSES`] (container churn makes new causes forever).
+    logged_order: std::collections::VecDeque<String>,
     cycle: Vec<String>,
     /// Notes taken since start: a collector that added none succeeded.
     noted: u64,
@@ -69,7 +76,13 @@ impl Warnings {
         self.noted = self.noted.wrapping_add(1);
         if !self.logged.contains(&cause) {
             tracing::warn!("{cause}");
+            if self.logged_order.len() >= MAX_LOGGED_CAUSES {
+                if let Some(oldest) = self.logged_order.pop_front() {
+                    self.logged.remove(&oldest);
+                }
+            }
             self.logged.insert(cause.clone());
+            self.logged_order.push_back(cause.clone());
         }
         if !self.cycle.contains(&cause) {
             self.cycle.push(cause);
@@ -585,5 +598,24 @@ impl ProcessStats {
             hwm_kib: kib("VmHWM:")?,
             fds: std::fs::read_dir("/proc/self/fd").ok()?.count(),
         })
+    }
+}
+
+#[cfg(test)]
+mod warnings_tests {
+    use super::*;
+
+    #[test]
+    fn the_logged_causes_are_bounded() {
+        let mut w = Warnings::default();
+        for i in 0..(MAX_LOGGED_CAUSES * 4) {
+            w.note(format!("container {i} vanished"));
+        }
+        assert_eq!(w.logged.len(), MAX_LOGGED_CAUSES);
+        assert_eq!(w.logged_order.len(), MAX_LOGGED_CAUSES);
+        assert!(w
+            .logged
+            .contains(&format!("container {} vanished", MAX_LOGGED_CAUSES * 4 - 1)));
+        assert!(!w.logged.contains("container 0 vanished"));
     }
 }
