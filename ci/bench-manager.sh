@@ -26,10 +26,18 @@ old_tree=/tmp/armada-oldstore
 cargo build --release --locked -q -p armada -p armada-manager --bins
 cargo build --release --locked -q -p armada-manager --example loadgen
 if [ ! -d "$old_tree" ]; then git worktree add --detach "$old_tree" "$old_commit" >/dev/null; fi
-(cd "$old_tree" && cargo build --release --locked -q -p armada-manager --bins --target-dir "$old_tree/target")
+# Each manager gets the load generator built against its own tree, so it sends snapshots
+# of that tree's protocol crate (the snapshot type has grown since; the old manager
+# refuses the new fields): for the old one, the first loadgen.rs with these phases
+# (--scrape, summary lines) and still the old wire types (commit 5303a06), compiled in
+# the old worktree.
+git show "${BENCH_OLD_LOADGEN:-5303a06}:manager/examples/loadgen.rs" >"$old_tree/manager/examples/loadgen.rs"
+(cd "$old_tree" && cargo build --release --locked -q -p armada-manager --bins --example loadgen \
+  --target-dir "$old_tree/target")
 new_bin=target/release/armada-manager
 old_bin=$old_tree/target/release/armada-manager
-lg=target/release/examples/loadgen
+new_lg=target/release/examples/loadgen
+old_lg=$old_tree/target/release/examples/loadgen
 
 tmp=$(mktemp -d /tmp/armada-bench.XXXXXX)
 pid=
@@ -45,9 +53,9 @@ wbytes() { awk '/^write_bytes/ { print $2 }' "/proc/$pid/io"; }
 rss_mib() { awk -v k="$1:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$pid/status"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" "$2" | tail -1; }
 
-# bench LABEL BINARY: every phase against one manager, figures into R[LABEL,...].
+# bench LABEL BINARY LOADGEN: every phase against one manager, figures into R[LABEL,...].
 bench() {
-  local label=$1 bin=$2 url= out
+  local label=$1 bin=$2 lg=$3 url= out
   rm -rf "$tmp/state"
   "$bin" serve --no-swarm --listen 127.0.0.1:0 --cluster-dir "$tmp/cluster" \
     --state-dir "$tmp/state" >"$tmp/out" 2>"$tmp/log" &
@@ -98,8 +106,8 @@ bench() {
   pid=
 }
 
-bench old "$old_bin"
-bench new "$new_bin"
+bench old "$old_bin" "$old_lg"
+bench new "$new_bin" "$new_lg"
 
 row() { printf '%-58s %18s %18s\n' "$1" "${R[old,$2]:-?}" "${R[new,$2]:-?}"; }
 echo
