@@ -31,7 +31,9 @@ if [ ! -d "$old_tree" ]; then git worktree add --detach "$old_tree" "$old_commit
 # refuses the new fields): for the old one, the first loadgen.rs with these phases
 # (--scrape, summary lines) and still the old wire types (commit 5303a06), compiled in
 # the old worktree.
-git show "${BENCH_OLD_LOADGEN:-5303a06}:manager/examples/loadgen.rs" >"$old_tree/manager/examples/loadgen.rs"
+# (less the optional re-adoption fields the old wire types lack).
+git show "${BENCH_OLD_LOADGEN:-5303a06}:manager/examples/loadgen.rs" |
+  sed -E '/^ +(engine_id|credential|swarm): None,$/d' >"$old_tree/manager/examples/loadgen.rs"
 (cd "$old_tree" && cargo build --release --locked -q -p armada-manager --bins --example loadgen \
   --target-dir "$old_tree/target")
 new_bin=target/release/armada-manager
