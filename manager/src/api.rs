@@ -511,6 +511,7 @@ async fn register(
                 server_time_ms: crate::now_ms(),
                 report_interval_seconds: s.report_interval_seconds,
                 swarm_cluster_id: (!join.cluster_id.is_empty()).then_some(join.cluster_id),
+                swarm_manager_node_ids: join.manager_node_ids,
             }))
         }
     }

@@ -55,6 +55,9 @@ pub struct JoinInfo {
     pub own_node_id: String,
     /// The manager's own engine's ID (`GET /info` -> `ID`).
     pub own_engine_id: String,
+    /// The swarm managers' node IDs (`Swarm.RemoteManagers[].NodeID`): what a worker can
+    /// compare with its own engine's view, having no cluster ID.
+    pub manager_node_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -342,12 +345,14 @@ impl SwarmLink {
         let sw = info.swarm.unwrap_or_default();
         let own_node_id = sw.node_id.clone().unwrap_or_default();
         let own_engine_id = info.id.clone().unwrap_or_default();
-        let mut managers: Vec<String> = sw
-            .remote_managers
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|p| p.addr)
-            .collect();
+        let remote = sw.remote_managers.unwrap_or_default();
+        let mut manager_node_ids: Vec<String> =
+            remote.iter().filter_map(|p| p.node_id.clone()).collect();
+        if manager_node_ids.is_empty() && !own_node_id.is_empty() {
+            manager_node_ids.push(own_node_id.clone());
+        }
+        manager_node_ids.sort();
+        let mut managers: Vec<String> = remote.into_iter().filter_map(|p| p.addr).collect();
         if managers.is_empty() {
             if let Some(addr) = sw.node_addr.filter(|a| !a.is_empty()) {
                 managers.push(format!("{addr}:2377"));
@@ -360,6 +365,7 @@ impl SwarmLink {
             cluster_id,
             own_node_id,
             own_engine_id,
+            manager_node_ids,
         };
         if join.worker_token.is_empty() || join.managers.is_empty() {
             return Err(self.engine_err("the swarm reports no join token or no manager address"));

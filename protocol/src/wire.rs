@@ -138,6 +138,13 @@ pub struct RegisterResponse {
     /// worker never leaves a swarm on its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swarm_cluster_id: Option<String>,
+    /// The swarm node IDs of the manager's swarm managers (`GET /info` ->
+    /// `Swarm.RemoteManagers[].NodeID`). A WORKER's engine has no `Swarm.Cluster` in its
+    /// `/info` (only managers see the cluster ID), but it lists its managers' node IDs in
+    /// `Swarm.RemoteManagers`: none of these among them means the worker is in another
+    /// (dead) swarm. Empty from older managers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub swarm_manager_node_ids: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
