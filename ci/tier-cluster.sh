@@ -3,7 +3,9 @@
 # three-node Docker Swarm in network namespaces (ci/cluster-test.sh), then the checks
 # on the same kind of set-up: ci/cluster-metrics-test.sh (per-container metrics against
 # 20 real containers), ci/manager-swarm-test.sh (the manager against its own engine:
-# swarm init, join tokens, labels) and ci/dashboard-test.sh (the dashboard in headless
+# swarm init, join tokens, labels), ci/readoption-test.sh (role escalation, label
+# hijack, promote/demote, rotate-admin, re-adoption after the manager's state dir and
+# then its swarm were lost) and ci/dashboard-test.sh (the dashboard in headless
 # Chromium). Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "clus
 
 rc=0
 bash ci/cluster-test.sh || rc=1
-for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/dashboard-test.sh; do
+for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh; do
   echo "== $extra"
   bash "$extra" || { echo "cluster tier: $extra FAILED" >&2; rc=1; }
 done
