@@ -71,6 +71,8 @@ pub struct AppState {
     pub swarm: Arc<SwarmLink>,
     pub policy: StatusPolicy,
     pub report_interval_seconds: u32,
+    /// Rate limits and caps judged before and in the handlers.
+    pub gate: crate::gate::Gate,
 }
 
 type Shared = Arc<AppState>;
@@ -175,7 +177,7 @@ fn json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
 }
 
 impl AppState {
-    fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    pub(crate) fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let token = auth::bearer(
             headers
                 .get(header::AUTHORIZATION)
@@ -226,7 +228,7 @@ impl AppState {
 
 pub fn router(state: Shared) -> Router {
     Router::new()
-        .route("/", get(dashboard))
+        .merge(crate::dashboard::routes())
         .route(PATH_CA, get(ca))
         .route(PATH_HEALTH, get(health))
         .route(
@@ -252,7 +254,15 @@ pub fn router(state: Shared) -> Router {
         .route(PATH_METRICS, get(metrics))
         .route(crate::alerts::PATH_ALERTS, get(alerts))
         .route(crate::alerts::PATH_ALERT_EVENTS, get(alert_events))
+        .fallback(crate::headers::not_found)
+        // Credentials before any body byte is read; then counting; then hygiene
+        // (JSON errors, security headers) over every answer, 404 and 405 included.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::gate::check,
+        ))
         .layer(axum::middleware::from_fn(count_requests))
+        .layer(axum::middleware::from_fn(crate::headers::hygiene))
         .with_state(state)
 }
 
@@ -282,17 +292,6 @@ async fn count_requests(req: Request, next: Next) -> Response {
     }
     METRICS.count_request(route, code);
     resp
-}
-
-async fn dashboard() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        crate::dashboard::INDEX_HTML,
-    )
-        .into_response()
 }
 
 async fn ca(State(s): State<Shared>) -> Response {
@@ -396,6 +395,12 @@ async fn register(
     }
     validate_facts(&req.facts)?;
     validate_labels(&req.labels)?;
+    if !matches!(readopt, Some((_, true))) {
+        let st = s.store.read();
+        if matches!(st.decide_register(&req.facts), state::RegisterDecision::New) {
+            s.gate.check_new_node(st.nodes.len())?;
+        }
+    }
     let mut facts = req.facts;
     let hostname = facts.hostname.clone();
     if facts.role == protocol::wire::Role::Manager {
@@ -669,6 +674,9 @@ async fn report(
         }
         e => ApiError::bad_request(e),
     })?;
+    if let Some(latest) = &decoded.last_json {
+        s.gate.check_stored_snapshot(latest.len())?;
+    }
     if decoded.snapshots.is_empty() {
         return Ok(Json(ReportAck {
             accepted: 0,

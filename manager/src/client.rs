@@ -2,6 +2,13 @@
 //! actions, through the running
 //! manager's API (HTTPS pinned to the cluster folder's `ca.pem`, admin token from its
 //! `admin-token`). The store belongs to the running manager; nothing here opens it.
+//!
+//! Every string a node or the manager supplied goes through [`printable`] before it
+//! reaches the terminal: a `board` of `"\x1b]0;pwned\x07"` must print as those
+//! characters, not retitle the operator's window.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use std::path::Path;
 
@@ -39,7 +46,7 @@ async fn check(resp: reqwest::Response, what: &str) -> Result<reqwest::Response>
         .await
         .map(|e| e.error)
         .unwrap_or_default();
-    bail!("{what}: HTTP {status}: {msg}")
+    bail!("{what}: HTTP {status}: {}", printable(&msg))
 }
 
 pub async fn list(url: &str, cluster_dir: &Path) -> Result<Vec<NodeSummary>> {
@@ -130,6 +137,53 @@ pub async fn label(
     serde_json::from_value(reply["labels"].clone()).context("reading the labels in the reply")
 }
 
+/// Characters that move the cursor, change the terminal or reorder text on screen:
+/// C0 and C1 controls, DEL, and the Unicode bidi and invisible format characters.
+fn is_unsafe_on_a_terminal(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
+/// `s` safe to print on a terminal: unsafe characters as `\xNN` or `\u{NNNN}`, and a
+/// backslash doubled so the escapes cannot be forged. Pure.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(|c| c == '\\' || is_unsafe_on_a_terminal(c)) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if is_unsafe_on_a_terminal(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if is_unsafe_on_a_terminal(c) => {
+                let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// JSON text safe to print: serde_json already writes C0 controls as `\u00XX`; DEL, C1
+/// and format characters it leaves raw, so they become `\uXXXX` escapes here (still
+/// the same JSON value).
+pub fn json_printable(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(is_unsafe_on_a_terminal) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 8);
+    for c in json.chars() {
+        if is_unsafe_on_a_terminal(c) && c != '\n' {
+            let _ = write!(out, "\\u{:04x}", c as u32);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
@@ -156,14 +210,17 @@ pub fn table(nodes: &[NodeSummary], now_ms: u64) -> String {
             _ => "-".into(),
         };
         rows.push(vec![
-            n.node_id.clone(),
-            n.hostname.clone(),
+            printable(&n.node_id).into_owned(),
+            printable(&n.hostname).into_owned(),
             serde_json::to_value(n.status)
                 .ok()
                 .and_then(|v| v.as_str().map(String::from))
                 .unwrap_or_default(),
-            n.swarm_state.clone().unwrap_or_else(|| "-".into()),
-            n.board.clone(),
+            n.swarm_state
+                .as_deref()
+                .map(|s| printable(s).into_owned())
+                .unwrap_or_else(|| "-".into()),
+            printable(&n.board).into_owned(),
             n.role.to_string(),
             opt(n.cpu_busy_ratio.map(|c| format!("{:.0}%", c * 100.0))),
             mem,
@@ -175,7 +232,7 @@ pub fn table(nodes: &[NodeSummary], now_ms: u64) -> String {
         ]);
     }
     let widths: Vec<usize> = (0..header.len())
-        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut out = String::new();
     for r in rows {
@@ -225,5 +282,24 @@ mod tests {
         );
         assert!(lines[1].contains("40s ago"));
         assert_eq!(lines[0].find("HOSTNAME"), lines[1].find("pine-01"));
+    }
+
+    #[test]
+    fn terminal_escapes_print_as_text() {
+        let hostile = "\x1b]0;pwned\x07\x1b[2J";
+        assert_eq!(printable(hostile), "\\x1b]0;pwned\\x07\\x1b[2J");
+        assert_eq!(
+            printable("a\\x1b"),
+            "a\\\\x1b",
+            "a literal backslash is doubled"
+        );
+        assert_eq!(printable("\u{9b}31m\u{202e}\x7f"), "\\x9b31m\\u{202e}\\x7f");
+        assert!(matches!(printable("pine-01 ü"), Cow::Borrowed(_)));
+        let json =
+            serde_json::to_string(&serde_json::json!({ "b": "\x1b\u{9b}\u{202e}" })).unwrap();
+        let safe = json_printable(&json);
+        assert!(!safe.chars().any(is_unsafe_on_a_terminal));
+        let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
+        assert_eq!(back["b"], "\x1b\u{9b}\u{202e}", "still the same JSON value");
     }
 }

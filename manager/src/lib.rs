@@ -15,9 +15,16 @@
 //! - [`swarm`]: the local Docker Engine through bollard: swarm init, join tokens,
 //!   node states, labels.
 //! - [`api`]: the HTTP handlers and their error mapping.
-//! - [`server`]: the TLS listener and the serve loop with graceful shutdown.
+//! - [`server`]: the TLS listener, hyper's HTTP/1 per connection, graceful shutdown.
+//! - [`connections`]: the connection cap (eviction of unauthenticated connections, a
+//!   reserve for the admin) and each connection's deadline (handshake, headers, body,
+//!   idle).
+//! - [`gate`]: what is judged from a request's head before its handler: credentials
+//!   first, registration rate per source; the node and stored snapshot caps.
+//! - [`limits`]: every bound and timeout, with its default and why.
+//! - [`headers`]: security headers on every answer, errors always as JSON.
 //! - [`metrics`]: the manager's own counters and histogram, and the federation text.
-//! - [`dashboard`]: the embedded web page.
+//! - [`dashboard`]: the embedded web page, its script and style (served as files).
 //! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
 //! - [`alerts`]: rules over node status and snapshots, pending/firing/resolved state,
 //!   durable delivery to webhook, Alertmanager and ntfy receivers.
@@ -32,7 +39,11 @@ pub mod auth;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod dashboard;
+pub mod gate;
+pub mod headers;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 #[cfg(test)]

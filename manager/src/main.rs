@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use armada_manager::limits::Limits;
 use armada_manager::{client, server, store};
 
 #[derive(Parser)]
@@ -88,6 +89,19 @@ struct ServeArgs {
     /// manager.toml: alert rules, silences and receivers (re-read on SIGHUP).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Open connections at most (also held below the open-file limit); 16 of them are
+    /// kept for the admin token.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Registered nodes at most: a new machine beyond it is refused (507).
+    #[arg(long, default_value_t = Limits::default().max_nodes)]
+    max_nodes: usize,
+    /// Registration attempts per source address per minute (0: no limit).
+    #[arg(long, default_value_t = Limits::default().register_per_minute)]
+    register_per_minute: u32,
+    /// Registration attempts one source address may make at once.
+    #[arg(long, default_value_t = Limits::default().register_burst)]
+    register_burst: u32,
 }
 
 #[derive(Args)]
@@ -248,6 +262,13 @@ async fn serve(a: ServeArgs) -> Result<()> {
         report_interval_seconds: a.report_interval.clamp(1, 3600),
         checkpoint_interval: Duration::from_secs(a.checkpoint_interval.max(1)),
         config_file: a.config,
+        limits: Limits {
+            max_connections: a.max_connections,
+            max_nodes: a.max_nodes,
+            register_per_minute: a.register_per_minute,
+            register_burst: a.register_burst.max(1),
+            ..Limits::default()
+        },
     };
     server::serve(
         cfg,
@@ -268,6 +289,7 @@ async fn nodes(a: NodesArgs) -> Result<()> {
     match a.action {
         Some(NodesAction::Remove { id }) => {
             client::remove(url, &a.cluster_dir, &id).await?;
+            let id = client::printable(&id);
             println!("removed {id}; its credential is refused from now on, by this manager and by one started on an empty state dir; its swarm node left the swarm");
         }
         Some(NodesAction::Promote { id }) => {
@@ -288,10 +310,9 @@ async fn nodes(a: NodesArgs) -> Result<()> {
         None => {
             let list = client::list(url, &a.cluster_dir).await?;
             if a.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&list).context("serialising the node list")?
-                );
+                let json =
+                    serde_json::to_string_pretty(&list).context("serialising the node list")?;
+                println!("{}", client::json_printable(&json));
             } else {
                 print!("{}", client::table(&list, armada_manager::now_ms()));
             }

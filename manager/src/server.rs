@@ -1,9 +1,14 @@
-//! `armada-manager serve`: the TLS listener, background loops and graceful shutdown.
+//! `armada-manager serve`: the TLS listener, the connections, background loops and
+//! graceful shutdown.
 //!
-//! TLS handshakes run in their own tasks (a slow or silent client never holds up the
-//! accept loop) and finished streams are handed to axum through a channel. SIGTERM or
-//! SIGINT stops accepting, lets requests in flight finish (at most 5 s), closes the
-//! store (WAL checkpointed) and returns, with an error if it was not closed cleanly.
+//! Each accepted connection gets a slot from [`Registry`] (the cap, with eviction of
+//! unauthenticated connections; see [`crate::connections`]) and its own task: TLS
+//! handshake, then hyper's HTTP/1 connection with a timer, watched until the deadline
+//! of what it is doing (handshake, headers, body, idle) passes. axum::serve applies no
+//! timeout at all, so the connections are served here through hyper directly.
+//! SIGTERM or SIGINT stops accepting, lets requests in flight finish (at most 5 s),
+//! closes the store (WAL checkpointed) and returns, with an error if it was not
+//! closed cleanly.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,18 +16,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_rustls::server::TlsStream;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::api::{self, AppState};
 use crate::cluster::{self, TokenFile};
+use crate::connections::{Conn, Registry, Watched, WatchedBody};
+use crate::gate::{ConnHandle, Gate};
+use crate::limits::Limits;
 use crate::store::state::StatusPolicy;
 use crate::store::{Store, StoreConfig};
 use crate::swarm::{SwarmLink, POLL_SECONDS};
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -38,63 +48,8 @@ pub struct ServeConfig {
     pub checkpoint_interval: Duration,
     /// `manager.toml` (alerts, receivers); `None`: built-in defaults.
     pub config_file: Option<PathBuf>,
-}
-
-/// Accepted TLS connections, handshakes done.
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl TlsListener {
-    pub async fn bind(addr: SocketAddr, tls: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
-        let tcp = TcpListener::bind(addr).await?;
-        let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(tls);
-        let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(async move {
-            while !tx.is_closed() {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, don't spin.
-                        tracing::warn!("accepting a connection on {local}: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { rx, local })
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
-            Some(x) => x,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
+    /// Timeouts, connection and node caps, registration rate.
+    pub limits: Limits,
 }
 
 /// Raises the open-file limit to its hard maximum: every node may hold a keep-alive
@@ -181,6 +136,7 @@ pub async fn serve(
             down_after_ms: cfg.down_after.as_millis() as u64,
         },
         report_interval_seconds: cfg.report_interval_seconds,
+        gate: Gate::new(cfg.limits.clone()),
     });
     let alert_tasks = crate::alerts::spawn(state.clone());
     if swarm.enabled() {
@@ -188,20 +144,28 @@ pub async fn serve(
     }
     tokio::spawn(return_freed_memory());
 
-    let listener = TlsListener::bind(cfg.listen, tls)
+    let tcp = TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listening on {}", cfg.listen))?;
-    on_listen(listener.local);
-    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
-        stop.await;
-        let _ = stopped_tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    // Requests in flight get 5 s once the stop signal has come.
-    let _ = stopped_rx.await;
-    tracing::info!("stopping: finishing requests in flight");
-    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    let local = tcp
+        .local_addr()
+        .with_context(|| format!("the address bound for {}", cfg.listen))?;
+    let registry = Registry::new(cfg.limits.clone());
+    tracing::info!(
+        "at most {} connections (open-file limit {:?}), {} of them kept for the admin",
+        registry.counts().cap,
+        crate::limits::open_file_limit(),
+        cfg.limits.admin_reserve
+    );
+    on_listen(local);
+    accept_loop(
+        tcp,
+        TlsAcceptor::from(tls),
+        api::router(state),
+        registry,
+        stop,
+    )
+    .await;
     alert_tasks.stop().await;
     // Never claim a clean stop after a failure: the exit code says it too.
     store
@@ -210,6 +174,163 @@ pub async fn serve(
         .context("closing the store: it was NOT closed cleanly (its WAL is replayed and checked at the next start)")?;
     tracing::info!("stopped; store closed cleanly");
     Ok(())
+}
+
+/// Accepts until `stop`, then lets connections finish their requests for at most 5 s.
+async fn accept_loop(
+    tcp: TcpListener,
+    tls: TlsAcceptor,
+    app: Router,
+    registry: Arc<Registry>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Every connection task holds a sender: `recv` returns None once all have ended.
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut warned_full: Option<tokio::time::Instant> = None;
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut stop => break,
+            r = tcp.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!("accepting a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(conn) = registry.admit() else {
+            // Every slot holds an authenticated connection: refuse this one at once.
+            if warned_full.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                let c = registry.counts();
+                tracing::warn!(
+                    "connection cap reached ({} open, {} by nodes): refusing new connections",
+                    c.open,
+                    c.node_proven
+                );
+                warned_full = Some(tokio::time::Instant::now());
+            }
+            drop(stream);
+            continue;
+        };
+        tokio::spawn(connection(
+            stream,
+            peer,
+            conn,
+            tls.clone(),
+            app.clone(),
+            shutdown_rx.clone(),
+            alive_tx.clone(),
+        ));
+    }
+    tracing::info!("stopping: finishing requests in flight");
+    drop(tcp);
+    let _ = shutdown_tx.send(true);
+    drop(alive_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), alive_rx.recv()).await;
+}
+
+/// Resolves once the connection's deadline has passed or it was evicted.
+async fn closing_time(conn: &Conn) -> &'static str {
+    loop {
+        if conn.evicted() {
+            return "evicted at the connection cap";
+        }
+        let deadline = conn.deadline();
+        if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+            return "timed out";
+        }
+        match deadline {
+            Some(d) => tokio::select! {
+                _ = tokio::time::sleep_until(d) => {}
+                _ = conn.wake.notified() => {}
+            },
+            None => conn.wake.notified().await,
+        }
+    }
+}
+
+/// Counts a request in flight on its connection until the router's answer is ready.
+struct InFlight(Arc<Conn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_done();
+    }
+}
+
+/// One connection: TLS handshake, then HTTP/1 requests until its deadline passes.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn: Arc<Conn>,
+    tls: TlsAcceptor,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+    _alive: mpsc::Sender<()>,
+) {
+    let _ = stream.set_nodelay(true);
+    let tls = tokio::select! {
+        r = tls.accept(stream) => match r {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!("TLS handshake with {peer}: {e}");
+                return;
+            }
+        },
+        why = closing_time(&conn) => {
+            tracing::debug!("TLS handshake with {peer}: {why}");
+            return;
+        }
+        _ = shutdown.changed() => return,
+    };
+    conn.tls_done();
+    let limits = conn.limits().clone();
+    let svc_conn = conn.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let conn = svc_conn.clone();
+        let app = app.clone();
+        async move {
+            conn.request_started(!req.body().is_end_stream());
+            let in_flight = InFlight(conn.clone());
+            let (mut parts, body) = req.into_parts();
+            parts.extensions.insert(ConnectInfo(peer));
+            parts.extensions.insert(ConnHandle(conn.clone()));
+            let body = axum::body::Body::new(WatchedBody::new(body, conn));
+            let resp = app.oneshot(hyper::Request::from_parts(parts, body)).await;
+            drop(in_flight);
+            resp
+        }
+    });
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // hyper's own clock runs from the moment it waits for a request head; ours
+        // (closing_time) is finer. This one is a backstop.
+        .header_read_timeout(limits.idle_keep_alive + limits.request_headers)
+        .max_buf_size(64 << 10);
+    let served = http.serve_connection(
+        TokioIo::new(Watched {
+            inner: tls,
+            conn: conn.clone(),
+        }),
+        service,
+    );
+    tokio::pin!(served);
+    tokio::select! {
+        r = served.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!("connection from {peer}: {e}");
+            }
+        }
+        why = closing_time(&conn) => tracing::debug!("closing the connection from {peer}: {why}"),
+        _ = shutdown.changed() => {
+            served.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+        }
+    }
 }
 
 /// Hands freed heap back to the system every 30 s: a federation scrape of thousands of

@@ -283,7 +283,13 @@ async fn reports_dedupe_show_in_nodes_and_federate_for_promtool() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
-    assert!(page.text().await.unwrap().contains("/v1/nodes"));
+    assert!(page.text().await.unwrap().contains("/dashboard.js"));
+    let script = http
+        .get(format!("{}/dashboard.js", m.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(script.text().await.unwrap().contains("/v1/nodes"));
     m.stop().await;
 }
 

@@ -98,6 +98,11 @@ pub fn config(c: &TestCluster, state: &Path) -> ServeConfig {
         report_interval_seconds: 10,
         checkpoint_interval: Duration::from_secs(600),
         config_file: None,
+        // Tests register many nodes from 127.0.0.1; the rate limit has its own test.
+        limits: armada_manager::limits::Limits {
+            register_per_minute: 0,
+            ..Default::default()
+        },
     }
 }
 
@@ -136,6 +141,9 @@ pub fn spawn_binary(c: &TestCluster, state: &Path) -> (Child, String) {
             "--no-swarm",
             "--listen",
             "127.0.0.1:0",
+            // Tests register many nodes from 127.0.0.1; the rate limit has its own test.
+            "--register-per-minute",
+            "0",
             "--cluster-dir",
         ])
         .arg(&c.dir)
@@ -237,4 +245,114 @@ pub async fn post_report(
         .send()
         .await
         .unwrap()
+}
+
+/// The manager binary as a child process, killed (by its PID) when dropped.
+pub struct Manager {
+    pub child: Child,
+    pub url: String,
+    pub addr: SocketAddr,
+}
+
+impl Manager {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory of the manager process, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// Open file descriptors of the manager process.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `armada-manager serve --no-swarm` with `extra` flags; `nofile` sets its open-file
+/// limit (soft and hard) before exec, as `prlimit --nofile=N` would.
+pub fn spawn_manager(
+    c: &TestCluster,
+    state: &Path,
+    extra: &[&str],
+    nofile: Option<u64>,
+) -> Manager {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_armada-manager"));
+    cmd.args([
+        "serve",
+        "--no-swarm",
+        "--listen",
+        "127.0.0.1:0",
+        "--cluster-dir",
+    ])
+    .arg(&c.dir)
+    .arg("--state-dir")
+    .arg(state)
+    .args(extra)
+    .env("ARMADA_LOG", "warn")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    if let Some(n) = nofile {
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: n as libc::rlim_t,
+                    rlim_max: n as libc::rlim_t,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("https://127.0.0.1:"), "{line}");
+    let addr = url.trim_start_matches("https://").parse().unwrap();
+    Manager { child, url, addr }
+}
+
+/// A raw TLS connector that trusts only the test CA (for hand-made requests).
+pub fn tls_connector(c: &TestCluster) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::pem::PemObject::pem_slice_iter(c.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::aws_lc_rs::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+}
+
+/// Raises this test process's open-file limit to its hard maximum (floods need sockets).
+pub fn raise_own_fd_limit() {
+    armada_manager::server::raise_open_file_limit();
 }
