@@ -92,6 +92,13 @@ expect '61.0 °C' "temperature of rpi-02"
 expect '512.0 MiB / 2.0 GiB' "memory used / total"
 expect 'zone=shelf-1' "operator labels"
 expect '<b>3</b> nodes' "node count in the header"
+expect 'data-pct="[0-9]*" style="width: ' "usage bars sized by the script under the page's Content-Security-Policy"
+csp=$(api -o /dev/null -D - "$url/" | tr -d '\r' | sed -n 's/^content-security-policy: //Ip')
+case "$csp" in
+  *"script-src 'self'"*"frame-ancestors 'none'"*) checks=$((checks + 1)); log "ok: Content-Security-Policy: $csp" ;;
+  *) fail "no strict Content-Security-Policy on / (got '$csp')" ;;
+esac
+case "$csp" in *unsafe-inline*|*unsafe-eval*) fail "the policy allows inline code: $csp" ;; esac
 if grep -q 'id="login" class="hidden"' "$work/dom.html"; then checks=$((checks + 1)); log "ok: the token form is hidden once the token is accepted"
 else fail "the token form is still shown"; fi
 
