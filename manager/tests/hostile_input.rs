@@ -34,7 +34,7 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
     let m = spawn_manager(&c, &tmp.path().join("state"), &[], None);
     let http = client(&c);
     let node = register(&http, &m.url, &c.token, facts("pine-01", "m1")).await;
-    let mut snap = armada_manager::sim::snapshot("pine-01", "i", 1, 1_700_000_000_000);
+    let mut snap = common::sim::snapshot("pine-01", "i", 1, 1_700_000_000_000);
     // 300 KiB of warnings: small on the wire once gzip'd, large once decoded.
     snap.warnings = vec!["x".repeat(300 << 10)];
     let body = gzip(
