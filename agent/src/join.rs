@@ -615,6 +615,7 @@ mod tests {
             server_time_ms: 0,
             report_interval_seconds: 15,
             swarm_cluster_id: Some("cluster-new".into()),
+            swarm_manager_node_ids: Vec::new(),
         }
     }
 
