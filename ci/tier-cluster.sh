@@ -6,7 +6,8 @@
 # swarm init, join tokens, labels), ci/readoption-test.sh (role escalation, label
 # hijack, promote/demote, rotate-admin, re-adoption after the manager's state dir and
 # then its swarm were lost) and ci/dashboard-test.sh (the dashboard in headless
-# Chromium). Run as root.
+# Chromium), then ci/alerts-test.sh (alerts delivered to a webhook: node down, manager
+# restart, fixture under-voltage/temperature, restart loop). Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -19,7 +20,7 @@ cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "clus
 
 rc=0
 bash ci/cluster-test.sh || rc=1
-for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh; do
+for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh; do
   echo "== $extra"
   bash "$extra" || { echo "cluster tier: $extra FAILED" >&2; rc=1; }
 done
