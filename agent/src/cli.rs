@@ -104,6 +104,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .block_on(crate::run::run(args))
         }
         Command::Firstboot(args) => {
+            let path = find_config(&args.cfg)?;
+            for line in firstboot::move_secrets(&args.cfg.root, &path)? {
+                println!("{line}");
+            }
             let (path, cfg) = load_config(&args.cfg)?;
             for line in firstboot::apply(&args.cfg.root, &cfg)? {
                 println!("{line}");
@@ -167,7 +171,9 @@ pub fn find_config(args: &ConfigArgs) -> anyhow::Result<PathBuf> {
 
 pub fn load_config(args: &ConfigArgs) -> anyhow::Result<(PathBuf, FirstBootConfig)> {
     let path = find_config(args)?;
-    let cfg = FirstBootConfig::load(&path)?;
+    let mut cfg = FirstBootConfig::load(&path)?;
+    // First boot moved the token off the FAT (crate::firstboot).
+    firstboot::fill_token(&args.root, &mut cfg)?;
     Ok((path, cfg))
 }
 

@@ -4,15 +4,99 @@
 //! Hostname: `etc/hostname`, the `127.0.1.1` line of `etc/hosts`, and, when the root is
 //! the running system's `/`, the kernel's hostname. Keys: appended to root's
 //! `root/.ssh/authorized_keys` (0600 in a 0700 folder), each key once.
+//!
+//! Secrets off the FAT ([`move_secrets`]): the FAT partition has no permissions and is
+//! readable from any OS the card is put into, so the bootstrap token `armada flash`
+//! wrote into `armada.toml` and a manager's cluster material (`armada-cluster.toml`) are
+//! moved into 0600 files on the root filesystem and deleted from the FAT, each copy
+//! synced before its FAT original goes. The agent then reads the token from
+//! [`BOOTSTRAP_TOKEN_FILE`] ([`fill_token`]) until registration uses it up
+//! ([`remove_used_token`]).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use anyhow::Context;
-use protocol::config::FirstBootConfig;
+use protocol::config::{
+    BootSecrets, FirstBootConfig, BOOTSTRAP_TOKEN_FILE, BOOT_SECRETS_FILE, MANAGER_CLUSTER_DIR,
+};
 
 use crate::state::write_file_atomic;
+
+/// Moves the secrets `armada flash` left on the FAT (beside `cfg_path`) under `root`;
+/// returns a line per move. Safe to run again: what is already moved is not on the FAT.
+pub fn move_secrets(root: &Path, cfg_path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let boot = cfg_path.parent().unwrap_or(Path::new("/"));
+    let bundle_path = boot.join(BOOT_SECRETS_FILE);
+    if bundle_path.is_file() {
+        let text = fs::read_to_string(&bundle_path)
+            .with_context(|| format!("reading {}", bundle_path.display()))?;
+        let bundle = BootSecrets::parse(&text, &bundle_path.display().to_string())?;
+        let dest = root.join(MANAGER_CLUSTER_DIR);
+        fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        fs::set_permissions(&dest, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("setting mode 0700 on {}", dest.display()))?;
+        for (name, content) in &bundle.files {
+            let to = dest.join(name);
+            write_file_atomic(&to, content.as_bytes(), 0o600)?;
+            done.push(format!("wrote {} (0600)", to.display()));
+        }
+        fs::remove_file(&bundle_path)
+            .with_context(|| format!("deleting {} from the FAT", bundle_path.display()))?;
+        done.push(format!("deleted {} from the FAT", bundle_path.display()));
+    }
+    let cfg = FirstBootConfig::load(cfg_path)?;
+    if !cfg.manager.token.is_empty() {
+        let to = root.join(BOOTSTRAP_TOKEN_FILE);
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write_file_atomic(&to, format!("{}\n", cfg.manager.token).as_bytes(), 0o600)?;
+        crate::join::remove_token(cfg_path)?;
+        done.push(format!(
+            "moved the bootstrap token from {} to {} (0600)",
+            cfg_path.display(),
+            to.display()
+        ));
+    }
+    Ok(done)
+}
+
+/// Fills an empty `manager.token` from the token first boot stored under `root`.
+pub fn fill_token(root: &Path, cfg: &mut FirstBootConfig) -> anyhow::Result<()> {
+    if !cfg.manager.token.is_empty() {
+        return Ok(());
+    }
+    let p = root.join(BOOTSTRAP_TOKEN_FILE);
+    match fs::read_to_string(&p) {
+        Ok(t) => cfg.manager.token = t.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+    Ok(())
+}
+
+/// After registration: deletes the stored token, and the one in `armada.toml` if the
+/// operator put one there again; returns what was removed.
+pub fn remove_used_token(root: &Path, cfg_path: &Path) -> anyhow::Result<Vec<String>> {
+    let mut done = Vec::new();
+    let p = root.join(BOOTSTRAP_TOKEN_FILE);
+    match fs::remove_file(&p) {
+        Ok(()) => done.push(format!("deleted the bootstrap token {}", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("deleting {}", p.display())),
+    }
+    if FirstBootConfig::load(cfg_path).is_ok_and(|c| !c.manager.token.is_empty()) {
+        crate::join::remove_token(cfg_path)?;
+        done.push(format!(
+            "removed the bootstrap token from {}",
+            cfg_path.display()
+        ));
+    }
+    Ok(done)
+}
 
 /// Applies the config under `root`; returns a line per change made.
 pub fn apply(root: &Path, cfg: &FirstBootConfig) -> anyhow::Result<Vec<String>> {
@@ -157,6 +241,72 @@ mod tests {
         assert_eq!(n, 1);
         assert_eq!(t, "ssh-ed25519 AAA old@host\nssh-rsa BBB x\n");
         assert_eq!(merge_keys(&t, &["ssh-rsa BBB x".into()]).1, 0);
+    }
+
+    const TOKEN: &str =
+        "armada1.0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.s3cretS3cretS3cretS3cret";
+
+    #[test]
+    fn secrets_move_off_the_fat_into_0600_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let boot = tmp.path().join("boot");
+        fs::create_dir_all(&boot).unwrap();
+        let mut bundle = BootSecrets::default();
+        bundle.files.insert("manager.key".into(), "KEY".into());
+        bundle.files.insert("admin-token".into(), "ADMIN".into());
+        fs::write(boot.join(BOOT_SECRETS_FILE), bundle.to_toml()).unwrap();
+        fs::write(boot.join("config.txt"), "kept").unwrap();
+        let cfg_path = boot.join("armada.toml");
+        fs::write(
+            &cfg_path,
+            format!("# kept\nrole = \"manager\"\n\n[manager]\naddress = \"127.0.0.1:7443\"\ntoken = \"{TOKEN}\"\n"),
+        )
+        .unwrap();
+        let done = move_secrets(&root, &cfg_path).unwrap();
+        assert_eq!(done.len(), 4, "{done:?}");
+        // Gone from the FAT, the rest of armada.toml kept.
+        let on_fat: Vec<_> = fs::read_dir(&boot)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            on_fat.len(),
+            2,
+            "only armada.toml and config.txt are left: {on_fat:?}"
+        );
+        let left = fs::read_to_string(&cfg_path).unwrap();
+        assert!(
+            !left.contains("s3cret") && left.contains("# kept"),
+            "{left}"
+        );
+        assert!(left.contains("127.0.0.1:7443"), "{left}");
+        // On the root, 0600 in a 0700 folder.
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let cluster = root.join(MANAGER_CLUSTER_DIR);
+        assert_eq!(
+            fs::read_to_string(cluster.join("manager.key")).unwrap(),
+            "KEY"
+        );
+        assert_eq!(mode(&cluster.join("manager.key")), 0o600);
+        assert_eq!(mode(&cluster.join("admin-token")), 0o600);
+        assert_eq!(mode(&cluster), 0o700);
+        let tok = root.join(BOOTSTRAP_TOKEN_FILE);
+        assert_eq!(mode(&tok), 0o600);
+        // The agent reads the token from there...
+        let mut cfg = FirstBootConfig::load(&cfg_path).unwrap();
+        assert!(cfg.manager.token.is_empty());
+        fill_token(&root, &mut cfg).unwrap();
+        assert_eq!(cfg.manager.token, TOKEN);
+        // ... a second first-boot run finds nothing to move ...
+        assert!(move_secrets(&root, &cfg_path).unwrap().is_empty());
+        // ... and registration uses it up.
+        assert_eq!(remove_used_token(&root, &cfg_path).unwrap().len(), 1);
+        assert!(!tok.exists());
+        let mut cfg = FirstBootConfig::load(&cfg_path).unwrap();
+        fill_token(&root, &mut cfg).unwrap();
+        assert!(cfg.manager.token.is_empty());
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub async fn run(cp: ControlPlane) -> String {
         s.manager = Some(reg.info.manager.clone());
     });
     cp.shared.status.clear(ErrorKind::Registration);
+    match crate::firstboot::remove_used_token(&cp.root, &cp.cfg_path) {
+        Ok(done) => done.iter().for_each(|l| tracing::info!("{l}")),
+        Err(e) => tracing::warn!("{e:#}"),
+    }
     tokio::spawn(remove_token_until_done(
         cp.cfg_path.clone(),
         cp.shared.clone(),
@@ -168,7 +172,9 @@ impl From<RegisterError> for Attempt {
 /// One registration with the bootstrap token of armada.toml (read again at every
 /// attempt, so an operator's fix is picked up without a restart).
 async fn register_from_config(cp: &ControlPlane) -> Result<Registration, Attempt> {
-    let cfg = FirstBootConfig::load(&cp.cfg_path).map_err(|e| Attempt::Refused(e.into()))?;
+    let mut cfg = FirstBootConfig::load(&cp.cfg_path).map_err(|e| Attempt::Refused(e.into()))?;
+    // First boot moved a flashed token off the FAT (crate::firstboot).
+    crate::firstboot::fill_token(&cp.root, &mut cfg).map_err(Attempt::Refused)?;
     let (token, configured) =
         registration_inputs(&cp.cfg_path, &cfg, &cp.state).map_err(Attempt::Refused)?;
     let discovered = configured.is_none();

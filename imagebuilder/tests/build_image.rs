@@ -206,6 +206,109 @@ fn build(f: &Fixture, board: &str, role: &str, out: &Path, extra: &[&str]) -> Ou
     armada(&args)
 }
 
+/// A PEM private-key block: the header and a line of base64 (tools such as ssh-keygen
+/// carry the bare header strings, which is no key).
+const PEM_KEY_BLOCK: &str = r"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{40}";
+
+/// What must appear in no byte of any output, as one PCRE: a PEM private-key block,
+/// each private key's base64 body lines, the bootstrap token's secret, the admin token.
+fn secret_pattern(cluster: &Path) -> String {
+    let mut alts = vec![PEM_KEY_BLOCK.to_string()];
+    let mut literal = |s: &str| alts.push(format!(r"\Q{s}\E"));
+    for key in ["ca.key", "manager.key"] {
+        let text = std::fs::read_to_string(cluster.join(key)).unwrap();
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with("-----") && l.len() >= 40)
+        {
+            literal(l);
+        }
+    }
+    let token = std::fs::read_to_string(cluster.join("token")).unwrap();
+    for t in token.lines().filter(|l| l.starts_with("armada1.")) {
+        literal(t.rsplit('.').next().unwrap());
+    }
+    let admin = std::fs::read_to_string(cluster.join("admin-token")).unwrap();
+    for l in admin
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.trim().len() >= 16)
+    {
+        literal(l.trim());
+    }
+    assert!(alts.len() >= 5, "too few needles: {alts:?}");
+    alts.join("|")
+}
+
+/// Matches of `pattern` in `file` (decompressed when it is `.xz`) and the bytes read.
+fn grep_secrets(file: &Path, pattern: &str) -> (String, u64) {
+    let cat = if file.extension().is_some_and(|x| x == "xz") {
+        "xz -dc"
+    } else {
+        "cat"
+    };
+    // -z: NUL-separated records, so a pattern can span a newline; grep reads a sparse
+    // image's holes as fast as zeros.
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{cat} \"$1\" | tee >(wc -c >&2) | LC_ALL=C grep -a -z -o -b -P -e \"$2\" | tr '\\0' '\\n' | head -3"
+        ))
+        .args(["-", file.to_str().unwrap(), pattern])
+        .output()
+        .unwrap();
+    let read = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter_map(|l| l.trim().parse::<u64>().ok())
+        .next()
+        .unwrap_or(0);
+    (String::from_utf8_lossy(&o.stdout).into_owned(), read)
+}
+
+/// Reads every byte of every output in `out` (the raw image, the compressed one
+/// decompressed, bmap, manifest, checksums) and fails on any secret of `cluster`.
+fn assert_no_secrets(out: &Path, cluster: &Path) {
+    let pattern = secret_pattern(cluster);
+    let mut scanned = 0;
+    for e in std::fs::read_dir(out).unwrap().flatten() {
+        let (hits, read) = grep_secrets(&e.path(), &pattern);
+        assert!(
+            hits.is_empty(),
+            "a secret is in {}: {hits}",
+            e.path().display()
+        );
+        scanned += read;
+    }
+    assert!(scanned > 1 << 20, "scanned only {scanned} bytes");
+}
+
+#[test]
+fn the_secret_scan_finds_planted_secrets() {
+    // The scan above proves nothing unless it can fail: plant each kind of secret.
+    let f = fixture();
+    let pattern = secret_pattern(&f.cluster);
+    let key = std::fs::read(f.cluster.join("manager.key")).unwrap();
+    let token = std::fs::read_to_string(f.cluster.join("token")).unwrap();
+    let secret = token.trim().rsplit('.').next().unwrap().to_string();
+    let other_key = b"\0\0-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gunVTLw\n".to_vec();
+    for (what, data) in [
+        ("manager.key", key),
+        ("the token secret", format!("x{secret}x").into_bytes()),
+        ("another PEM key", other_key),
+    ] {
+        let p = f.root.join("planted.bin");
+        let mut bytes = vec![0u8; 4096];
+        bytes.extend_from_slice(&data);
+        std::fs::write(&p, &bytes).unwrap();
+        let (hits, read) = grep_secrets(&p, &pattern);
+        assert!(!hits.is_empty(), "{what} was not found");
+        assert_eq!(read, bytes.len() as u64);
+    }
+    // The bare header strings that ssh-keygen carries are not a key.
+    let p = f.root.join("header-only.bin");
+    std::fs::write(&p, b"-----BEGIN OPENSSH PRIVATE KEY-----\0openssh-key-v1\0").unwrap();
+    assert!(grep_secrets(&p, &pattern).0.is_empty());
+}
+
 fn sha256(p: &Path) -> String {
     let o = sh(&format!("sha256sum {}", p.display()));
     String::from_utf8_lossy(&o.stdout)
@@ -365,9 +468,10 @@ fn rpi3_worker_image_layout_and_reproducibility() {
     assert!(toml.contains("address = \"172.30.9.1:7443\""), "{toml}");
     let token = std::fs::read_to_string(f.cluster.join("token")).unwrap();
     assert!(
-        toml.contains(token.trim()),
-        "the worker's armada.toml carries the bootstrap token"
+        !toml.contains(token.trim()),
+        "an image carries no bootstrap token (armada flash puts it on the card)"
     );
+    assert_no_secrets(&out, &f.cluster);
     // The Pi 4 files are excluded; the Pi 3's are there.
     let o = sh(&format!(
         "MTOOLS_SKIP_CHECK=1 mdir -b -i '{}@@{}' ::",
@@ -436,7 +540,6 @@ fn rpi3_worker_image_layout_and_reproducibility() {
         "label=RASPIROOT",
         "config.txt",
         "board = \"rpi3\"",
-        "<set; redacted>",
         &format!("docker: {FIXTURE_DOCKER}"),
     ] {
         assert!(report.contains(want), "inspect lacks {want}:\n{report}");
@@ -467,6 +570,80 @@ fn rpi3_worker_image_layout_and_reproducibility() {
     assert_eq!(
         sha256(&out.join("rpi3-worker-0.1.0.img.xz")),
         sha256(&out2.join("rpi3-worker-0.1.0.img.xz"))
+    );
+}
+
+/// Runs the image's own kernel hook on a staged tree where a second kernel was
+/// installed, as dpkg would, and checks the boot configuration that results.
+fn kernel_upgrade_reaches_extlinux(img: &Path, fat: u64, root: u64, scratch: &Path) {
+    for hook in [
+        "/etc/kernel/postinst.d/zz-armada-extlinux",
+        "/etc/initramfs/post-update.d/zz-armada-extlinux",
+    ] {
+        assert!(
+            debugfs(img, root, &format!("stat {hook}")).contains("Mode:  0755"),
+            "{hook} missing or not executable"
+        );
+    }
+    let hook = debugfs(img, root, "cat /etc/kernel/postinst.d/zz-armada-extlinux");
+    let tree = scratch.join("kernel-upgrade");
+    let (sys, boot) = (tree.join("root"), tree.join("fat"));
+    let conf_before = mtype(img, fat, "extlinux/extlinux.conf");
+    put(&boot, "extlinux/extlinux.conf", conf_before.as_bytes());
+    put(&boot, "vmlinuz-6.1.0-99-arm64", b"old kernel");
+    put(&boot, "initrd.img-6.1.0-99-arm64", b"old initrd");
+    put(&sys, "boot/vmlinuz-6.1.0-99-arm64", b"old kernel");
+    put(&sys, "boot/initrd.img-6.1.0-99-arm64", b"old initrd");
+    // The second kernel package's files, and the initrd its postinst made.
+    let new = "6.1.0-100-arm64";
+    put(&sys, &format!("boot/vmlinuz-{new}"), b"new kernel");
+    put(&sys, &format!("boot/initrd.img-{new}"), b"new initrd");
+    put(
+        &sys,
+        &format!("usr/lib/linux-image-{new}/allwinner/sun50i-a64-pine64-plus.dtb"),
+        b"new dtb",
+    );
+    put(&tree, "hook", hook.as_bytes());
+    let o = Command::new("sh")
+        .arg(tree.join("hook"))
+        .args([new, &format!("/boot/vmlinuz-{new}")])
+        .env("ARMADA_ROOT", &sys)
+        .env("ARMADA_BOOT_DIR", &boot)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "hook: {}", text(&o));
+    let conf = std::fs::read_to_string(boot.join("extlinux/extlinux.conf")).unwrap();
+    assert!(conf.contains(&format!("kernel /vmlinuz-{new}\n")), "{conf}");
+    assert!(
+        conf.contains(&format!("initrd /initrd.img-{new}\n")),
+        "{conf}"
+    );
+    let append = |c: &str| {
+        c.lines()
+            .find(|l| l.trim_start().starts_with("append"))
+            .map(String::from)
+    };
+    assert_eq!(
+        append(&conf),
+        append(&conf_before),
+        "the command line is kept"
+    );
+    assert!(append(&conf).unwrap().contains("root=LABEL=PINEROOT"));
+    assert_eq!(
+        std::fs::read(boot.join(format!("vmlinuz-{new}"))).unwrap(),
+        b"new kernel"
+    );
+    assert_eq!(
+        std::fs::read(boot.join(format!("initrd.img-{new}"))).unwrap(),
+        b"new initrd"
+    );
+    assert_eq!(
+        std::fs::read(boot.join("dtbs/allwinner/sun50i-a64-pine64-plus.dtb")).unwrap(),
+        b"new dtb"
+    );
+    assert!(
+        !boot.join("vmlinuz-6.1.0-99-arm64").exists(),
+        "the old kernel stays on the FAT"
     );
 }
 
@@ -503,9 +680,11 @@ fn pine64_manager_image_has_blobs_extlinux_and_cluster() {
     )
     .contains("pine64-plus"));
     let root = parts[1].0;
+    // A manager image holds only the public CA certificate: its key, certificate and
+    // tokens reach the card at flash time, and the CA key never leaves the folder.
     let cl = debugfs(&img, root, "ls -l /etc/armada/cluster");
+    assert!(cl.contains("ca.pem"), "{cl}");
     for f in [
-        "ca.pem",
         "ca.key",
         "manager.pem",
         "manager.key",
@@ -513,9 +692,12 @@ fn pine64_manager_image_has_blobs_extlinux_and_cluster() {
         "admin-token",
         "credential-key",
     ] {
-        assert!(cl.contains(f), "{f} missing in {cl}");
+        assert!(!cl.contains(f), "{f} is in the image: {cl}");
     }
-    assert!(debugfs(&img, root, "stat /etc/armada/cluster/ca.key").contains("Mode:  0600"));
+    assert!(debugfs(&img, root, "stat /etc/armada/cluster/ca.pem").contains("Mode:  0644"));
+    let toml = mtype(&img, parts[0].0, "armada.toml");
+    assert!(toml.contains("address = \"127.0.0.1:7443\""), "{toml}");
+    assert_no_secrets(&out, &f.cluster);
     assert!(
         debugfs(&img, root, "cat /etc/systemd/system/armada-manager.service")
             .contains("--cluster-dir /etc/armada/cluster --state-dir /var/lib/armada-manager")
@@ -526,6 +708,7 @@ fn pine64_manager_image_has_blobs_extlinux_and_cluster() {
         "cat /etc/systemd/network/10-armada-pine64-eth.link"
     )
     .contains("MACAddressPolicy=persistent"));
+    kernel_upgrade_reaches_extlinux(&img, parts[0].0, root, &f.root);
     let o = armada(&["inspect", img.to_str().unwrap()]);
     let report = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -806,18 +989,32 @@ fn bad_board_configs_are_refused_before_any_work() {
         !o.status.success() && t.contains("unknown board `no-such-board`") && t.contains("rpi3"),
         "{t}"
     );
-    // A manager image without the cluster folder is refused.
+    // An unknown rootfs profile is refused, naming the file it looked for.
+    let o = build(
+        &f,
+        "rpi3",
+        "worker",
+        &f.root.join("o"),
+        &["--rootfs-profile", "no-such-suite"],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("rootfs/no-such-suite.toml"),
+        "{}",
+        text(&o)
+    );
+    // A manager image needs no cluster folder (it carries no secret), but a missing
+    // one given is refused.
     let o = armada(&[
         "build",
         "--board",
         "rpi3",
         "--role",
         "manager",
-        "--rootfs-dir",
+        "--cluster",
         "/nonexistent",
     ]);
     assert!(
-        !o.status.success() && text(&o).contains("--cluster"),
+        !o.status.success() && text(&o).contains("armada cluster init"),
         "{}",
         text(&o)
     );

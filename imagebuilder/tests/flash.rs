@@ -418,17 +418,16 @@ fn armada_toml_written_by_flash_reads_back_in_mtools_and_the_agent_parser() {
     let Some(t) = make_image(dir.path()) else {
         return;
     };
+    // A real cluster folder: a manager's card gets its material at flash time.
     let cluster = dir.path().join("cluster");
-    std::fs::create_dir(&cluster).unwrap();
-    let token = protocol::token::BootstrapToken::generate(protocol::token::CaFingerprint::of_der(
-        b"test ca",
-    ))
-    .expose();
-    std::fs::write(
-        cluster.join("token"),
-        format!("# bootstrap token\n{token}\n"),
-    )
-    .unwrap();
+    let o = run(armada().args(["cluster", "init"]).arg(&cluster).arg("-q"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = std::fs::read_to_string(cluster.join("token"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("armada1."))
+        .unwrap()
+        .to_string();
     let keys = dir.path().join("keys.pub");
     std::fs::write(
         &keys,
@@ -499,6 +498,38 @@ fn armada_toml_written_by_flash_reads_back_in_mtools_and_the_agent_parser() {
         assert!(
             text.starts_with("# armada first-boot config"),
             "comments kept: {text}"
+        );
+        // The manager's material, in armada-cluster.toml on the FAT, byte for byte;
+        // never the CA key.
+        let m = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(format!("{}@@{}", target.display(), t.fat.offset))
+            .arg("::armada-cluster.toml")
+            .output()
+            .unwrap();
+        assert!(m.status.success(), "no armada-cluster.toml on the card");
+        let bundle = protocol::config::BootSecrets::parse(
+            &String::from_utf8(m.stdout).unwrap(),
+            "armada-cluster.toml",
+        )
+        .unwrap();
+        for name in [
+            "ca.pem",
+            "manager.pem",
+            "manager.key",
+            "token",
+            "admin-token",
+        ] {
+            assert_eq!(
+                bundle.files[name],
+                std::fs::read_to_string(cluster.join(name)).unwrap(),
+                "{name}"
+            );
+        }
+        assert!(
+            !bundle.files.contains_key("ca.key"),
+            "ca.key was put on the card"
         );
 
         // The FAT is consistent after the in-process edit.

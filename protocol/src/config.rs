@@ -17,6 +17,16 @@ use crate::wire::Role;
 pub const BOOT_CONFIG_PATHS: &[&str] = &["/boot/firmware/armada.toml", "/boot/armada.toml"];
 /// File name on the FAT partition.
 pub const BOOT_CONFIG_FILE: &str = "armada.toml";
+/// The file on the FAT partition where `armada flash --role manager --cluster` puts the
+/// manager's cluster material ([`BootSecrets`]: one file, so the card's FAT gains one
+/// directory entry); first boot writes each file it holds to [`MANAGER_CLUSTER_DIR`]
+/// (0600) and deletes it from the FAT. Images never carry it.
+pub const BOOT_SECRETS_FILE: &str = "armada-cluster.toml";
+/// Where the manager's cluster material lives on the board (relative to the root).
+pub const MANAGER_CLUSTER_DIR: &str = "etc/armada/cluster";
+/// Where first boot keeps the bootstrap token it took out of `armada.toml` on the FAT
+/// (relative to the root, 0600) until registration uses it up.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "etc/armada/bootstrap-token";
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -107,6 +117,43 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+/// The manager's cluster material as it crosses the FAT ([`BOOT_SECRETS_FILE`]): file
+/// name to text content (PEM certificates and keys, tokens, `cluster.toml`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootSecrets {
+    pub files: BTreeMap<String, String>,
+}
+
+impl BootSecrets {
+    pub fn to_toml(&self) -> String {
+        let mut s = String::from(
+            "# armada: the manager's cluster material, written by `armada flash --role manager`.\n\
+             # First boot moves it to /etc/armada/cluster (0600) and deletes this file.\n",
+        );
+        s.push_str(&toml::to_string(self).unwrap_or_default());
+        s
+    }
+
+    /// Parses `text` and checks every name is a plain file name; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let s: BootSecrets = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: describe_toml_error(text, &e),
+        })?;
+        for name in s.files.keys() {
+            if name.is_empty() || name.starts_with('.') || name.contains(['/', '\\', '\0']) {
+                return Err(ConfigError::Invalid {
+                    file: file.to_string(),
+                    key: format!("files.{name}"),
+                    message: "not a plain file name".into(),
+                });
+            }
+        }
+        Ok(s)
+    }
 }
 
 impl FirstBootConfig {
@@ -312,6 +359,21 @@ mod tests {
 
     fn token() -> String {
         BootstrapToken::generate(CaFingerprint::of_der(b"ca")).expose()
+    }
+
+    #[test]
+    fn boot_secrets_round_trip_and_refuse_paths() {
+        let mut s = BootSecrets::default();
+        s.files
+            .insert("manager.key".into(), "-----BEGIN\nX\n".into());
+        s.files.insert("token".into(), "armada1.x.y\n".into());
+        let back = BootSecrets::parse(&s.to_toml(), "f").unwrap();
+        assert_eq!(back, s);
+        let bad = "[files]\n\"../etc/shadow\" = \"x\"\n";
+        assert!(BootSecrets::parse(bad, "f")
+            .unwrap_err()
+            .to_string()
+            .contains("plain file name"));
     }
 
     #[test]

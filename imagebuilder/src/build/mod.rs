@@ -149,31 +149,24 @@ pub fn run_boards(args: BoardsArgs) -> Result<()> {
     Ok(())
 }
 
-/// What `--cluster` gives a build.
+/// What `--cluster` gives a build: public defaults only. Images are the same for every
+/// card of a cluster and safe to publish; secrets reach a card at `armada flash`.
 #[derive(Default)]
 struct ClusterInputs {
-    token: String,
+    /// The manager's address for workers' `armada.toml` (`127.0.0.1:PORT` on a manager).
     address: String,
-    /// Files copied to /etc/armada/cluster on a manager image: (name, bytes, mode).
-    files: Vec<(String, Vec<u8>, u32)>,
+    /// The CA certificate's fingerprint (recorded in the manifest).
+    ca_fingerprint: String,
+    /// Public files copied to /etc/armada/cluster on a manager image: (name, bytes).
+    files: Vec<(String, Vec<u8>)>,
     hash: String,
 }
 
-const MANAGER_FILES: &[(&str, u32)] = &[
-    ("ca.pem", 0o644),
-    ("ca.key", 0o600),
-    ("manager.pem", 0o644),
-    ("manager.key", 0o600),
-    ("token", 0o600),
-    ("admin-token", 0o600),
-    ("credential-key", 0o600),
-];
+/// Files of the cluster folder an image may carry: nothing secret.
+const PUBLIC_MANAGER_FILES: &[&str] = &[crate::cluster::CA_CERT];
 
 fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
     let Some(dir) = dir else {
-        if role == Role::Manager {
-            bail!("a manager image needs --cluster DIR (made by `armada cluster init DIR`)");
-        }
         return Ok(ClusterInputs::default());
     };
     if !dir.is_dir() {
@@ -184,17 +177,8 @@ fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
         );
     }
     let mut h = Sha256::new();
-    let token_path = dir.join("token");
-    let token = std::fs::read_to_string(&token_path)
-        .with_context(|| format!("reading the bootstrap token {}", token_path.display()))?
-        .trim()
-        .to_string();
-    token
-        .parse::<protocol::token::BootstrapToken>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", token_path.display()))?;
-    h.update(token.as_bytes());
     let mut address = String::new();
-    let info_path = dir.join("cluster.toml");
+    let info_path = dir.join(crate::cluster::CLUSTER_TOML);
     if let Ok(text) = std::fs::read_to_string(&info_path) {
         h.update(text.as_bytes());
         let v: toml::Value =
@@ -226,45 +210,41 @@ fn read_cluster(dir: Option<&Path>, role: Role) -> Result<ClusterInputs> {
             address = format!("127.0.0.1:{port}");
         }
     }
+    // cluster.toml holds it; older folders only in the token's public half.
+    let mut ca_fingerprint = fingerprint_in_cluster_toml(&info_path);
+    if ca_fingerprint.is_empty() {
+        let token_path = dir.join(crate::cluster::TOKEN);
+        ca_fingerprint = crate::cluster::read_tokens(&token_path)
+            .with_context(|| format!("reading the CA fingerprint from {}", token_path.display()))?
+            .first()
+            .map(|t| t.ca.as_hex().to_string())
+            .unwrap_or_default();
+    }
+    h.update(ca_fingerprint.as_bytes());
     let mut files = Vec::new();
     if role == Role::Manager {
-        for (name, mode) in MANAGER_FILES {
+        for name in PUBLIC_MANAGER_FILES {
             let p = dir.join(name);
-            if *name == "credential-key" && !p.exists() {
-                bail!(
-                    "{} is missing: the cluster folder predates node-credential keys; run `armada cluster upgrade {}` first",
-                    p.display(),
-                    dir.display()
-                );
-            }
-            let data = std::fs::read(&p).with_context(|| {
-                format!("reading {} (a manager image carries the cluster folder from `armada cluster init`)", p.display())
-            })?;
+            let data = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
             h.update(name.as_bytes());
             h.update(&data);
-            files.push((name.to_string(), data, *mode));
-        }
-        // Nodes the operator removed stay removed on a manager card made again.
-        let revoked = dir.join("revoked-nodes");
-        if revoked.is_file() {
-            let data = std::fs::read(&revoked)
-                .with_context(|| format!("reading {}", revoked.display()))?;
-            h.update(b"revoked-nodes");
-            h.update(&data);
-            files.push(("revoked-nodes".into(), data, 0o600));
-        }
-        if info_path.is_file() {
-            let data = std::fs::read(&info_path)
-                .with_context(|| format!("reading {}", info_path.display()))?;
-            files.push(("cluster.toml".into(), data, 0o644));
+            files.push((name.to_string(), data));
         }
     }
     Ok(ClusterInputs {
-        token,
         address,
+        ca_fingerprint,
         files,
         hash: hex::encode(h.finalize()),
     })
+}
+
+fn fingerprint_in_cluster_toml(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Value>(&t).ok())
+        .and_then(|v| v.get("ca_fingerprint")?.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 /// A hash of a folder's names, modes, owners, link targets and contents.
@@ -576,15 +556,13 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
             .with_context(|| format!("reading {}", dist_dir.join(b).display()))?;
         stage::write_file(&rootfs, &format!("usr/local/bin/{b}"), &data, 0o755)?;
     }
-    for (fname, data, mode) in &cluster.files {
-        stage::write_file(&rootfs, &format!("etc/armada/cluster/{fname}"), data, *mode)?;
-    }
-    if !cluster.files.is_empty() {
-        std::fs::set_permissions(
-            rootfs.join("etc/armada/cluster"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .context("setting the mode of /etc/armada/cluster")?;
+    for (fname, data) in &cluster.files {
+        stage::write_file(
+            &rootfs,
+            &format!("{}/{fname}", protocol::config::MANAGER_CLUSTER_DIR),
+            data,
+            0o644,
+        )?;
     }
     let mut unpacked: BTreeMap<String, PathBuf> = BTreeMap::new();
     let tar_downloads: Vec<String> = board
@@ -709,7 +687,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         board: name.clone(),
         manager: ManagerConfig {
             address: cluster.address.clone(),
-            token: cluster.token.clone(),
+            token: String::new(),
         },
         ..Default::default()
     };
@@ -739,6 +717,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         "base_package_set": base_taken,
         "agent": agent_version,
         "manager": if args.role == Role::Manager { binary_version(&dist_dir.join("armada-manager")) } else { String::new() },
+        "cluster_ca_fingerprint": cluster.ca_fingerprint,
         "input_hash": input_hash,
         "input_hashes": input_hashes,
         "packages": packages,
@@ -827,20 +806,19 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                 let id =
                     image::layout::derive_id(&input_hash, &format!("fat-volume-id-{}", p.number));
                 let vol = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-                let span = crate::fatfile::PartitionSpan {
-                    offset: p.start,
-                    len: p.size,
-                };
-                image::fat::make(
-                    &img,
-                    span,
-                    &p.label,
-                    vol,
-                    &boot,
+                let spec = image::fat::FatSpec {
+                    image: &raw_tmp,
+                    span: crate::fatfile::PartitionSpan {
+                        offset: p.start,
+                        len: p.size,
+                    },
+                    label: &p.label,
+                    volume_id: vol,
                     epoch,
-                    matches!(p.mbr_type, 0x0b | 0x0c),
-                )
-                .with_context(|| format!("partition {} ({})", p.number, p.name))?;
+                    fat32: matches!(p.mbr_type, 0x0b | 0x0c),
+                };
+                image::fat::make(&spec, &boot)
+                    .with_context(|| format!("partition {} ({})", p.number, p.name))?;
             }
         }
     }

@@ -6,6 +6,9 @@ use anyhow::{bail, Result};
 pub const ASSEMBLY: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("debugfs", "e2fsprogs"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mmd", "mtools"),
+    ("mcopy", "mtools"),
     ("tar", "tar"),
 ];
 /// Needed to make a Debian rootfs for arm64 on another architecture.

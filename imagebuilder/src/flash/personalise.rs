@@ -1,12 +1,19 @@
 //! Per-card settings in `armada.toml` on the card's FAT boot partition, written
 //! in-process after the image (no mount), through the one schema in
 //! `protocol::config` so the agent reads exactly what was written.
+//!
+//! Secrets reach a card only here, never an image: the bootstrap token (in
+//! `armada.toml`) and, on a manager's card, the manager's cluster material
+//! ([`MANAGER_FILES`], in `armada-cluster.toml` on the FAT). The board's first boot moves
+//! both off the FAT into 0600 files. The CA private key never leaves the cluster folder.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use protocol::config::{ConfigEdit, FirstBootConfig, BOOT_CONFIG_FILE};
+use protocol::config::{
+    BootSecrets, ConfigEdit, FirstBootConfig, BOOT_CONFIG_FILE, BOOT_SECRETS_FILE,
+};
 use protocol::wire::Role;
 
 use crate::fatfile;
@@ -22,6 +29,78 @@ pub struct Personalisation {
     pub manager: Option<String>,
     /// The bootstrap token (a secret: never printed).
     pub token: Option<String>,
+    /// The manager's cluster material (secrets: never printed), written to a manager's
+    /// card only. Empty without `--cluster`.
+    pub cluster_files: Vec<(String, Vec<u8>)>,
+    /// The manager's own address, for the agent on a manager's card (`127.0.0.1:PORT`).
+    pub local_manager: Option<String>,
+}
+
+/// The files a manager's card gets from the cluster folder: (name, required). The one
+/// list: a file the manager needs is added here. Never `ca.key`: the manager does not
+/// sign anything, and the CA key stays in the operator's folder.
+pub const MANAGER_FILES: &[(&str, bool)] = &[
+    (crate::cluster::CA_CERT, true),
+    (crate::cluster::MANAGER_CERT, true),
+    (crate::cluster::MANAGER_KEY, true),
+    (crate::cluster::TOKEN, true),
+    (crate::cluster::ADMIN_TOKEN, true),
+    // The HMAC key of node credentials: a manager rebuilt from the folder takes its
+    // nodes back.
+    (crate::cluster::CREDENTIAL_KEY, true),
+    (crate::cluster::CLUSTER_TOML, false),
+    // Nodes the operator removed stay removed on a manager card made again.
+    ("revoked-nodes", false),
+];
+
+/// Reads [`MANAGER_FILES`] from `dir`.
+pub fn read_manager_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    for (name, required) in MANAGER_FILES {
+        let p = dir.join(name);
+        match std::fs::read(&p) {
+            Ok(data) => out.push((name.to_string(), data)),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e)
+                if *name == crate::cluster::CREDENTIAL_KEY
+                    && e.kind() == std::io::ErrorKind::NotFound =>
+            {
+                bail!(
+                    "{} is missing: the cluster folder predates node-credential keys; run `armada cluster upgrade {}` first",
+                    p.display(),
+                    dir.display()
+                )
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "reading {} (a manager's card carries the cluster folder made by `armada cluster init`)",
+                        p.display()
+                    )
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The manager's port from the cluster folder's `cluster.toml` (default otherwise).
+fn manager_port(dir: &Path) -> Result<u16> {
+    let p = dir.join(crate::cluster::CLUSTER_TOML);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(protocol::DEFAULT_MANAGER_PORT)
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    let v: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    match v.get("manager_port").and_then(|x| x.as_integer()) {
+        Some(n) => u16::try_from(n)
+            .with_context(|| format!("{}: manager_port {n} is not a port", p.display())),
+        None => Ok(protocol::DEFAULT_MANAGER_PORT),
+    }
 }
 
 impl Personalisation {
@@ -70,6 +149,16 @@ pub fn from_inputs(i: &Inputs) -> Result<Personalisation> {
         }
         ssh_keys.extend(keys);
     }
+    let (cluster_files, local_manager) = match i.cluster {
+        Some(dir) => (
+            read_manager_files(dir)?,
+            Some(format!("127.0.0.1:{}", manager_port(dir)?)),
+        ),
+        None => (Vec::new(), None),
+    };
+    if i.role == Some(Role::Manager) && i.cluster.is_none() {
+        bail!("a manager's card needs --cluster DIR: its certificate, key and tokens are written to the card at flash time, never into an image");
+    }
     let token = match i.cluster {
         Some(dir) => {
             let path = dir.join(crate::cluster::TOKEN);
@@ -94,6 +183,8 @@ pub fn from_inputs(i: &Inputs) -> Result<Personalisation> {
         ssh_keys,
         manager: i.manager.map(str::to_string),
         token,
+        cluster_files,
+        local_manager,
     })
 }
 
@@ -167,8 +258,16 @@ pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, Fir
         }
         edit.set_ssh_keys(&keys);
     }
-    if let Some(m) = &p.manager {
-        edit.set_str("manager.address", m);
+    let role = p.role.unwrap_or(current.role);
+    match (&p.manager, &p.local_manager) {
+        (Some(m), _) => {
+            edit.set_str("manager.address", m);
+        }
+        // The agent on a manager's board registers with the manager beside it.
+        (None, Some(local)) if role == Role::Manager => {
+            edit.set_str("manager.address", local);
+        }
+        _ => {}
     }
     if let Some(t) = &p.token {
         edit.set_str("manager.token", t);
@@ -191,8 +290,24 @@ pub fn check_image(image: &Path, p: &Personalisation) -> Result<()> {
     })?;
     let text = String::from_utf8(text)
         .with_context(|| format!("{BOOT_CONFIG_FILE} in {} is not UTF-8", image.display()))?;
-    apply(&text, &format!("{}:{BOOT_CONFIG_FILE}", image.display()), p)?;
+    let (_, cfg) = apply(&text, &format!("{}:{BOOT_CONFIG_FILE}", image.display()), p)?;
+    manager_files_for(&cfg, p)?;
     Ok(())
+}
+
+/// The cluster files to put on a card whose resulting config is `cfg`: the manager's
+/// material on a manager's card (refused without `--cluster`), nothing on a worker's.
+fn manager_files_for<'a>(
+    cfg: &FirstBootConfig,
+    p: &'a Personalisation,
+) -> Result<&'a [(String, Vec<u8>)]> {
+    if cfg.role != Role::Manager {
+        return Ok(&[]);
+    }
+    if p.cluster_files.is_empty() {
+        bail!("this card's role is manager but no --cluster DIR was given: the manager's certificate, key and tokens come from the cluster folder at flash time");
+    }
+    Ok(&p.cluster_files)
 }
 
 /// Edits `armada.toml` on the first FAT partition of the open target, then reads it
@@ -206,7 +321,24 @@ pub fn personalise_card(file: &File, dev: &Path, p: &Personalisation) -> Result<
     let text = String::from_utf8(text)
         .with_context(|| format!("{BOOT_CONFIG_FILE} on {} is not UTF-8", dev.display()))?;
     let name = format!("{}:{BOOT_CONFIG_FILE}", dev.display());
-    let (new_text, _) = apply(&text, &name, p)?;
+    let (new_text, cfg) = apply(&text, &name, p)?;
+    let secrets = manager_files_for(&cfg, p)?;
+    if !secrets.is_empty() {
+        let mut bundle = BootSecrets::default();
+        for (fname, data) in secrets {
+            let text = String::from_utf8(data.clone())
+                .with_context(|| format!("cluster file {fname} is not text"))?;
+            bundle.files.insert(fname.clone(), text);
+        }
+        let bytes = bundle.to_toml().into_bytes();
+        fatfile::write_file_in(file, dev, part, BOOT_SECRETS_FILE, &bytes)?;
+        if fatfile::read_file_in(file, dev, part, BOOT_SECRETS_FILE)? != bytes {
+            bail!(
+                "{BOOT_SECRETS_FILE} read back from {} differs from what was written",
+                dev.display()
+            );
+        }
+    }
     fatfile::write_file_in(file, dev, part, BOOT_CONFIG_FILE, new_text.as_bytes())?;
     file.sync_all()
         .with_context(|| format!("syncing {}", dev.display()))?;
@@ -283,6 +415,7 @@ mod tests {
             ssh_keys: vec!["ssh-ed25519 AAAA old@x".into(), "ssh-rsa BBBB new@y".into()],
             manager: Some("192.168.1.10:7443".into()),
             token: None,
+            ..Default::default()
         };
         let (out, cfg) = apply(text, "armada.toml", &p).unwrap();
         assert!(out.starts_with("# note"));
@@ -302,6 +435,54 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("manager.token"));
+    }
+
+    #[test]
+    fn manager_material_goes_only_on_a_managers_card() {
+        let no_cluster = Inputs {
+            hostname: None,
+            index: None,
+            role: Some(Role::Manager),
+            labels: &[],
+            ssh_key_files: &[],
+            manager: None,
+            cluster: None,
+        };
+        assert!(from_inputs(&no_cluster)
+            .unwrap_err()
+            .to_string()
+            .contains("--cluster"));
+        let p = Personalisation {
+            cluster_files: vec![("manager.key".into(), b"k".to_vec())],
+            local_manager: Some("127.0.0.1:7443".into()),
+            ..Default::default()
+        };
+        let worker = "role = \"worker\"\n[manager]\naddress = \"10.1.2.3:7443\"\n";
+        let (_, cfg) = apply(worker, "armada.toml", &p).unwrap();
+        assert!(manager_files_for(&cfg, &p).unwrap().is_empty());
+        assert_eq!(
+            cfg.manager.address, "10.1.2.3:7443",
+            "a worker keeps its manager"
+        );
+        let manager = Personalisation {
+            role: Some(Role::Manager),
+            ..p.clone()
+        };
+        let (_, cfg) = apply(worker, "armada.toml", &manager).unwrap();
+        assert_eq!(manager_files_for(&cfg, &manager).unwrap().len(), 1);
+        assert_eq!(
+            cfg.manager.address, "127.0.0.1:7443",
+            "a manager's agent registers locally"
+        );
+        let bare = Personalisation {
+            role: Some(Role::Manager),
+            ..Default::default()
+        };
+        let (_, cfg) = apply(worker, "armada.toml", &bare).unwrap();
+        assert!(manager_files_for(&cfg, &bare).is_err());
+        assert!(MANAGER_FILES
+            .iter()
+            .all(|(n, _)| *n != crate::cluster::CA_KEY));
     }
 
     #[test]

@@ -30,7 +30,9 @@ ssh-keygen -A
 # 4. Docker engine key: never baked into the image, each board makes its own.
 rm -f /etc/docker/key.json
 
-# 5. armada.toml: hostname and ssh authorized keys, applied by the agent.
+# 5. armada.toml: the agent moves the secrets `armada flash` left on the FAT (the
+#    bootstrap token, a manager's armada-cluster.toml) into 0600 files and deletes them
+#    from the FAT, then applies the hostname and ssh authorized keys.
 cfg=
 for c in /boot/firmware/armada.toml /boot/armada.toml; do
   if [ -f "$c" ]; then cfg=$c; break; fi
