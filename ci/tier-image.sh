@@ -117,14 +117,16 @@ has 'Mode:  0755' "$(dbg 'stat /usr/local/bin/armada-manager' "$r")" || fail "ma
 # --- no secret in any byte of any output (manager image included) ---
 # One PCRE: a PEM private-key block (header plus a base64 line: ssh-keygen carries the
 # bare header strings), every base64 line of the cluster's private keys, the bootstrap
-# token's secret and the admin token. -z lets a match span a newline.
+# token's secret, the admin token and the credential key. -z lets a match span a newline.
 pattern='-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{40}'
 for k in ca.key manager.key; do
   while read -r l; do pattern+="|\\Q$l\\E"; done < <(grep -v -- '-----' "$work/cluster/$k" | awk 'length($0) >= 40')
 done
 pattern+="|\\Q$(grep '^armada1\.' "$work/cluster/token" | head -1 | sed 's/.*\.//')\\E"
-pattern+="|\\Q$(grep -v '^#' "$work/cluster/admin-token" | head -1 | tr -d '[:space:]')\\E"
-[ "$(grep -o '\\Q' <<<"$pattern" | wc -l)" -ge 4 ] || fail "secret scan: too few needles"
+for k in admin-token credential-key; do
+  pattern+="|\\Q$(grep -v '^#' "$work/cluster/$k" | head -1 | tr -d '[:space:]')\\E"
+done
+[ "$(grep -o '\\Q' <<<"$pattern" | wc -l)" -ge 5 ] || fail "secret scan: too few needles"
 # The scan can fail: a planted key is found.
 printf 'x\0' > "$work/planted"; cat "$work/cluster/manager.key" >> "$work/planted"
 LC_ALL=C grep -a -z -q -P -e "$pattern" "$work/planted" || fail "secret scan misses a planted key"

@@ -228,14 +228,16 @@ fn secret_pattern(cluster: &Path) -> String {
     for t in token.lines().filter(|l| l.starts_with("armada1.")) {
         literal(t.rsplit('.').next().unwrap());
     }
-    let admin = std::fs::read_to_string(cluster.join("admin-token")).unwrap();
-    for l in admin
-        .lines()
-        .filter(|l| !l.starts_with('#') && l.trim().len() >= 16)
-    {
-        literal(l.trim());
+    for secret in ["admin-token", "credential-key"] {
+        let text = std::fs::read_to_string(cluster.join(secret)).unwrap();
+        for l in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.trim().len() >= 16)
+        {
+            literal(l.trim());
+        }
     }
-    assert!(alts.len() >= 5, "too few needles: {alts:?}");
+    assert!(alts.len() >= 6, "too few needles: {alts:?}");
     alts.join("|")
 }
 
