@@ -17,8 +17,8 @@ use protocol::snapshot::{
 };
 use protocol::wire::NodeStatus;
 
-/// Families the rules use that an agent helper adds in the same session: when one
-/// shows up in the render, the test fails to have it removed from here.
+/// Families the rules use that the agent's restart counts bring (ContainerMetrics'
+/// restart_count, landing from another change): checked when rendered, else reported.
 const NOT_YET_FEDERATED: &[&str] = &["armada_container_restarts_total"];
 
 fn rules_file() -> String {
