@@ -8,7 +8,8 @@
 //! metric; nothing here panics on input.
 //!
 //! Layout (one module per family):
-//! - `pseudofile`: reused read buffer and hand-written number parsing.
+//! - `pseudofile`: reused read buffer, files kept open between cycles, hand-written
+//!   number parsing; `fdlimit`: how many files may stay open (raises RLIMIT_NOFILE).
 //! - `cpu` (`/proc/stat`), `load` (loadavg, uptime), `memory` (meminfo, vmstat),
 //!   `processes`, `pressure` (PSI), `disk` (diskstats, latency), `filesystem` (mounts,
 //!   statvfs, read-only state, ext4 lifetime writes), `network` (`net/dev`), `link`
@@ -27,6 +28,7 @@ pub mod cooling;
 pub mod cpu;
 pub mod cpufreq;
 pub mod disk;
+pub mod fdlimit;
 pub mod filesystem;
 pub mod hwmon;
 pub mod link;
@@ -165,7 +167,7 @@ impl Collector {
         let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Collector {
             root,
-            file: PseudoFile::new(),
+            file: PseudoFile::with_open_budget(fdlimit::open_file_budget()),
             ticks_per_second: if tck > 0 { tck as f64 } else { 100.0 },
             warnings: Warnings::default(),
             runs: Runs::default(),
