@@ -528,8 +528,8 @@ async fn swarm_until_joined(
             tokio::time::timeout(Duration::from_secs(10), docker.info()).await,
             known.as_deref(),
         ) {
+            let cluster = swarm::local_cluster_id(&info);
             let sw = info.swarm.unwrap_or_default();
-            let cluster = sw.cluster.and_then(|c| c.id);
             let same_cluster = match (&reg.info.swarm_cluster_id, &cluster) {
                 (Some(ours), Some(theirs)) => ours == theirs,
                 _ => true,

@@ -96,14 +96,42 @@ pub async fn engine_identity(docker: &Docker) -> (Option<String>, Option<EngineS
     let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(5), docker.info()).await else {
         return (None, None);
     };
+    let cluster_id = local_cluster_id(&info);
     let swarm = info.swarm.and_then(|sw| {
         let node_id = sw.node_id.filter(|id| !id.is_empty())?;
         Some(EngineSwarm {
             node_id,
-            cluster_id: sw.cluster.and_then(|c| c.id).filter(|id| !id.is_empty()),
+            cluster_id,
         })
     });
     (info.id.filter(|id| !id.is_empty()), swarm)
+}
+
+/// The cluster ID of the swarm the engine is in. A manager's `/info` shows it; a
+/// worker's does not, but the node certificate swarm gave the worker carries it as its
+/// organisation (O), under the engine's root dir.
+pub fn local_cluster_id(info: &bollard::models::SystemInfo) -> Option<String> {
+    let shown = info
+        .swarm
+        .as_ref()
+        .and_then(|sw| sw.cluster.as_ref())
+        .and_then(|c| c.id.clone())
+        .filter(|id| !id.is_empty());
+    shown.or_else(|| {
+        let root = info.docker_root_dir.as_deref()?;
+        let pem =
+            std::fs::read(std::path::Path::new(root).join("swarm/certificates/swarm-node.crt"))
+                .ok()?;
+        cluster_id_of_node_cert(&pem)
+    })
+}
+
+/// The organisation (O) of a swarm node certificate (PEM): swarm's cluster ID.
+pub fn cluster_id_of_node_cert(pem: &[u8]) -> Option<String> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = p.parse_x509().ok()?;
+    let org = cert.subject().iter_organization().next()?.as_str().ok()?;
+    Some(org.to_string()).filter(|o| !o.is_empty())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -196,8 +224,8 @@ pub async fn join(
         .info()
         .await
         .map_err(|e| JoinError::Unavailable(error_chain(&e)))?;
+    let local_cluster = local_cluster_id(&info);
     let sw = info.swarm.unwrap_or_default();
-    let local_cluster = sw.cluster.and_then(|c| c.id).filter(|id| !id.is_empty());
     let mut left = None;
     match plan_join(
         sw.local_node_state,
@@ -508,6 +536,39 @@ mod tests {
             JoinPlan::Join
         );
         assert_eq!(plan_join(None, None, None), JoinPlan::Join);
+    }
+
+    #[test]
+    fn a_workers_cluster_id_is_its_node_certificate_organisation() {
+        let mut params = rcgen::CertificateParams::new(vec!["node".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "9obooinsghk5oelxiv7562jdn");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationalUnitName, "swarm-worker");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "lj4x4b5rcxrp075jaxrkqcdvm");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        assert_eq!(
+            cluster_id_of_node_cert(pem.as_bytes()).as_deref(),
+            Some("lj4x4b5rcxrp075jaxrkqcdvm")
+        );
+        assert_eq!(cluster_id_of_node_cert(b"not a certificate"), None);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("swarm/certificates")).unwrap();
+        std::fs::write(dir.path().join("swarm/certificates/swarm-node.crt"), &pem).unwrap();
+        let info = bollard::models::SystemInfo {
+            docker_root_dir: Some(dir.path().display().to_string()),
+            ..Default::default()
+        };
+        assert_eq!(
+            local_cluster_id(&info).as_deref(),
+            Some("lj4x4b5rcxrp075jaxrkqcdvm")
+        );
     }
 
     #[test]
