@@ -192,14 +192,63 @@ root_partition() {
     | "\(.start * 512) \(.size * 512)"'
 }
 
-# sideload IMG: puts the busybox tarball and a unit that `docker import`s it at boot
-# onto the image's root filesystem (debugfs, no mount): the test's stand-in for an
-# operator's preloaded images. Also a drop-in that copies the agent's log to the
-# console, so `armada boot` sees its milestones and a failure shows its lines.
+# sideload IMG: puts the busybox tarball and a unit that imports it at boot onto the
+# image's root filesystem (debugfs, no mount): the test's stand-in for an operator's
+# preloaded images. Also a drop-in that copies the agent's log to the console, so
+# `armada boot` sees its milestones and a failure shows its lines.
+# The import goes through the Engine API (POST /images/create?fromSrc=-) with the
+# image's own python3: trixie's docker.io has no /usr/bin/docker (the CLI is the
+# separate docker-cli package, only a Recommends, and images install no Recommends).
 sideload() {
-  local img=$1 tar off unit dropin
+  local img=$1 tar off unit script dropin
   tar=$(busybox_tar) || { log "could not get busybox-static:arm64"; return 1; }
   off=$(root_partition "$img" | cut -d' ' -f1)
+  script=$WORK/armada-e2e-import.py
+  cat >"$script" <<'EOF'
+# armada boot test: docker import of a rootfs tarball over the Engine API socket.
+import http.client, json, socket, sys, urllib.parse
+
+SOCK = "/run/docker.sock"
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self):
+        super().__init__("localhost", timeout=300)
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(300)
+        self.sock.connect(SOCK)
+
+
+tar, ref = sys.argv[1], sys.argv[2]
+repo, tag = ref.rsplit(":", 1)
+query = urllib.parse.urlencode([("fromSrc", "-"), ("repo", repo), ("tag", tag),
+                                ("changes", 'CMD ["sh"]'), ("changes", "ENV PATH=/bin")])
+with open(tar, "rb") as f:
+    body = f.read()
+conn = UnixConnection()
+conn.request("POST", "/images/create?" + query, body=body,
+             headers={"Content-Type": "application/x-tar"})
+resp = conn.getresponse()
+text = resp.read().decode("utf-8", "replace")
+if resp.status != 200:
+    sys.exit(f"armada-e2e-import: POST /images/create on {SOCK}: HTTP {resp.status}: {text.strip()}")
+# The answer is a stream of JSON messages; an import ends with {"status": "sha256:..."}.
+dec, pos, last = json.JSONDecoder(), 0, None
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    msg, pos = dec.raw_decode(text, pos)
+    if msg.get("error") or msg.get("errorDetail"):
+        sys.exit(f"armada-e2e-import: {ref}: {msg.get('error') or msg.get('errorDetail')}")
+    last = msg.get("status", last)
+if not last or not last.startswith("sha256:"):
+    sys.exit(f"armada-e2e-import: {ref}: no image id in the answer: {text.strip()}")
+print(f"armada-e2e-import: {ref} imported as {last}", flush=True)
+EOF
   unit=$WORK/armada-e2e-import.service
   cat >"$unit" <<'EOF'
 [Unit]
@@ -211,7 +260,7 @@ ConditionPathExists=/var/lib/armada-e2e/busybox.tar
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/usr/bin/docker import --change "CMD [\"sh\"]" --change "ENV PATH=/bin" /var/lib/armada-e2e/busybox.tar armada-e2e/busybox:1
+ExecStart=/usr/bin/python3 /var/lib/armada-e2e/import.py /var/lib/armada-e2e/busybox.tar armada-e2e/busybox:1
 StandardOutput=journal+console
 StandardError=journal+console
 
@@ -225,6 +274,7 @@ mkdir /etc/systemd/system/armada-agent.service.d
 write $dropin /etc/systemd/system/armada-agent.service.d/e2e-console.conf
 mkdir /var/lib/armada-e2e
 write $tar /var/lib/armada-e2e/busybox.tar
+write $script /var/lib/armada-e2e/import.py
 write $unit /etc/systemd/system/armada-e2e-import.service
 symlink /etc/systemd/system/multi-user.target.wants/armada-e2e-import.service /etc/systemd/system/armada-e2e-import.service
 EOF
@@ -239,13 +289,20 @@ ssh-keygen -q -t ed25519 -N '' -C armada-boot-test -f "$SSH_KEY" || { log "ssh-k
 # The guest's address: its newest DHCP lease by hostname (field 1 of dnsmasq's file is
 # the expiry, and the file is not in time order).
 lease_ip() { awk -v h="$1" '$4 == h { print $1, $3 }' "$WORK/dnsmasq.leases" 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2 | grep .; }
+# guest_ssh HOST CMD: CMD run as root in the guest (from node1, the test's own key).
+guest_ssh() {
+  local ip
+  ip=$(lease_ip "$1") || { echo "no DHCP lease for $1" >&2; return 1; }
+  nodes_in 1 timeout 60 ssh -i "$SSH_KEY" -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o ConnectTimeout=15 -o LogLevel=ERROR "root@$ip" "$2"
+}
 # guest_timing CASE HOST RUN: where the guest's boot time went, from inside it
 # (systemd-analyze, the agent's unit), saved beside the console and summarised here.
 guest_timing() {
   local c=$1 host=$2 run=$3 ip out=$WORK/case-$1/guest-timing$3.txt
-  ip=$(lease_ip "$host") || { log "$c: no lease for $host: no in-guest timing"; return 0; }
-  nodes_in 1 timeout 60 ssh -i "$SSH_KEY" -o BatchMode=yes -o StrictHostKeyChecking=no \
-    -o UserKnownHostsFile=/dev/null -o ConnectTimeout=15 -o LogLevel=ERROR "root@$ip" \
+  lease_ip "$host" >/dev/null || { log "$c: no lease for $host: no in-guest timing"; return 0; }
+  ip=$(lease_ip "$host")
+  guest_ssh "$host" \
     'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 15; echo; journalctl -b -o short-monotonic --no-pager -u armada-clock -u armada-agent -u docker -u systemd-networkd-wait-online | head -n 60' \
     >"$out" 2>&1 || { log "$c: ssh to $ip failed (in-guest timing not read):"; tail -n 3 "$out" >&2; return 0; }
   log "$c: in-guest timing (boot $run, full text in $out):"
@@ -371,8 +428,10 @@ worker_case() {
   fi
   log "$c: hostname $host, Docker $(jq -r .facts.docker_version "$d/detail1.json"), root grew from $root_before to $root_after bytes"
   # A service task on it, and its per-container data in the stored report.
-  wait_for "$STEP_BOUND" "side-loaded image on $host" \
-    grep -aq 'sha256:' "$d/console1.log" || log "$c: no import line on the console (continuing)"
+  wait_for "$STEP_BOUND" "the side-loaded image imported on $host" \
+    grep -aq 'armada-e2e-import: .* imported as sha256:' "$d/console1.log" || {
+    guest_ssh "$host" 'systemctl status --no-pager armada-e2e-import; journalctl -b --no-pager -u armada-e2e-import | tail -n 20' >&2
+    fail_case "$c" "the side-loaded image was not imported (armada-e2e-import, its journal above)" 1; return; }
   nodes_docker 1 service create --detach --name "$svc" --no-resolve-image --endpoint-mode dnsrr \
     --constraint "node.id==$rid" --restart-condition on-failure \
     armada-e2e/busybox:1 sh -c 'dd if=/dev/zero of=/dev/null bs=1M count=50; head -c 8000000 /dev/zero > /tmp/f; sleep 100000' >/dev/null || {
