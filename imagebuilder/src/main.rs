@@ -41,6 +41,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "armada",
     version,
+    propagate_version = true,
     about = "Build, flash and smoke-boot SD images for Docker Swarm clusters of ARM boards",
     long_about = "Build, flash and smoke-boot SD images for Docker Swarm clusters of ARM boards.\n\n\
         The flow:\n  \

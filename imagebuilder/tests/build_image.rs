@@ -1023,6 +1023,29 @@ fn bad_board_configs_are_refused_before_any_work() {
 }
 
 #[test]
+fn version_flag_and_non_root_refusal() {
+    // --version is armada's own: the image version is --image-version.
+    let o = armada(&["build", "--version"]);
+    assert!(
+        o.status.success() && text(&o).contains(env!("CARGO_PKG_VERSION")),
+        "{}",
+        text(&o)
+    );
+    // A non-root build stops at once, saying why.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_armada"))
+        .args(["build", "--board", "rpi3"])
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("needs root"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
 fn boards_lists_every_config() {
     let o = armada(&["boards"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -48,8 +48,8 @@ pub struct BuildArgs {
     /// Where the outputs go.
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Version in the output names.
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    /// Image version in the output names (`--version` prints armada's own version).
+    #[arg(id = "image_version", long = "image-version", value_name = "VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     pub version: String,
     /// Compression of the image output.
     #[arg(long, value_enum, default_value = "xz")]
@@ -334,6 +334,11 @@ fn default_cache() -> PathBuf {
 
 pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     let t_start = std::time::Instant::now();
+    // mmdebstrap, the image's file owners and device nodes need root: say so at once
+    // rather than minutes into a build.
+    if !nix::unistd::geteuid().is_root() {
+        bail!("armada build needs root (mmdebstrap and the image's file owners): run it as root, e.g. with sudo");
+    }
     // ---- every check before any work ----
     let boards_dir = data_dir(args.boards_dir.as_deref(), "board-configs");
     let board_path = board::resolve(&args.board, &boards_dir)?;
@@ -887,7 +892,11 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
             file_name(&image_final)
         ));
     }
-    sums.push_str(&format!("{raw_sha}  {}\n", file_name(&raw_final)));
+    // Only what stays in the folder, so `sha256sum -c` passes as written (the raw
+    // image's hash is in the manifest either way).
+    if args.keep_raw || args.compress == Compression::None {
+        sums.push_str(&format!("{raw_sha}  {}\n", file_name(&raw_final)));
+    }
     let sha_final = args.out.join(format!("{stem}.sha256"));
     let sha_tmp = pending.add(&sha_final);
     std::fs::write(&sha_tmp, &sums).with_context(|| format!("writing {}", sha_tmp.display()))?;
