@@ -28,7 +28,8 @@ bash ci/host-deps.sh || { echo "host dependencies could not be installed" >&2; e
 export PATH="$HOME/.cargo/bin:$PATH"
 
 skip_dir=$(mktemp -d /tmp/armada-skips.XXXXXX)
-trap 'rm -rf "$skip_dir"' EXIT
+out_dir=$(mktemp -d /tmp/armada-tier-out.XXXXXX)
+trap 'rm -rf "$skip_dir" "$out_dir"' EXIT
 passed=0; failed=0; skipped_all=0; report=()
 for t in "${tiers[@]}"; do
   echo
@@ -36,7 +37,9 @@ for t in "${tiers[@]}"; do
   t0=$(date +%s)
   export ARMADA_SKIP_LOG=$skip_dir/$t
   : >"$ARMADA_SKIP_LOG"
-  if bash "ci/tier-$t.sh"; then
+  # Each tier's output is also kept, so a failure's own lines can be printed again at the
+  # very end (a CI log is often read from its tail).
+  if bash "ci/tier-$t.sh" 2>&1 | tee "$out_dir/$t.out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
     status=passed; passed=$((passed + 1))
   else
     status=FAILED; failed=$((failed + 1))
@@ -57,5 +60,13 @@ if [ "$skipped_all" -gt 0 ]; then
   echo "skipped tests ($skipped_all; under CI=true a missing tool, root or device fails instead):"
   cat "$skip_dir"/* | sort -u | sed 's/^/  /'
 fi
+for t in "${tiers[@]}"; do
+  grep -q "^tier $t .*FAILED" <(printf '%s\n' "${report[@]}") || continue
+  echo
+  echo "== why tier $t failed (its FAIL/error lines, then its last 25 lines):"
+  grep -E 'FAIL|panicked|^error|^failures:|^    [a-z_:]+$|timed out|not ok' "$out_dir/$t.out" | grep -v 'passed\|PASS' | tail -n 40 | sed 's/^/  /'
+  echo "  ..."
+  tail -n 25 "$out_dir/$t.out" | sed 's/^/  /'
+done
 echo "tiers: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -19,9 +19,18 @@ fi
 cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "cluster tier: build failed" >&2; exit 1; }
 
 rc=0
-bash ci/cluster-test.sh || rc=1
-for extra in ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh; do
-  echo "== $extra"
-  bash "$extra" || { echo "cluster tier: $extra FAILED" >&2; rc=1; }
+summary=()
+for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh; do
+  echo "== $script"
+  t0=$(date +%s)
+  if bash "$script"; then
+    status=passed
+  else
+    status=FAILED; rc=1
+    echo "cluster tier: $script FAILED" >&2
+  fi
+  summary+=("$(printf '  %-30s %-7s %4ds' "$script" "$status" "$(( $(date +%s) - t0 ))")")
 done
+echo "== cluster tier, script by script:"
+printf '%s\n' "${summary[@]}"
 exit "$rc"
