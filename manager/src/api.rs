@@ -73,6 +73,27 @@ pub struct AppState {
     pub report_interval_seconds: u32,
     /// Rate limits and caps judged before and in the handlers.
     pub gate: crate::gate::Gate,
+    /// Sessions, the engine's lists and actions, events and audit (issue #13).
+    pub cockpit: Arc<crate::cockpit::Cockpit>,
+}
+
+/// How a request proved who it is.
+#[derive(Clone, Debug)]
+pub enum Via {
+    /// `Authorization: Bearer`: no ambient credential, so no CSRF check.
+    Bearer,
+    /// The session cookie; state changes must carry the session's CSRF token.
+    Session(crate::cockpit::session::Session),
+}
+
+impl Via {
+    /// Who did it, for the audit log (never a secret).
+    pub fn actor(&self) -> String {
+        match self {
+            Via::Bearer => "admin-token".to_string(),
+            Via::Session(s) => s.audit_name(),
+        }
+    }
 }
 
 type Shared = Arc<AppState>;
@@ -95,7 +116,7 @@ impl ApiError {
             code: None,
         }
     }
-    fn with_code(mut self, code: &'static str) -> Self {
+    pub(crate) fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
     }
@@ -177,7 +198,31 @@ fn json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, ApiError> {
 }
 
 impl AppState {
+    /// The caller and how it proved itself: a bearer token when the request has an
+    /// `Authorization` header (it wins), else the session cookie.
+    pub(crate) fn authenticate(&self, headers: &HeaderMap) -> Result<(Caller, Via), ApiError> {
+        if headers.get(header::AUTHORIZATION).is_none() {
+            if let Some(c) = crate::cockpit::session::cookie_value(headers) {
+                if let Some(sess) =
+                    self.cockpit
+                        .sessions
+                        .get(&c, &self.cluster.admin_token_hash(), crate::now_ms())
+                {
+                    return Ok((Caller::Admin, Via::Session(sess)));
+                }
+                return Err(ApiError::unauthorized(
+                    "the session has ended (expired, logged out, admin token rotated or manager restarted): sign in again",
+                ));
+            }
+        }
+        Ok((self.bearer_caller(headers)?, Via::Bearer))
+    }
+
     pub(crate) fn caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        self.authenticate(headers).map(|(c, _)| c)
+    }
+
+    fn bearer_caller(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
         let token = auth::bearer(
             headers
                 .get(header::AUTHORIZATION)
@@ -194,10 +239,15 @@ impl AppState {
         )?)
     }
 
-    fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match self.caller(headers)? {
-            Caller::Admin => Ok(()),
-            Caller::Node(_) => Err(ApiError::new(
+    pub(crate) fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        self.admin_via(headers).map(|_| ())
+    }
+
+    /// The admin, and how they proved it (for the audit log's actor).
+    pub(crate) fn admin_via(&self, headers: &HeaderMap) -> Result<Via, ApiError> {
+        match self.authenticate(headers)? {
+            (Caller::Admin, via) => Ok(via),
+            (Caller::Node(_), _) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "this needs the admin token",
             )),
@@ -214,7 +264,7 @@ impl AppState {
         }
     }
 
-    fn summary(&self, e: &NodeEntry, now: u64) -> NodeSummary {
+    pub(crate) fn summary(&self, e: &NodeEntry, now: u64) -> NodeSummary {
         let sid = e.record.swarm_node_id.as_deref();
         let swarm_state = sid.and_then(|s| self.swarm.node_state(s));
         let mut sum = state::summary(e, now, swarm_state, self.policy);
@@ -229,6 +279,7 @@ impl AppState {
 pub fn router(state: Shared) -> Router {
     Router::new()
         .merge(crate::dashboard::routes())
+        .merge(crate::cockpit::routes())
         .route(PATH_CA, get(ca))
         .route(PATH_HEALTH, get(health))
         .route(
@@ -278,8 +329,11 @@ fn route_label(path: &str) -> &'static str {
         PATH_METRICS => PATH_METRICS,
         crate::alerts::PATH_ALERTS => crate::alerts::PATH_ALERTS,
         crate::alerts::PATH_ALERT_EVENTS => crate::alerts::PATH_ALERT_EVENTS,
-        p if p.starts_with("/v1/nodes/") => "/v1/nodes/{id}",
-        _ => "other",
+        p => match crate::cockpit::handlers::route_label(p) {
+            Some(l) => l,
+            None if p.starts_with("/v1/nodes/") => "/v1/nodes/{id}",
+            None => "other",
+        },
     }
 }
 

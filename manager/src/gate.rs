@@ -6,8 +6,12 @@
 //!   answered 401 before its body is read, so an unauthenticated client cannot make
 //!   the manager buffer a report. A path is protected unless it is listed public here.
 //! - A valid credential marks the connection proven (see [`crate::connections`]).
-//! - Registration attempts are rate limited per source address (IPv6 by /64), answered
-//!   429 with `Retry-After`.
+//! - Registration attempts, and session openings (`POST /v1/session`, which takes the
+//!   admin token in its body), are rate limited per source address (IPv6 by /64),
+//!   answered 429 with `Retry-After`.
+//! - A state change (any method but GET/HEAD/OPTIONS) authenticated by the session
+//!   cookie must carry the session's CSRF token in `X-Armada-CSRF`, else 403
+//!   `{"code":"csrf"}`. A bearer token is no ambient credential: no CSRF check.
 //!
 //! The node cap and the stored snapshot cap need the body: [`Gate::check_new_node`]
 //! and [`Gate::check_stored_snapshot`] are called by the handlers.
@@ -150,7 +154,9 @@ fn too_many(wait: Duration) -> Response {
 /// The middleware (see the module doc).
 pub async fn check(State(s): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    if path == PATH_REGISTER {
+    let opens_session =
+        path == crate::cockpit::handlers::PATH_SESSION && req.method() == axum::http::Method::POST;
+    if path == PATH_REGISTER || opens_session {
         if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
             if let Err(wait) = s.gate.register_attempt(peer.ip(), Instant::now()) {
                 return too_many(wait);
@@ -161,10 +167,28 @@ pub async fn check(State(s): State<Arc<AppState>>, mut req: Request, next: Next)
     if is_public(path) {
         return next.run(req).await;
     }
-    let caller = match s.caller(req.headers()) {
+    let (caller, via) = match s.authenticate(req.headers()) {
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    if let crate::api::Via::Session(sess) = &via {
+        let safe = matches!(
+            *req.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        );
+        let header = req
+            .headers()
+            .get(crate::cockpit::session::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if !safe && !sess.csrf_ok(header) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a change made with the session cookie needs its CSRF token in the X-Armada-CSRF header (GET /v1/session gives it)",
+            )
+            .with_code("csrf")
+            .into_response();
+        }
+    }
     if let Some(ConnHandle(conn)) = req.extensions().get::<ConnHandle>() {
         conn.prove(match caller {
             Caller::Admin => Proof::Admin,

@@ -28,6 +28,8 @@
 //! - [`client`]: `armada-manager nodes`: the operator's table and node removal.
 //! - [`alerts`]: rules over node status and snapshots, pending/firing/resolved state,
 //!   durable delivery to webhook, Alertmanager and ntfy receivers.
+//! - [`cockpit`]: the operator's cockpit API: sessions and CSRF, the cluster, service
+//!   and task views from the engine, history, events, audit and admin actions.
 //! - [`config`]: `manager.toml` (`[alerts]`, `[[receivers]]`), reloaded on SIGHUP.
 //!
 //! Not part of the library: `src/sim.rs`, synthetic board snapshots, is compiled into
@@ -38,6 +40,7 @@ pub mod api;
 pub mod auth;
 pub mod client;
 pub mod cluster;
+pub mod cockpit;
 pub mod config;
 pub mod connections;
 pub mod dashboard;

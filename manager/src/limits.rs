@@ -37,6 +37,10 @@ pub struct Limits {
     pub register_per_minute: u32,
     /// A node's stored latest snapshot, decoded JSON bytes, at most (413 beyond).
     pub max_stored_snapshot: usize,
+    /// An operator session's life (the cookie's Max-Age): a working day.
+    pub session_ttl: Duration,
+    /// Sessions held at most (in memory); the oldest makes room.
+    pub max_sessions: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +58,8 @@ impl Default for Limits {
             register_burst: 20,
             register_per_minute: 30,
             max_stored_snapshot: 256 << 10,
+            session_ttl: Duration::from_secs(12 * 3600),
+            max_sessions: 256,
         }
     }
 }

@@ -137,6 +137,7 @@ pub async fn serve(
         },
         report_interval_seconds: cfg.report_interval_seconds,
         gate: Gate::new(cfg.limits.clone()),
+        cockpit: Arc::new(crate::cockpit::Cockpit::new(swarm.clone(), &cfg.limits)),
     });
     let alert_tasks = crate::alerts::spawn(state.clone());
     if swarm.enabled() {

@@ -284,6 +284,20 @@ impl SwarmLink {
         Ok(d)
     }
 
+    /// The engine client for the cockpit's lists and actions; an error without an
+    /// engine (`--no-swarm`).
+    pub async fn client(&self) -> Result<Docker, SwarmError> {
+        if !self.enabled() {
+            return Err(self.engine_err("the manager runs without a Docker engine (--no-swarm)"));
+        }
+        self.docker().await
+    }
+
+    /// An engine failure, naming the engine's socket.
+    pub fn engine_error(&self, e: impl std::fmt::Display) -> SwarmError {
+        self.engine_err(e)
+    }
+
     /// Join tokens and manager addresses, from the cache or the engine.
     pub async fn join_info(&self) -> Result<JoinInfo, SwarmError> {
         if let Some(j) = self.join.read().ok().and_then(|j| j.clone()) {

@@ -1,0 +1,228 @@
+//! The cockpit API against a real manager on 127.0.0.1 (in process, no engine: the
+//! engine half runs in the cluster tier, ci/schemathesis-test.sh): the session cookie
+//! and its CSRF token, expiry, logout, the end of every session on admin-token
+//! rotation, node credentials kept out, and the cluster view from the store.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+fn session_cookie(r: &reqwest::Response) -> (String, String) {
+    let set = r
+        .headers()
+        .get("set-cookie")
+        .expect("Set-Cookie on a session")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let value = set
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("armada_session=")
+        .unwrap()
+        .to_string();
+    (value, set)
+}
+
+async fn open(http: &reqwest::Client, url: &str, token: &str) -> reqwest::Response {
+    http.post(format!("{url}/v1/session"))
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_cookie_csrf_logout_and_rotation() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = make_cluster(&tmp.path().join("cluster"));
+    let m = start(config(&c, &tmp.path().join("state"))).await;
+    let http = client(&c);
+    let url = &m.url;
+
+    // Wrong token: 401, no cookie.
+    let r = open(&http, url, "not-the-admin-token").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    // A node credential is not the admin token either.
+    let reg = register(&http, url, &c.token, facts("pine-01", "m1")).await;
+    assert_eq!(open(&http, url, &reg.credential).await.status(), 401);
+
+    let r = open(&http, url, &c.admin).await;
+    assert_eq!(r.status(), 200);
+    let (cookie, set) = session_cookie(&r);
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=43200",
+    ] {
+        assert!(set.contains(attr), "{attr} missing in {set}");
+    }
+    assert_eq!(cookie.len(), 64, "256 random bits");
+    let body: Value = r.json().await.unwrap();
+    let csrf = body["csrf"].as_str().unwrap().to_string();
+    assert_ne!(csrf, cookie);
+    let expires = body["expires_ms"].as_u64().unwrap();
+    let now = armada_manager::now_ms();
+    assert!(expires > now + 11 * 3600 * 1000 && expires <= now + 12 * 3600 * 1000);
+
+    let with_cookie =
+        |req: reqwest::RequestBuilder, v: &str| req.header("cookie", format!("armada_session={v}"));
+    // The cookie authenticates reads.
+    let r = with_cookie(http.get(format!("{url}/v1/session")), &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["csrf"], csrf.as_str());
+    let r = with_cookie(http.get(format!("{url}/v1/cluster")), &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let view: Value = r.json().await.unwrap();
+    assert_eq!(view["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(view["nodes"][0]["hostname"], "pine-01");
+    assert_eq!(view["nodes"][0]["node_id"], reg.node_id.as_str());
+    assert!(view["nodes"][0]["availability"].is_null(), "no engine here");
+    assert!(view["tasks"].as_array().unwrap().is_empty());
+    // A made-up cookie is no session.
+    let r = with_cookie(http.get(format!("{url}/v1/nodes")), &"0".repeat(64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A state change by cookie needs the CSRF header.
+    let r = with_cookie(http.delete(format!("{url}/v1/session")), &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["code"], "csrf");
+    let r = with_cookie(http.delete(format!("{url}/v1/session")), &cookie)
+        .header("x-armada-csrf", "f".repeat(64))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another session's token");
+    // The same change by bearer token needs none.
+    let r = http
+        .delete(format!("{url}/v1/nodes/no-such-node"))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // Logout with the token: 204, cookie cleared, session forgotten.
+    let r = with_cookie(http.delete(format!("{url}/v1/session")), &cookie)
+        .header("x-armada-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.starts_with("armada_session=;") && cleared.contains("Max-Age=0"));
+    let r = with_cookie(http.get(format!("{url}/v1/session")), &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Node credentials never reach admin endpoints (cookie or not).
+    for p in ["/v1/cluster", "/v1/services", "/v1/tasks", "/v1/session"] {
+        let r = http
+            .get(format!("{url}{p}"))
+            .bearer_auth(&reg.credential)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status() == 403 || r.status() == 401,
+            "{p}: {}",
+            r.status()
+        );
+    }
+
+    // Rotation of the admin token ends every session.
+    let (cookie2, _) = session_cookie(&open(&http, url, &c.admin).await);
+    let ok = |v: String| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(format!("{url}/v1/cluster"))
+                .header("cookie", format!("armada_session={v}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ok(cookie2.clone()).await, 200);
+    let tmpfile = c.dir.join("admin-token.tmp");
+    std::fs::write(&tmpfile, "rotated-admin-token-fedcba9876543210\n").unwrap();
+    std::fs::rename(&tmpfile, c.dir.join("admin-token")).unwrap();
+    let t = Instant::now();
+    let mut ended = None;
+    while t.elapsed() < Duration::from_secs(10) {
+        if ok(cookie2.clone()).await == 401 {
+            ended = Some(t.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let ended = ended.expect("the session outlived the admin token's rotation");
+    println!("session ended {ended:?} after the admin token was rotated");
+    assert_eq!(open(&http, url, &c.admin).await.status(), 401, "old token");
+    assert_eq!(
+        open(&http, url, "rotated-admin-token-fedcba9876543210")
+            .await
+            .status(),
+        200
+    );
+    m.stop().await;
+    println!("cockpit session test: {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_expire_and_openings_are_rate_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = make_cluster(&tmp.path().join("cluster"));
+    let mut cfg = config(&c, &tmp.path().join("state"));
+    cfg.limits.session_ttl = Duration::from_secs(2);
+    cfg.limits.register_burst = 5;
+    cfg.limits.register_per_minute = 6;
+    let m = start(cfg).await;
+    let http = client(&c);
+    let url = &m.url;
+    let r = open(&http, url, &c.admin).await;
+    let (cookie, set) = session_cookie(&r);
+    assert!(set.contains("Max-Age=2"));
+    let get = || {
+        http.get(format!("{url}/v1/session"))
+            .header("cookie", format!("armada_session={cookie}"))
+            .send()
+    };
+    assert_eq!(get().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(get().await.unwrap().status(), 401, "expired");
+
+    // Guessing the admin token through /v1/session is rate limited (burst 5, one
+    // session opened above).
+    let mut codes = Vec::new();
+    for _ in 0..8 {
+        codes.push(open(&http, url, "guess").await.status().as_u16());
+    }
+    assert_eq!(&codes[..4], &[401; 4], "{codes:?}");
+    assert!(codes[4..].iter().all(|c| *c == 429), "{codes:?}");
+    m.stop().await;
+}
