@@ -115,13 +115,13 @@ bench() {
 echo "== runs"
 bench "dd bs=4M conv=fsync (raw)" dd if="$raw" of="$loop" bs=4M conv=fsync status=none
 bench "bmaptool copy (raw)" bmaptool copy --bmap "$bmap" "$raw" "$loop"
-bench "armada flash --no-verify (raw)" "$armada" flash "$raw" "$loop" --bmap "$bmap" --yes --force --no-verify
-bench "armada flash (raw, read-back verify)" "$armada" flash "$raw" "$loop" --bmap "$bmap" --yes --force
+bench "armada flash --no-verify (raw)" "$armada" flash "$raw" "$loop" --bmap "$bmap" --yes --force --no-ssh --no-verify
+bench "armada flash (raw, read-back verify)" "$armada" flash "$raw" "$loop" --bmap "$bmap" --yes --force --no-ssh
 if [ -n "$compressed" ]; then
   c=$(basename "$compressed")
   bench "xz -dc | dd bs=4M (${c##*.})" sh -c "xz -dc '$compressed' | dd of='$loop' bs=4M iflag=fullblock conv=fsync status=none"
   bench "bmaptool copy (${c##*.})" bmaptool copy --bmap "$bmap" "$compressed" "$loop"
-  bench "armada flash (${c##*.}, read-back verify)" "$armada" flash "$compressed" "$loop" --bmap "$bmap" --yes --force
+  bench "armada flash (${c##*.}, read-back verify)" "$armada" flash "$compressed" "$loop" --bmap "$bmap" --yes --force --no-ssh
 fi
 
 echo

@@ -62,6 +62,12 @@ pub fn first_fat_partition_in(file: &File, dev: &Path) -> Result<PartitionSpan> 
     let mut sector = [0u8; 512];
     file.read_exact_at(&mut sector, 0)
         .map_err(|e| io_err("reading the MBR of", dev, e))?;
+    first_fat_partition_from(&sector, dev)
+}
+
+/// [`first_fat_partition`] from the disk's first sector, given as bytes: `armada flash`
+/// holds the partition table back until the rest of the card is written.
+pub fn first_fat_partition_from(sector: &[u8; 512], dev: &Path) -> Result<PartitionSpan> {
     let layout = |message: String| FatFileError::Layout {
         path: dev.display().to_string(),
         message,

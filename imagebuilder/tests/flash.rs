@@ -306,7 +306,7 @@ fn loop_device_gets_only_mapped_ranges_and_bmaptool_writes_the_same() {
         .arg("flash")
         .arg(&t.img)
         .arg(&a.dev)
-        .args(["--yes", "--force"]));
+        .args(["--yes", "--force", "--no-ssh"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let b = bmap::Bmap::load(&t.bmap).unwrap();
     assert!(
@@ -384,7 +384,7 @@ fn corruption_after_writing_is_caught_with_its_offset() {
         .arg("flash")
         .arg(&t.img)
         .arg(&l.dev)
-        .args(["--yes", "--force"]));
+        .args(["--yes", "--force", "--no-ssh"]));
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(armada()
         .arg("flash")
@@ -431,7 +431,7 @@ fn armada_toml_written_by_flash_reads_back_in_mtools_and_the_agent_parser() {
     let keys = dir.path().join("keys.pub");
     std::fs::write(
         &keys,
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake op@laptop\n",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6Jh+qPUGi9FeaG2A55GWWVq51lz0l7Wt7T7TGalBOE op@laptop\n",
     )
     .unwrap();
 
@@ -493,7 +493,7 @@ fn armada_toml_written_by_flash_reads_back_in_mtools_and_the_agent_parser() {
         assert_eq!(cfg.manager.token, token);
         assert_eq!(
             cfg.ssh_authorized_keys,
-            vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFake op@laptop"]
+            vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6Jh+qPUGi9FeaG2A55GWWVq51lz0l7Wt7T7TGalBOE op@laptop"]
         );
         assert!(
             text.starts_with("# armada first-boot config"),
@@ -688,7 +688,7 @@ fn bad_inputs_fail_clearly_and_never_report_success() {
                 .arg("flash")
                 .arg(&t.img)
                 .arg(&small.dev)
-                .args(["--yes", "--force"]),
+                .args(["--yes", "--force", "--no-ssh"]),
             "does not fit",
         );
         if have("gzip") {
@@ -698,6 +698,7 @@ fn bad_inputs_fail_clearly_and_never_report_success() {
                 armada().arg("flash").arg(&gz).arg(&small.dev).args([
                     "--yes",
                     "--force",
+                    "--no-ssh",
                     "--no-bmap",
                 ]),
                 "smaller than the image",
@@ -717,14 +718,22 @@ fn unsafe_targets_are_refused() {
     };
 
     // No terminal and no --yes: nothing is written.
-    let o = run(armada().arg("flash").arg(&t.img).arg(&l.dev).arg("--force"));
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--force", "--no-ssh"]));
     assert!(
         !o.status.success() && stderr(&o).contains("--yes"),
         "{}",
         stderr(&o)
     );
     // A loop device is not removable: --force is needed.
-    let o = run(armada().arg("flash").arg(&t.img).arg(&l.dev).arg("--yes"));
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--yes", "--no-ssh"]));
     assert!(
         !o.status.success() && stderr(&o).contains("not a removable disk"),
         "{}",
@@ -765,7 +774,7 @@ fn unsafe_targets_are_refused() {
             .arg("flash")
             .arg(&t.img)
             .arg(&l.dev)
-            .args(["--yes", "--force"]));
+            .args(["--yes", "--force", "--no-ssh"]));
         assert!(!o.status.success());
         assert!(
             stderr(&o).contains("mounted at") && stderr(&o).contains("mnt"),
@@ -820,7 +829,7 @@ fn unsafe_targets_are_refused() {
                 .arg("flash")
                 .arg(&t.img)
                 .arg(&pl.dev)
-                .args(["--yes", "--force"]));
+                .args(["--yes", "--force", "--no-ssh"]));
             assert!(!o.status.success());
             assert!(
                 stderr(&o).contains(&format!("{part} mounted at")),
@@ -865,6 +874,7 @@ fn unsafe_targets_are_refused() {
     let o = run(armada().arg("flash").arg(&broken).arg(&root_dev).args([
         "--yes",
         "--force",
+        "--no-ssh",
         "--no-bmap",
     ]));
     assert!(!o.status.success());
@@ -878,4 +888,336 @@ impl Drop for PartxAdded {
     fn drop(&mut self) {
         let _ = Command::new("partx").arg("-d").arg(&self.0).status();
     }
+}
+
+/// The first `len` bytes of `path`.
+fn head(path: &Path, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    File::open(path).unwrap().read_exact_at(&mut b, 0).unwrap();
+    b
+}
+
+/// `armada.toml` as mtools reads it from the FAT of `target`.
+fn card_config(target: &Path) -> FirstBootConfig {
+    let m = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{FAT_START}", target.display()))
+        .arg("::armada.toml")
+        .output()
+        .unwrap();
+    assert!(
+        m.status.success(),
+        "mtype {}: {}",
+        target.display(),
+        String::from_utf8_lossy(&m.stderr)
+    );
+    FirstBootConfig::parse(&String::from_utf8(m.stdout).unwrap(), "armada.toml").unwrap()
+}
+
+const TABLE_BYTES: usize = 34 * 512;
+
+#[test]
+fn partition_table_goes_on_last_so_a_card_pulled_mid_write_does_not_look_flashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("card.img");
+    let image_table = head(&t.img, TABLE_BYTES);
+    assert_eq!(
+        &image_table[510..512],
+        &[0x55, 0xAA],
+        "the test image has an MBR"
+    );
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&out)
+        .args(["--hostname", "first"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("partition table written last"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(head(&out, TABLE_BYTES), image_table);
+    assert_eq!(card_config(&out).hostname, "first");
+
+    // The same card flashed again, and pulled out 2 MiB into the write: the old table is
+    // gone and the new one never came, so no OS or board sees partitions on it.
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&out)
+        .args(["--hostname", "second"])
+        .env("ARMADA_FLASH_TEST_FAIL_AFTER", (2 * MIB).to_string()));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("went away"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("flashed "), "{}", stderr(&o));
+    let h = head(&out, TABLE_BYTES);
+    assert!(
+        h.iter().all(|&b| b == 0),
+        "a partition table is on the half-written card"
+    );
+    let m = Command::new("mtype")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .arg("-i")
+        .arg(format!("{}@@{FAT_START}", out.display()))
+        .arg("::armada.toml")
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&m.stdout).contains("hostname = \"second\""),
+        "personalised before the write finished"
+    );
+    // A loop device (a real block device) gets the same order.
+    let Some(l) = Loop::new(dir.path(), "t.loop", 100 * MIB) else {
+        return;
+    };
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--yes", "--force", "--no-ssh"])
+        .env("ARMADA_FLASH_TEST_FAIL_AFTER", (3 * MIB).to_string()));
+    assert!(!o.status.success());
+    assert!(l.read(0, TABLE_BYTES as u64).iter().all(|&b| b == 0));
+    assert!(
+        l.read(FAT_START, 512) == head(&t.img, FAT_START as usize + 512)[FAT_START as usize..],
+        "the data before the failure was written"
+    );
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--yes", "--force", "--no-ssh"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(l.read(0, TABLE_BYTES as u64), image_table);
+}
+
+#[test]
+fn a_card_swapped_after_the_check_is_refused_before_a_byte_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let Some(l) = Loop::new(dir.path(), "first.loop", 100 * MIB) else {
+        return;
+    };
+    // Another "card" of another size, put into the same slot (the same /dev name)
+    // after the checks and the question, before the open.
+    let other = dir.path().join("second.loop");
+    let f = File::create(&other).unwrap();
+    f.write_all_at(&vec![0xEEu8; MIB as usize], 0).unwrap();
+    f.set_len(120 * MIB).unwrap();
+    drop(f);
+    let swap = format!(
+        "losetup -d {dev} && for i in 1 2 3 4 5 6 7 8 9 10; do losetup {dev} {other} && exit 0; sleep 0.2; done; exit 1",
+        dev = l.dev,
+        other = other.display()
+    );
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&l.dev)
+        .args(["--yes", "--force", "--no-ssh"])
+        .env("ARMADA_FLASH_TEST_BEFORE_OPEN", &swap));
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("changed since it was checked"), "{e}");
+    assert!(e.contains("size") && e.contains("serial"), "{e}");
+    assert!(
+        head(&other, MIB as usize).iter().all(|&b| b == 0xEE),
+        "the swapped-in card was written"
+    );
+}
+
+#[test]
+fn no_ssh_key_refuses_a_card_and_warns_for_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("card.img");
+    let o = run(armada().arg("flash").arg(&t.img).arg(&out));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("warning: no ssh key"), "{}", stderr(&o));
+    let o = run(armada().arg("flash").arg(&t.img).arg(&out).arg("--no-ssh"));
+    assert!(
+        o.status.success() && !stderr(&o).contains("warning"),
+        "{}",
+        stderr(&o)
+    );
+    let Some(l) = Loop::new(dir.path(), "k.loop", 100 * MIB) else {
+        return;
+    };
+    let o = run(armada().arg("flash").arg(&t.img).arg(&l.dev).args([
+        "--yes",
+        "--force",
+        "--hostname",
+        "n1",
+    ]));
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no ssh key") && stderr(&o).contains("--no-ssh"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(l.read(0, MIB).iter().all(|&b| b == 0xEE), "written");
+}
+
+#[test]
+fn every_input_is_checked_before_the_first_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let Some(l) = Loop::new(dir.path(), "i.loop", 100 * MIB) else {
+        return;
+    };
+    // A compressed image: its armada.toml cannot be read up front, the flags still are.
+    let gz = compress(&t.img, "gzip", "gz");
+    let notakey = dir.path().join("notakey.pub");
+    std::fs::write(&notakey, "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n").unwrap();
+    let goodkey = dir.path().join("ok.pub");
+    std::fs::write(&goodkey, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6Jh+qPUGi9FeaG2A55GWWVq51lz0l7Wt7T7TGalBOE op@laptop\n").unwrap();
+    let base = |extra: &[&str]| {
+        let mut c = armada();
+        c.arg("flash")
+            .arg(&gz)
+            .arg(&l.dev)
+            .args(["--yes", "--force"])
+            .args(extra);
+        c
+    };
+    let cases: Vec<(Command, &str)> = vec![
+        (
+            {
+                let mut c = base(&["--label", "armada.role=x"]);
+                c.arg("--ssh-key").arg(&goodkey);
+                c
+            },
+            "labels.armada.role",
+        ),
+        (
+            {
+                let mut c = base(&[]);
+                c.arg("--ssh-key").arg(&notakey);
+                c
+            },
+            "not an ssh public key",
+        ),
+        (
+            base(&["--hostname", "under_score", "--no-ssh"]),
+            "not valid",
+        ),
+    ];
+    for (mut c, want) in cases {
+        let o = run(&mut c);
+        assert!(!o.status.success(), "expected a refusal mentioning {want}");
+        assert!(
+            stderr(&o).contains(want),
+            "expected `{want}` in {}",
+            stderr(&o)
+        );
+        assert!(
+            l.read(0, MIB).iter().all(|&b| b == 0xEE),
+            "written before `{want}`"
+        );
+    }
+}
+
+#[test]
+fn batch_flashes_three_loop_cards_as_they_appear() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let cards = dir.path().join("cards");
+    std::fs::create_dir(&cards).unwrap();
+    // A card already in a slot when the batch starts is not one of the batch's.
+    let Some(present) = Loop::new(&cards, "present.loop", 100 * MIB) else {
+        return;
+    };
+    let keys = dir.path().join("keys.pub");
+    std::fs::write(&keys, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6Jh+qPUGi9FeaG2A55GWWVq51lz0l7Wt7T7TGalBOE op@laptop\n").unwrap();
+    let log = dir.path().join("batch.log");
+    let started = std::time::Instant::now();
+    let mut child = armada()
+        .arg("flash")
+        .arg(&t.img)
+        .args(["--batch", "--count", "3", "--start", "7", "--wait", "90"])
+        .args(["--hostname", "node-{nn}", "--label", "rack=r2", "--yes"])
+        .arg("--ssh-key")
+        .arg(&keys)
+        .arg("--test-accept-loop-under")
+        .arg(&cards)
+        .stderr(File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < until {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains(what) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "no `{what}` in: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let mut loops = Vec::new();
+    for i in 1..=3 {
+        wait_for(&format!("waiting for card {i}"));
+        let Some(l) = Loop::new(&cards, &format!("card{i}.loop"), 100 * MIB) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        };
+        wait_for(&format!("card {i}: {} got hostname", l.dev));
+        loops.push(l);
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < until, "the batch did not end");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    eprintln!("{text}");
+    assert!(status.success(), "{text}");
+    assert!(
+        text.contains("batch summary: 3 flashed, 0 failed"),
+        "{text}"
+    );
+    for (l, want) in loops.iter().zip(["node-07", "node-08", "node-09"]) {
+        assert!(
+            text.contains(&format!("{} got hostname {want}", l.dev)),
+            "{text}"
+        );
+        // Not every mapped range: the FAT changed when armada.toml was personalised.
+        // The MBR is the image's (the rest of the table span is a hole in it).
+        assert_eq!(l.read(0, 512), head(&t.img, 512));
+        for &(off, len, seed) in DATA {
+            assert!(l.read(off, len) == pattern(len, seed), "data at {off}");
+        }
+        let cfg = card_config(Path::new(&l.dev));
+        assert_eq!(cfg.hostname, want);
+        assert_eq!(cfg.labels["rack"], "r2");
+        assert_eq!(cfg.ssh_authorized_keys.len(), 1);
+    }
+    assert!(
+        present.read(0, MIB).iter().all(|&b| b == 0xEE),
+        "the card present before the batch was written"
+    );
+    eprintln!(
+        "batch of 3 loop cards: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -59,6 +59,8 @@ mod tests {
             path: PathBuf::from("/dev/sdb"),
             kind: TargetKind::Disk,
             disk: "sdb".into(),
+            devno: "8:16".into(),
+            serial: String::new(),
             size: 31_914_983_424,
             model: "Generic STORAGE DEVICE".into(),
             removable: true,

@@ -3,19 +3,31 @@
 //!
 //! The order of work, each step failing loudly and nothing reported as success before
 //! the last one:
-//! 1. check the inputs (personalisation values, key files, cluster token, bmap);
+//! 1. check every input before the first byte is written (personalisation values
+//!    applied to a blank `armada.toml` through the agent's schema, key files, Wi-Fi,
+//!    cluster token, bmap), and refuse a card nobody could log in to (no ssh key)
+//!    unless `--no-ssh`;
 //! 2. check the target ([`target`]: never mounted, never the running system's disk,
 //!    removable and not too large unless `--force`), ask ([`confirm`]);
-//! 3. open it exclusively and write the image's mapped ranges ([`write`], reading the
-//!    image through [`source`]), sync;
-//! 4. read every written range back from the device and compare its SHA-256;
-//! 5. edit `armada.toml` on the card's boot partition ([`personalise`]) and read it
-//!    back through the agent's parser.
+//! 3. check the target's identity again (device number, size, model, serial) right
+//!    before opening it exclusively, and the opened device's number after;
+//! 4. erase the card's partition table, write the image's mapped ranges except the
+//!    partition table, which is held in memory ([`write`], reading the image through
+//!    [`source`]), sync;
+//! 5. read every written range back from the device and compare its SHA-256;
+//! 6. edit `armada.toml` on the card's boot partition ([`personalise`]) and read it
+//!    back through the agent's parser;
+//! 7. write the partition table last and read it back.
 //!
-//! Layout: `source` (raw/xz/gz streaming), `target` (device facts and safety),
-//! `write` (bmap-aware write and read-back), `personalise` (armada.toml), `list`
-//! (`--list`), `confirm` (the question before overwriting a disk).
+//! `--batch` ([`batch`]) repeats 2-7 for each card that appears, with a hostname
+//! counting up.
+//!
+//! Layout: `source` (raw/xz/gz streaming), `target` (device facts, safety and
+//! identity), `write` (bmap-aware write, table last, read-back), `personalise`
+//! (armada.toml), `list` (`--list`), `confirm` (the question before overwriting a
+//! disk), `batch` (waiting for cards, one after the other).
 
+mod batch;
 mod confirm;
 mod list;
 mod personalise;
@@ -27,6 +39,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use protocol::config::FirstBootConfig;
 use protocol::wire::Role;
 
 use crate::bmap::Bmap;
@@ -42,8 +55,30 @@ pub struct FlashArgs {
     #[arg(required_unless_present = "list")]
     pub image: Option<PathBuf>,
     /// The SD card's block device (e.g. /dev/sdb, /dev/mmcblk0) or an image file to write.
-    #[arg(required_unless_present = "list")]
+    #[arg(required_unless_present_any = ["list", "batch"], conflicts_with = "batch")]
     pub device: Option<PathBuf>,
+    /// Flash card after card: wait for the next removable card to appear, flash, verify,
+    /// personalise and eject it, print the hostname it got, and wait for the next, until
+    /// --count cards are done, no card comes within --wait seconds, or Ctrl-C.
+    #[arg(long, conflicts_with_all = ["verify_only", "index"])]
+    pub batch: bool,
+    /// With --batch: stop after this many cards.
+    #[arg(long, value_name = "N", requires = "batch")]
+    pub count: Option<u32>,
+    /// With --batch: the first card's number for the --hostname template.
+    #[arg(long, value_name = "K", default_value_t = 1, requires = "batch")]
+    pub start: u32,
+    /// With --batch: seconds to wait for each card before stopping.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "batch")]
+    pub wait: u64,
+    /// Tests only: with --batch, also take loop devices whose backing file is under DIR
+    /// as cards (a real run never takes a loop device).
+    #[arg(long, value_name = "DIR", hide = true, requires = "batch")]
+    pub test_accept_loop_under: Option<PathBuf>,
+    /// Flash a card without an ssh key: nobody can log in to it (root is locked, sshd
+    /// takes keys only). Without it, a card with no key is refused.
+    #[arg(long, conflicts_with = "ssh_key")]
+    pub no_ssh: bool,
     /// Show candidate removable disks with model and size, and exit.
     #[arg(long, conflicts_with_all = ["image", "device"])]
     pub list: bool,
@@ -98,202 +133,330 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
         print!("{}", list::render(&list::candidates(Path::new("/"))?));
         return Ok(());
     }
-    let (Some(image), Some(device)) = (args.image.clone(), args.device.clone()) else {
-        bail!("give IMAGE and DEVICE, or --list");
+    let Some(image) = args.image.clone() else {
+        bail!("give IMAGE and DEVICE, IMAGE --batch, or --list");
     };
+    if args.batch {
+        return batch::run(&args, &image, ui);
+    }
+    let Some(device) = args.device.clone() else {
+        bail!("give IMAGE and DEVICE, IMAGE --batch, or --list");
+    };
+    let personalisation = personalisation_for(&args, args.index)?;
+    let job = Job::prepare(&args, &image, &personalisation, ui)?;
+    let done = job.flash_card(&device, &personalisation, None, ui)?;
+    if let Some(line) = done.report {
+        ui.info(&line);
+    }
+    Ok(())
+}
 
-    // 1. Inputs, all checked before the target is touched.
-    let personalisation = personalise::from_inputs(&personalise::Inputs {
+/// The flags' personalisation for card number `index`, every value checked (step 1).
+fn personalisation_for(
+    args: &FlashArgs,
+    index: Option<u32>,
+) -> Result<personalise::Personalisation> {
+    let p = personalise::from_inputs(&personalise::Inputs {
         hostname: args.hostname.as_deref(),
-        index: args.index,
+        index,
         role: args.role,
         labels: &args.label,
         ssh_key_files: &args.ssh_key,
         manager: args.manager.as_deref(),
         cluster: args.cluster.as_deref(),
     })?;
-    if args.verify_only && !personalisation.is_empty() {
-        bail!("--verify-only writes nothing: drop the personalisation flags");
-    }
-    let source = source::Source::open(&image)?;
-    if !personalisation.is_empty() && source.compression() == source::Compression::None {
-        personalise::check_image(&image, &personalisation)?;
-    }
-    let bmap = resolve_bmap(&image, args.bmap.as_deref(), args.no_bmap, ui)?;
-    if let (Some(b), Some(len)) = (&bmap, source.known_len()) {
-        if len < b.image_size {
-            bail!(
-                "image {} is {len} bytes, smaller than the {} bytes its bmap says: the image is truncated or the bmap is another image's",
-                image.display(),
-                b.image_size
-            );
-        }
-        if len > b.image_size {
-            bail!(
-                "image {} is {len} bytes but its bmap says {}: the bmap belongs to another image",
-                image.display(),
-                b.image_size
-            );
-        }
-    }
-    let image_size = bmap.as_ref().map(|b| b.image_size).or(source.known_len());
+    // The same edit on a blank armada.toml, through the agent's schema: a value the
+    // board would reject (a reserved label key, say) fails here, not on the card.
+    let blank = FirstBootConfig::default().to_toml();
+    personalise::apply(&blank, "the flags given (armada.toml)", &p)?;
+    Ok(p)
+}
 
-    // 2. The target.
-    let facts = target::inspect(&device, Path::new("/"))?;
-    if !args.verify_only {
-        target::check(
-            &facts,
-            target::Policy {
-                force: args.force,
-                max_size: args.max_size,
-            },
-        )?;
-        for input in [Some(image.as_path()), args.bmap.as_deref()]
-            .into_iter()
-            .flatten()
+/// What every card of one run shares: the image, its bmap and the checks made once.
+pub(crate) struct Job<'a> {
+    args: &'a FlashArgs,
+    image: PathBuf,
+    bmap: Option<Bmap>,
+    image_size: Option<u64>,
+    /// The card would have no ssh key (none given, none in the image as far as known).
+    keyless: bool,
+}
+
+/// One card done.
+pub(crate) struct Flashed {
+    pub hostname: String,
+    /// The line printed for a single flash (None for --verify-only, printed already).
+    pub report: Option<String>,
+}
+
+impl<'a> Job<'a> {
+    fn prepare(
+        args: &'a FlashArgs,
+        image: &Path,
+        personalisation: &personalise::Personalisation,
+        ui: &Ui,
+    ) -> Result<Self> {
+        if args.verify_only && !personalisation.is_empty() {
+            bail!("--verify-only writes nothing: drop the personalisation flags");
+        }
+        let source = source::Source::open(image)?;
+        let mut image_keys = None;
+        if source.compression() == source::Compression::None
+            && (!personalisation.is_empty() || personalisation.ssh_keys.is_empty())
         {
-            if same_file(input, &device) {
+            match personalise::check_image(image, personalisation) {
+                Ok(cfg) => image_keys = Some(!cfg.ssh_authorized_keys.is_empty()),
+                Err(e) if !personalisation.is_empty() => return Err(e),
+                // Not an armada image: nothing to personalise, nothing to say about keys.
+                Err(_) => image_keys = Some(false),
+            }
+        }
+        let keyless = !args.verify_only
+            && !args.no_ssh
+            && personalisation.ssh_keys.is_empty()
+            && image_keys != Some(true);
+        let bmap = resolve_bmap(image, args.bmap.as_deref(), args.no_bmap, ui)?;
+        if let (Some(b), Some(len)) = (&bmap, source.known_len()) {
+            if len < b.image_size {
                 bail!(
-                    "refusing to write to {}: it is the input file {}",
-                    device.display(),
-                    input.display()
+                    "image {} is {len} bytes, smaller than the {} bytes its bmap says: the image is truncated or the bmap is another image's",
+                    image.display(),
+                    b.image_size
+                );
+            }
+            if len > b.image_size {
+                bail!(
+                    "image {} is {len} bytes but its bmap says {}: the bmap belongs to another image",
+                    image.display(),
+                    b.image_size
                 );
             }
         }
+        let image_size = bmap.as_ref().map(|b| b.image_size).or(source.known_len());
+        Ok(Job {
+            args,
+            image: image.to_path_buf(),
+            bmap,
+            image_size,
+            keyless,
+        })
     }
-    if let (Some(size), true) = (image_size, facts.kind != target::TargetKind::File) {
-        if facts.size < size {
-            bail!(
-                "target {} is {} but the image is {}: it does not fit",
-                device.display(),
-                target::human_bytes(facts.size),
-                target::human_bytes(size)
-            );
-        }
-    }
-    if !args.verify_only && confirm::needs_asking(&facts, args.yes) {
-        let q = confirm::question(&image.display().to_string(), &facts);
-        confirm::ask(
-            &q,
-            std::io::stdin().is_terminal(),
-            &mut std::io::stdin().lock(),
-            &mut std::io::stderr(),
-        )?;
-    }
-    let tgt = if args.verify_only {
-        let file = std::fs::File::open(&device)
-            .with_context(|| format!("opening {}", device.display()))?;
-        target::Target { file, facts }
-    } else {
-        target::open(facts)?
-    };
-    let is_file = tgt.facts.kind == target::TargetKind::File;
 
-    // 3. Write (or, for --verify-only, only read the image).
-    let plan = match bmap {
-        Some(b) => write::Plan::Mapped(b),
-        None => write::Plan::Everything,
-    };
-    let total = match &plan {
-        write::Plan::Mapped(b) => b.mapped_bytes(),
-        write::Plan::Everything => image_size.unwrap_or(0),
-    };
-    let raw_image = match source.compression() {
-        source::Compression::None => std::fs::File::open(&image).ok(),
-        _ => None,
-    };
-    let streamed = if args.verify_only {
-        let mut bar = ui.bytes("reading image", total);
-        let s = write::stream(source, plan, &mut |_, _| Ok(()), &mut bar)?;
-        bar.done();
-        s
-    } else {
-        if is_file {
-            // A fresh file of the image's size: holes read as zeros, exactly the image.
-            tgt.file
-                .set_len(0)
-                .with_context(|| format!("truncating {}", device.display()))?;
-            if let Some(size) = image_size {
-                tgt.file
-                    .set_len(size)
-                    .with_context(|| format!("sizing {}", device.display()))?;
+    /// Steps 2-7 for one card. `batch` is set for --batch: the question was asked once
+    /// for the whole run, and loop devices under the test directory count as cards.
+    fn flash_card(
+        &self,
+        device: &Path,
+        personalisation: &personalise::Personalisation,
+        batch: Option<&batch::Accept>,
+        ui: &Ui,
+    ) -> Result<Flashed> {
+        let args = self.args;
+        let image = &self.image;
+        let root = Path::new("/");
+        // 2. The target.
+        let mut facts = target::inspect(device, root)?;
+        if let Some(accept) = batch {
+            accept.apply(&mut facts);
+        }
+        if !args.verify_only {
+            target::check(
+                &facts,
+                target::Policy {
+                    force: args.force,
+                    max_size: args.max_size,
+                },
+            )?;
+            for input in [Some(image.as_path()), args.bmap.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                if same_file(input, device) {
+                    bail!(
+                        "refusing to write to {}: it is the input file {}",
+                        device.display(),
+                        input.display()
+                    );
+                }
             }
         }
-        let mut bar = ui.bytes(&format!("writing {}", device.display()), total);
-        let mut sink = write::device_sink(&tgt.file, &device);
-        let s = write::stream(source, plan, &mut sink, &mut bar)?;
-        bar.done();
-        if is_file {
+        if let (Some(size), true) = (self.image_size, facts.kind != target::TargetKind::File) {
+            if facts.size < size {
+                bail!(
+                    "target {} is {} but the image is {}: it does not fit",
+                    device.display(),
+                    target::human_bytes(facts.size),
+                    target::human_bytes(size)
+                );
+            }
+        }
+        if self.keyless {
+            let msg = "no ssh key for this card: nobody will be able to log in (root is locked and sshd takes keys only); give --ssh-key FILE, or --no-ssh to flash it anyway";
+            if facts.kind == target::TargetKind::File {
+                // An image file is for qemu or a later `armada flash`: a warning will do.
+                ui.info(&format!("warning: {msg}"));
+            } else {
+                bail!("refusing to write to {}: {msg}", device.display());
+            }
+        }
+        if !args.verify_only && batch.is_none() && confirm::needs_asking(&facts, args.yes) {
+            let q = confirm::question(&image.display().to_string(), &facts);
+            confirm::ask(
+                &q,
+                std::io::stdin().is_terminal(),
+                &mut std::io::stdin().lock(),
+                &mut std::io::stderr(),
+            )?;
+        }
+        let tgt = if args.verify_only {
+            let file = std::fs::File::open(device)
+                .with_context(|| format!("opening {}", device.display()))?;
+            target::Target { file, facts }
+        } else {
+            // 3. The same device as the one checked and shown in the question.
+            #[cfg(debug_assertions)]
+            test_hook_before_open()?;
+            target::recheck(&facts, root)?;
+            target::open(facts)?
+        };
+        let is_file = tgt.facts.kind == target::TargetKind::File;
+
+        // 4. Write (or, for --verify-only, only read the image).
+        let source = source::Source::open(image)?;
+        let plan = match &self.bmap {
+            Some(b) => write::Plan::Mapped(b.clone()),
+            None => write::Plan::Everything,
+        };
+        let total = match &plan {
+            write::Plan::Mapped(b) => b.mapped_bytes(),
+            write::Plan::Everything => self.image_size.unwrap_or(0),
+        };
+        let raw_image = match source.compression() {
+            source::Compression::None => std::fs::File::open(image).ok(),
+            _ => None,
+        };
+        let mut table = [0u8; write::TABLE_BYTES];
+        let streamed = if args.verify_only {
+            let mut bar = ui.bytes("reading image", total);
+            let s = write::stream(source, plan, &mut |_, _| Ok(()), &mut bar)?;
+            bar.done();
+            s
+        } else {
+            if is_file {
+                // A fresh file of the image's size: holes read as zeros, exactly the image.
+                tgt.file
+                    .set_len(0)
+                    .with_context(|| format!("truncating {}", device.display()))?;
+                if let Some(size) = self.image_size {
+                    tgt.file
+                        .set_len(size)
+                        .with_context(|| format!("sizing {}", device.display()))?;
+                }
+            }
+            table = write::erase_table(&tgt.file, device)?;
+            let mut bar = ui.bytes(&format!("writing {}", device.display()), total);
+            let s = {
+                let sink = write::device_sink(&tgt.file, device);
+                #[cfg(debug_assertions)]
+                let sink = test_hook_fail_after(sink);
+                let sink = batch::interruptible(sink);
+                let mut sink = write::holding_back_table(sink, &mut table);
+                write::stream(source, plan, &mut sink, &mut bar)?
+            };
+            bar.done();
+            if is_file {
+                tgt.file
+                    .set_len(s.image_size)
+                    .with_context(|| format!("sizing {}", device.display()))?;
+            }
+            let stage = ui.stage(&format!("syncing {}", device.display()));
             tgt.file
-                .set_len(s.image_size)
-                .with_context(|| format!("sizing {}", device.display()))?;
-        }
-        let stage = ui.stage(&format!("syncing {}", device.display()));
-        tgt.file
-            .sync_all()
-            .with_context(|| format!("syncing {}", device.display()))?;
-        stage.done();
-        s
-    };
-    #[cfg(debug_assertions)]
-    test_hook_corrupt(&tgt.file)?;
+                .sync_all()
+                .with_context(|| format!("syncing {}", device.display()))?;
+            stage.done();
+            s
+        };
+        #[cfg(debug_assertions)]
+        test_hook_corrupt(&tgt.file)?;
 
-    // 4. Read back.
-    let verified = if args.no_verify {
-        None
-    } else {
-        let mut bar = ui.bytes(&format!("verifying {}", device.display()), streamed.bytes);
-        let n = write::verify(
-            &tgt.file,
-            &device,
-            &streamed.ranges,
-            raw_image.as_ref(),
-            &mut bar,
-        )?;
-        bar.done();
-        Some(n)
-    };
-    if args.verify_only {
-        ui.info(&format!(
-            "verified: {} matches {} in all {} mapped bytes ({} ranges)",
-            device.display(),
-            image.display(),
-            verified.unwrap_or(0),
-            streamed.ranges.len()
-        ));
-        return Ok(());
-    }
-
-    // 5. Personalise.
-    let summary = if personalisation.is_empty() {
-        "not personalised (no --hostname/--role/--label/--ssh-key/--manager/--cluster)".to_string()
-    } else {
-        let cfg = personalise::personalise_card(&tgt.file, &device, &personalisation)?;
-        format!(
-            "armada.toml: hostname {}, role {}, {} label(s), {} ssh key(s), manager {}, bootstrap token {}",
-            if cfg.hostname.is_empty() { "(image default)" } else { &cfg.hostname },
-            cfg.role,
-            cfg.labels.len(),
-            cfg.ssh_authorized_keys.len(),
-            if cfg.manager.address.is_empty() { "(mDNS)" } else { &cfg.manager.address },
-            if cfg.manager.token.is_empty() { "none" } else { "set" }
-        )
-    };
-    if !is_file {
-        reread_partition_table(&tgt.file);
-    }
-    ui.info(&format!(
-        "flashed {} to {}: {} bytes written of a {}-byte image, {}; {summary}",
-        image.display(),
-        device.display(),
-        streamed.bytes,
-        streamed.image_size,
-        match verified {
-            Some(n) => format!("{n} bytes read back and verified"),
-            None => "NOT verified (--no-verify)".into(),
+        // 5. Read back (the partition table from memory: it is not on the card yet).
+        let held: &[u8] = if args.verify_only { &[] } else { &table };
+        let verified = if args.no_verify {
+            None
+        } else {
+            let mut bar = ui.bytes(&format!("verifying {}", device.display()), streamed.bytes);
+            let n = write::verify(
+                &tgt.file,
+                device,
+                &streamed.ranges,
+                raw_image.as_ref(),
+                held,
+                &mut bar,
+            )?;
+            bar.done();
+            Some(n)
+        };
+        if args.verify_only {
+            ui.info(&format!(
+                "verified: {} matches {} in all {} mapped bytes ({} ranges)",
+                device.display(),
+                image.display(),
+                verified.unwrap_or(0),
+                streamed.ranges.len()
+            ));
+            return Ok(Flashed {
+                hostname: String::new(),
+                report: None,
+            });
         }
-    ));
-    Ok(())
+
+        // 6. Personalise, finding the boot partition in the held-back table.
+        let (summary, hostname) = if personalisation.is_empty() {
+            (
+                "not personalised (no --hostname/--role/--label/--ssh-key/--manager/--cluster)"
+                    .to_string(),
+                String::new(),
+            )
+        } else {
+            let mut mbr = [0u8; 512];
+            mbr.copy_from_slice(&table[..512]);
+            let part = crate::fatfile::first_fat_partition_from(&mbr, device)
+                .context("finding the card's boot partition in the image's partition table")?;
+            let cfg = personalise::personalise_card(&tgt.file, device, part, personalisation)?;
+            (
+                format!(
+                    "armada.toml: hostname {}, role {}, {} label(s), {} ssh key(s), manager {}, bootstrap token {}",
+                    if cfg.hostname.is_empty() { "(image default)" } else { &cfg.hostname },
+                    cfg.role,
+                    cfg.labels.len(),
+                    cfg.ssh_authorized_keys.len(),
+                    if cfg.manager.address.is_empty() { "(mDNS)" } else { &cfg.manager.address },
+                    if cfg.manager.token.is_empty() { "none" } else { "set" }
+                ),
+                cfg.hostname,
+            )
+        };
+
+        // 7. The partition table, last.
+        write::write_table(&tgt.file, device, &table)?;
+        if !is_file {
+            reread_partition_table(&tgt.file);
+        }
+        Ok(Flashed {
+            hostname,
+            report: Some(format!(
+                "flashed {} to {}: {} bytes written of a {}-byte image, {}; partition table written last; {summary}",
+                image.display(),
+                device.display(),
+                streamed.bytes,
+                streamed.image_size,
+                match verified {
+                    Some(n) => format!("{n} bytes read back and verified"),
+                    None => "NOT verified (--no-verify)".into(),
+                }
+            )),
+        })
+    }
 }
 
 /// The bmap to use: `--bmap`, else one found beside the image, unless `--no-bmap`.
@@ -348,6 +511,48 @@ fn reread_partition_table(file: &std::fs::File) {
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART as _) };
     if rc != 0 {
         tracing::debug!("BLKRRPART: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Test-only (debug builds): `ARMADA_FLASH_TEST_BEFORE_OPEN=COMMAND` runs COMMAND with
+/// `sh -c` after the target was checked and before it is checked again and opened,
+/// standing in for a card swapped while the question was on the screen.
+#[cfg(debug_assertions)]
+fn test_hook_before_open() -> Result<()> {
+    let Ok(cmd) = std::env::var("ARMADA_FLASH_TEST_BEFORE_OPEN") else {
+        return Ok(());
+    };
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .status()
+        .context("ARMADA_FLASH_TEST_BEFORE_OPEN")?;
+    if !st.success() {
+        bail!("ARMADA_FLASH_TEST_BEFORE_OPEN `{cmd}` failed: {st}");
+    }
+    Ok(())
+}
+
+/// Test-only (debug builds): `ARMADA_FLASH_TEST_FAIL_AFTER=BYTES` fails the write once
+/// BYTES have gone to the target, standing in for a card pulled out mid-write.
+#[cfg(debug_assertions)]
+fn test_hook_fail_after<'a>(
+    mut inner: impl FnMut(u64, &[u8]) -> Result<()> + 'a,
+) -> impl FnMut(u64, &[u8]) -> Result<()> + 'a {
+    let limit: Option<u64> = std::env::var("ARMADA_FLASH_TEST_FAIL_AFTER")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mut written = 0u64;
+    move |offset, data| {
+        if let Some(l) = limit {
+            if written + data.len() as u64 > l {
+                bail!(
+                    "test: the card went away after {written} bytes (ARMADA_FLASH_TEST_FAIL_AFTER)"
+                );
+            }
+        }
+        written += data.len() as u64;
+        inner(offset, data)
     }
 }
 

@@ -147,6 +147,15 @@ pub fn from_inputs(i: &Inputs) -> Result<Personalisation> {
         if keys.is_empty() {
             bail!("ssh key file {} holds no public key", f.display());
         }
+        for (n, k) in keys.iter().enumerate() {
+            if let Err(why) = check_public_key(k) {
+                bail!(
+                    "ssh key file {}: key {} is not an ssh public key ({why}); give the .pub file, e.g. ~/.ssh/id_ed25519.pub",
+                    f.display(),
+                    n + 1
+                );
+            }
+        }
         ssh_keys.extend(keys);
     }
     let (cluster_files, local_manager) = match i.cluster {
@@ -236,6 +245,38 @@ pub fn parse_key_file(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Checks one `authorized_keys` line: an optional options field, a key type sshd
+/// knows, and a base64 body that starts with that same type (the wire format repeats
+/// it), so a private key or a truncated paste is caught at flash time, not at login.
+pub fn check_public_key(line: &str) -> std::result::Result<(), String> {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+        "ssh-dss",
+    ];
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let Some(i) = fields.iter().position(|f| TYPES.contains(f)) else {
+        return Err("no key type such as ssh-ed25519 or ssh-rsa".into());
+    };
+    let Some(body) = fields.get(i + 1) else {
+        return Err(format!("no key data after {}", fields[i]));
+    };
+    use base64::Engine;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .map_err(|e| format!("the key data is not base64: {e}"))?;
+    let ty = fields[i].as_bytes();
+    if raw.len() < 4 + ty.len() || &raw[4..4 + ty.len()] != ty {
+        return Err(format!("the key data is not a {} key", fields[i]));
+    }
+    Ok(())
+}
+
 /// Applies `p` to the text of an `armada.toml`; the result is validated by the schema.
 pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, FirstBootConfig)> {
     let current = FirstBootConfig::parse(text, file)?;
@@ -276,8 +317,9 @@ pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, Fir
 }
 
 /// Checks, before anything is written, that a raw image has an `armada.toml` that
-/// takes `p` (compressed images are checked on the card after writing).
-pub fn check_image(image: &Path, p: &Personalisation) -> Result<()> {
+/// takes `p` (compressed images are checked on the card after writing); returns the
+/// config the card will have.
+pub fn check_image(image: &Path, p: &Personalisation) -> Result<FirstBootConfig> {
     let file = File::open(image).with_context(|| format!("opening image {}", image.display()))?;
     let part = fatfile::first_fat_partition_in(&file, image).with_context(|| {
         format!(
@@ -292,7 +334,7 @@ pub fn check_image(image: &Path, p: &Personalisation) -> Result<()> {
         .with_context(|| format!("{BOOT_CONFIG_FILE} in {} is not UTF-8", image.display()))?;
     let (_, cfg) = apply(&text, &format!("{}:{BOOT_CONFIG_FILE}", image.display()), p)?;
     manager_files_for(&cfg, p)?;
-    Ok(())
+    Ok(cfg)
 }
 
 /// The cluster files to put on a card whose resulting config is `cfg`: the manager's
@@ -310,11 +352,14 @@ fn manager_files_for<'a>(
     Ok(&p.cluster_files)
 }
 
-/// Edits `armada.toml` on the first FAT partition of the open target, then reads it
+/// Edits `armada.toml` on the FAT partition `part` of the open target, then reads it
 /// back and parses it as the agent will.
-pub fn personalise_card(file: &File, dev: &Path, p: &Personalisation) -> Result<FirstBootConfig> {
-    let part =
-        fatfile::first_fat_partition_in(file, dev).context("finding the card's boot partition")?;
+pub fn personalise_card(
+    file: &File,
+    dev: &Path,
+    part: fatfile::PartitionSpan,
+    p: &Personalisation,
+) -> Result<FirstBootConfig> {
     let text = fatfile::read_file_in(file, dev, part, BOOT_CONFIG_FILE).with_context(|| {
         format!("the image has no readable {BOOT_CONFIG_FILE} on its boot partition: is it an armada image?")
     })?;
@@ -483,6 +528,21 @@ mod tests {
         assert!(MANAGER_FILES
             .iter()
             .all(|(n, _)| *n != crate::cluster::CA_KEY));
+    }
+
+    #[test]
+    fn public_keys_are_checked() {
+        // A real ed25519 public key (made for this test, never used).
+        let k = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIF6Jh+qPUGi9FeaG2A55GWWVq51lz0l7Wt7T7TGalBOE op@laptop";
+        assert!(check_public_key(k).is_ok());
+        assert!(check_public_key(&format!("from=\"10.0.0.1\" {k}")).is_ok());
+        assert!(check_public_key("ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIGyz x")
+            .unwrap_err()
+            .contains("not a ssh-rsa"));
+        assert!(check_public_key("-----BEGIN OPENSSH PRIVATE KEY-----").is_err());
+        assert!(check_public_key("ssh-ed25519 !!!")
+            .unwrap_err()
+            .contains("base64"));
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub struct TargetFacts {
     pub kind: TargetKind,
     /// Kernel name of the disk (`sdb`, `mmcblk0`, `loop3`); empty for files.
     pub disk: String,
+    /// The device number of the target itself, `major:minor`; empty for files.
+    pub devno: String,
+    /// What names this very card: the MMC/USB serial or SCSI wwid from sysfs, or a
+    /// loop device's backing file; empty when sysfs has none.
+    pub serial: String,
     /// Bytes; for files, the current length (0 if missing).
     pub size: u64,
     /// Vendor and model from sysfs, when the device has them.
@@ -184,6 +189,8 @@ fn file_facts(path: &Path, size: u64) -> TargetFacts {
         path: path.to_path_buf(),
         kind: TargetKind::File,
         disk: String::new(),
+        devno: String::new(),
+        serial: String::new(),
         size,
         model: String::new(),
         removable: false,
@@ -237,6 +244,7 @@ pub fn block_facts(path: &Path, devno: &str, root: &Path) -> Result<TargetFacts>
     .collect::<Vec<_>>()
     .join(" ");
     let (removable, transport) = removable_and_transport(&disk_dir, &disk);
+    let serial = serial_of(&disk_dir);
 
     // The disk and all its partitions, by device number and by /dev name.
     let mut members: Vec<(String, String)> = vec![(
@@ -307,6 +315,8 @@ pub fn block_facts(path: &Path, devno: &str, root: &Path) -> Result<TargetFacts>
         path: path.to_path_buf(),
         kind,
         disk,
+        devno: devno.to_string(),
+        serial,
         size,
         model,
         removable,
@@ -314,6 +324,80 @@ pub fn block_facts(path: &Path, devno: &str, root: &Path) -> Result<TargetFacts>
         in_use,
         holds_system: holds_system.into_iter().collect(),
     })
+}
+
+/// The card's own name in sysfs: an SD card's serial (or CID), a USB reader's serial
+/// (found on the USB device above the disk), a SCSI wwid, or a loop device's backing
+/// file. Two different cards put into the same slot differ here even when the kernel
+/// gives them the same `/dev` name.
+pub fn serial_of(disk_dir: &Path) -> String {
+    for f in ["device/serial", "device/cid", "device/wwid"] {
+        if let Some(s) = read_trim(&disk_dir.join(f)).filter(|s| !s.is_empty()) {
+            return s;
+        }
+    }
+    if let Some(b) = read_trim(&disk_dir.join("loop/backing_file")).filter(|s| !s.is_empty()) {
+        return format!("loop backing {b}");
+    }
+    // A USB reader: the `serial` attribute of the USB device, a few levels up.
+    let mut dir = std::fs::canonicalize(disk_dir).ok();
+    for _ in 0..10 {
+        let Some(d) = dir else { break };
+        if let Some(s) = read_trim(&d.join("serial")).filter(|s| !s.is_empty()) {
+            return s;
+        }
+        dir = d.parent().map(Path::to_path_buf);
+    }
+    String::new()
+}
+
+/// Fails if the target is no longer the device that was checked (and shown in the
+/// question): another card in the slot, a re-attached loop device, a changed size.
+/// Called right before the target is opened.
+pub fn recheck(before: &TargetFacts, root: &Path) -> Result<()> {
+    let now = inspect(&before.path, root)
+        .with_context(|| format!("checking {} again before opening it", before.path.display()))?;
+    let changes = identity_changes(before, &now);
+    if !changes.is_empty() {
+        bail!(
+            "refusing to write to {}: it changed since it was checked ({}); run again to check the device now there",
+            before.path.display(),
+            changes.join(", ")
+        );
+    }
+    // Whatever was refused before is refused now: a partition mounted meanwhile, say.
+    if !now.in_use.is_empty() || !now.holds_system.is_empty() {
+        bail!(
+            "refusing to write to {}: it is in use now: {}",
+            before.path.display(),
+            now.in_use
+                .iter()
+                .chain(now.holds_system.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What differs between two looks at the same path (pure): device number, kind, size,
+/// model, serial.
+pub fn identity_changes(a: &TargetFacts, b: &TargetFacts) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cmp = |what: &str, x: &str, y: &str| {
+        if x != y {
+            out.push(format!("{what} was `{x}`, is `{y}`"));
+        }
+    };
+    cmp("kind", &format!("{:?}", a.kind), &format!("{:?}", b.kind));
+    cmp("device number", &a.devno, &b.devno);
+    if a.kind != TargetKind::File {
+        cmp("size", &a.size.to_string(), &b.size.to_string());
+    }
+    cmp("model", &a.model, &b.model);
+    cmp("serial", &a.serial, &b.serial);
+    out
 }
 
 /// Removable per sysfs, or on an SD/MMC or USB bus (an internal card slot reports
@@ -479,6 +563,23 @@ pub fn open(facts: TargetFacts) -> Result<Target> {
             anyhow::Error::new(e).context(format!("opening {} for writing", path.display()))
         }
     })?;
+    // The name could have been pointed elsewhere between the last check and the open:
+    // what was opened must be the device that was checked.
+    if facts.kind != TargetKind::File {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = file
+            .metadata()
+            .with_context(|| format!("reading {} after opening it", path.display()))?
+            .rdev();
+        let opened = format!("{}:{}", libc::major(rdev), libc::minor(rdev));
+        if opened != facts.devno {
+            bail!(
+                "refusing to write to {}: the device opened is {opened}, not the {} that was checked",
+                path.display(),
+                facts.devno
+            );
+        }
+    }
     Ok(Target { file, facts })
 }
 
@@ -491,6 +592,8 @@ mod tests {
             path: "/dev/sdx".into(),
             kind: TargetKind::Disk,
             disk: "sdx".into(),
+            devno: "8:16".into(),
+            serial: "SN1".into(),
             size,
             model: "Generic SD".into(),
             removable,
@@ -548,6 +651,24 @@ mod tests {
     }
 
     #[test]
+    fn another_card_in_the_slot_is_noticed() {
+        let a = disk(true, 32_000_000_000);
+        assert!(identity_changes(&a, &a.clone()).is_empty());
+        let mut b = a.clone();
+        b.serial = "SN2".into();
+        b.size = 16_000_000_000;
+        let c = identity_changes(&a, &b);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(
+            c[0].contains("size") && c[1].contains("`SN1`, is `SN2`"),
+            "{c:?}"
+        );
+        let mut d = a.clone();
+        d.devno = "8:32".into();
+        assert!(identity_changes(&a, &d)[0].contains("device number"));
+    }
+
+    #[test]
     fn files_are_always_allowed() {
         let mut f = file_facts(Path::new("/tmp/x.img"), 0);
         f.size = u64::MAX;
@@ -601,6 +722,8 @@ mod tests {
             std::fs::write(d.join("removable"), rem).unwrap();
         }
         std::fs::write(dev.join("device/vendor"), "Generic \n").unwrap();
+        // A USB reader's serial lives on the USB device, above the disk.
+        std::fs::write(root.join("sys/devices/pci0/usb1/1-1/serial"), "RDR42\n").unwrap();
         std::fs::write(dev.join("device/model"), "STORAGE DEVICE\n").unwrap();
         for (disk, part, n) in [
             (&dev, "sdb1", "8:17"),
@@ -653,6 +776,8 @@ mod tests {
         assert_eq!(sdb.model, "Generic STORAGE DEVICE");
         assert!(sdb.removable);
         assert_eq!(sdb.transport, "usb");
+        assert_eq!(sdb.serial, "RDR42");
+        assert_eq!(sdb.devno, "8:16");
         assert_eq!(
             sdb.in_use,
             vec!["/dev/sdb1 mounted at /media/card".to_string()]

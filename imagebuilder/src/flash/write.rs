@@ -7,6 +7,13 @@
 //! a CRC-32 per block. [`verify`] drops the target's page cache and reads every range
 //! back from the device, comparing against those records; the CRCs locate the first
 //! bad block, so a mismatch names a byte offset rather than "somewhere in 1 GB".
+//!
+//! The partition table goes on last ([`erase_table`], [`holding_back_table`],
+//! [`write_table`]): the card's old table is zeroed first, the image's first
+//! [`TABLE_BYTES`] are kept in memory while the rest is written, verified and
+//! personalised, and only then written and read back. A card pulled out, or a write
+//! that fails, half way leaves a card with no partition table, which no board boots
+//! and no OS mounts, instead of one that looks flashed.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -27,6 +34,73 @@ pub const CHUNK: usize = 4 << 20;
 pub const VERIFY_BLOCK: usize = 4096;
 /// Without a bmap, the image is verified in segments of this size.
 pub const SEGMENT: u64 = 64 << 20;
+
+/// The bytes held back until the end: the MBR and, should an image carry one, a GPT's
+/// primary header and partition entries (LBA 0-33). Partitions start well after it
+/// (1 MiB on armada images, sector 63 on the oldest layouts).
+pub const TABLE_BYTES: usize = 34 * 512;
+
+/// Zeroes the target's first [`TABLE_BYTES`] and syncs them, before anything else is
+/// written: from here until [`write_table`] the card has no partition table. Returns
+/// the bytes that were there: where the image has a hole in that span they are put
+/// back at the end, so the card ends up exactly as `bmaptool copy` leaves it.
+pub fn erase_table(file: &File, dev: &Path) -> Result<[u8; TABLE_BYTES]> {
+    let mut old = [0u8; TABLE_BYTES];
+    // A fresh or short file reads short: what is not there is zeros.
+    let mut got = 0;
+    while got < TABLE_BYTES {
+        match file.read_at(&mut old[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading the partition table of {}", dev.display()))
+            }
+        }
+    }
+    file.write_all_at(&[0u8; TABLE_BYTES], 0)
+        .with_context(|| format!("erasing the partition table of {}", dev.display()))?;
+    file.sync_data()
+        .with_context(|| format!("syncing {}", dev.display()))?;
+    Ok(old)
+}
+
+/// Wraps a sink so that bytes below [`TABLE_BYTES`] go into `held` (which starts as
+/// the card's old bytes, kept where the image has holes) instead of the target.
+pub fn holding_back_table<'a>(
+    mut inner: impl FnMut(u64, &[u8]) -> Result<()> + 'a,
+    held: &'a mut [u8; TABLE_BYTES],
+) -> impl FnMut(u64, &[u8]) -> Result<()> + 'a {
+    move |offset, data| {
+        let table = TABLE_BYTES as u64;
+        if offset >= table {
+            return inner(offset, data);
+        }
+        let n = ((table - offset) as usize).min(data.len());
+        held[offset as usize..offset as usize + n].copy_from_slice(&data[..n]);
+        if n < data.len() {
+            inner(table, &data[n..])?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the held-back table, syncs, and reads it back from the device.
+pub fn write_table(file: &File, dev: &Path, held: &[u8; TABLE_BYTES]) -> Result<()> {
+    file.write_all_at(held, 0)
+        .with_context(|| format!("writing the partition table of {}", dev.display()))?;
+    drop_cache(file, dev)?;
+    let mut back = [0u8; TABLE_BYTES];
+    read_exact_at(file, &mut back, 0)
+        .with_context(|| format!("reading back the partition table of {}", dev.display()))?;
+    if back != *held {
+        bail!(
+            "verification failed: the partition table read back from {} differs from the image's; the card may be failing",
+            dev.display()
+        );
+    }
+    Ok(())
+}
 
 /// What to write.
 pub enum Plan {
@@ -392,12 +466,14 @@ pub fn drop_cache(file: &File, dev: &Path) -> Result<()> {
 
 /// Reads every range back from `file` and compares it with `ranges`. On a mismatch the
 /// error names the first bad byte when `image` (a raw image) can show the expected
-/// bytes, else the first bad block.
+/// bytes, else the first bad block. `held` stands in for the device's first bytes
+/// (the partition table not written yet; empty when it is).
 pub fn verify(
     file: &File,
     dev: &Path,
     ranges: &[RangeDigest],
     image: Option<&File>,
+    held: &[u8],
     progress: &mut Bytes,
 ) -> Result<u64> {
     drop_cache(file, dev)?;
@@ -413,6 +489,10 @@ pub fn verify(
             read_exact_at(file, &mut buf[..n], at).with_context(|| {
                 format!("reading back {n} bytes at byte {at} of {}", dev.display())
             })?;
+            if (at as usize) < held.len() {
+                let end = held.len().min(at as usize + n);
+                buf[..end - at as usize].copy_from_slice(&held[at as usize..end]);
+            }
             sha.update(&buf[..n]);
             if first_bad.is_none() {
                 for (k, block) in buf[..n].chunks(VERIFY_BLOCK).enumerate() {
