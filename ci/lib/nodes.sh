@@ -34,7 +34,11 @@
 #                                     its UTS hostname (the swarm node's) is HOSTNAME,
 #                                     default P-nodeN: give the agent's armada.toml
 #                                     hostname, as on a board, or the manager refuses
-#                                     the swarm node as not the registration's own
+#                                     the swarm node as not the registration's own;
+#                                     NODES_DOCKERD_NETFILTER=1 lets it set up
+#                                     iptables and forwarding inside its own netns
+#                                     (swarm's embedded DNS and host-mode ports need
+#                                     them; nothing outside the namespace changes)
 #   nodes_wait_dockerd N [SECONDS]    wait until node N's engine answers (default 60)
 #   nodes_dockerd_pid N               print node N's dockerd PID
 #   nodes_kill_dockerd N [SIGNAL]     signal node N's dockerd (default TERM), wait for it
@@ -149,8 +153,9 @@ nodes_bg_in() {
 }
 
 nodes_start_dockerd() {
-  local n=$1 d ns host
+  local n=$1 d ns host net='--iptables=false --ip-forward=false'
   d=$(nodes_dir "$n"); ns=$(nodes_ns "$n"); host=${2:-$ns}
+  [ "${NODES_DOCKERD_NETFILTER:-0}" = 1 ] && net='--iptables=true --ip-forward=true'
   mkdir -p "$d/data" "$d/exec"
   # Each engine its own key, or they all share one engine ID and swarm mixes them up.
   printf '{"deprecated-key-path": "%s/key.json"}\n' "$d" >"$d/daemon.json"
@@ -160,7 +165,7 @@ nodes_start_dockerd() {
     nsenter --net="/run/netns/$ns" unshare --uts sh -c \
     "hostname $host && exec dockerd --config-file '$d/daemon.json' --data-root '$d/data' \
       --exec-root '$d/exec' --pidfile '$d/dockerd.pid' -H 'unix://$d/docker.sock' \
-      --bridge=none --iptables=false --ip-masq=false --ip-forward=false \
+      --bridge=none $net --ip-masq=false \
       --cgroup-parent=/$ns --log-level=warn"
   # nsenter, unshare and sh all exec: the PID started is dockerd's.
   echo "$NODES_LAST_PID" >"$d/dockerd.started-pid"
