@@ -113,6 +113,19 @@ struct Known {
     dirs: ContainerDirs,
     /// The pid whose `net/dev` we read, and that file's folder.
     net: Option<(u32, PathBuf)>,
+    /// Limits as last read, and the cycle that read them (`None`: never).
+    limits: cgroup::Limits,
+    limits_at: Option<u64>,
+    /// The cycle that last read `cgroup.procs` for `net`'s pid.
+    pid_at: Option<u64>,
+}
+
+impl Known {
+    /// Whether a once-in-a-while read is due: never done, or [`cgroup::LIMITS_EVERY`]
+    /// cycles old.
+    fn due(at: Option<u64>, cycle: u64) -> bool {
+        at.is_none_or(|at| cycle.wrapping_sub(at) >= cgroup::LIMITS_EVERY)
+    }
 }
 
 pub struct Containers {
@@ -200,13 +213,20 @@ impl Containers {
         let cache = self.engine.as_ref().map(|e| e.cache.clone());
         let cache = cache.as_ref().map(|c| lock(c));
         let mut gone = false;
+        let cycle = self.cycles;
         for k in &mut self.known {
             let mut warn_read = |e: ReadError| warn(e.to_string());
+            let refresh_limits = Known::due(k.limits_at, cycle);
+            if refresh_limits {
+                k.limits_at = Some(cycle);
+            }
             let usage = match cgroup::read(
                 &k.dirs,
                 file,
                 ticks_per_second,
                 layout.memory_enabled,
+                &mut k.limits,
+                refresh_limits,
                 &mut warn_read,
             ) {
                 Ok(u) => u,
@@ -234,14 +254,7 @@ impl Containers {
                 pressure: usage.pressure,
             };
             if !view.is_some_and(|v| v.host_network) {
-                read_network(
-                    root,
-                    &k.dirs,
-                    &mut k.net,
-                    file,
-                    &mut self.net_scratch,
-                    &mut warn_read,
-                );
+                read_network(root, k, cycle, file, &mut self.net_scratch, &mut warn_read);
                 m.network.append(&mut self.net_scratch);
             }
             out.push(m);
@@ -291,11 +304,18 @@ impl Containers {
         self.known = found
             .into_iter()
             .map(|f| {
-                let net = old.remove(&f.id).and_then(|k| k.net);
-                Known {
-                    dirs: ContainerDirs::at(layout, &f.rel),
-                    net,
-                    id: f.id,
+                let dirs = ContainerDirs::at(layout, &f.rel);
+                match old.remove(&f.id) {
+                    // The same container in the same place keeps what it learnt.
+                    Some(k) if k.dirs == dirs => k,
+                    _ => Known {
+                        dirs,
+                        net: None,
+                        limits: cgroup::Limits::default(),
+                        limits_at: None,
+                        pid_at: None,
+                        id: f.id,
+                    },
                 }
             })
             .collect();
@@ -468,29 +488,48 @@ pub fn parse_rfc3339_seconds(s: &str) -> Option<f64> {
 }
 
 /// Reads the container's `net/dev` through one of its processes, skipping `lo`.
+///
+/// The process is looked up in `cgroup.procs` when the container is first seen, every
+/// [`cgroup::LIMITS_EVERY`] cycles, and at once when its `net/dev` cannot be read (it
+/// exited). In between, the kept-open `net/dev` stays bound to the network namespace
+/// it was opened in (the seq_file takes the namespace at open), which is the
+/// container's whatever becomes of that pid.
 fn read_network(
     root: &Path,
-    dirs: &ContainerDirs,
-    net: &mut Option<(u32, PathBuf)>,
+    k: &mut Known,
+    cycle: u64,
     file: &mut PseudoFile,
     scratch: &mut Vec<NetDev>,
     warn: &mut dyn FnMut(ReadError),
 ) {
     scratch.clear();
-    let pid = match cgroup::first_pid(dirs.procs_dir(), file) {
-        Ok(Some(pid)) => pid,
-        Ok(None) => return,
-        Err(e) => return warn(e),
-    };
-    if net.as_ref().is_none_or(|(p, _)| *p != pid) {
-        *net = Some((pid, root.join(format!("proc/{pid}/net"))));
-    }
-    let Some((_, dir)) = net.as_ref() else { return };
-    match file.read_in(dir, "dev") {
-        Ok(bytes) => network::parse(bytes, false, scratch),
-        // The process may have exited between the two reads: next cycle picks another.
-        Err(e) if e.is_missing() => {}
-        Err(e) => warn(e),
+    for attempt in 0..2 {
+        if attempt > 0 || k.net.is_none() || Known::due(k.pid_at, cycle) {
+            k.pid_at = Some(cycle);
+            let pid = match cgroup::first_pid(k.dirs.procs_dir(), file) {
+                Ok(Some(pid)) => pid,
+                Ok(None) => {
+                    k.net = None;
+                    return;
+                }
+                Err(e) => return warn(e),
+            };
+            if k.net.as_ref().is_none_or(|(p, _)| *p != pid) {
+                k.net = Some((pid, root.join(format!("proc/{pid}/net"))));
+            } else if attempt > 0 {
+                // The same pid and still unreadable: nothing better to try.
+                return;
+            }
+        }
+        let Some((_, dir)) = k.net.as_ref() else {
+            return;
+        };
+        match file.read_in(dir, "dev") {
+            Ok(bytes) => return network::parse(bytes, false, scratch),
+            // The process exited: look for another one now.
+            Err(e) if e.is_missing() => continue,
+            Err(e) => return warn(e),
+        }
     }
 }
 
@@ -615,6 +654,53 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         drop(held);
+    }
+
+    /// Limits are read when a container is first seen and every LIMITS_EVERY cycles,
+    /// and reported from the last read in between.
+    #[tokio::test(flavor = "current_thread")]
+    async fn limits_are_read_once_in_a_while_and_reported_every_cycle() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        let dir = root
+            .path()
+            .join(format!("sys/fs/cgroup/sw/docker-{A}.scope"));
+        std::fs::write(dir.join("pids.max"), "10\n").unwrap();
+        let mut c = Containers::new(None);
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        let mut max_seen = Vec::new();
+        for cycle in 0..cgroup::LIMITS_EVERY + 1 {
+            if cycle == 1 {
+                std::fs::write(dir.join("pids.max"), "20\n").unwrap();
+            }
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |_| {},
+                &mut out,
+            )
+            .await;
+            file.end_cycle();
+            max_seen.push(out[0].pids.as_ref().and_then(|p| p.max));
+        }
+        let stale = usize::try_from(cgroup::LIMITS_EVERY).unwrap();
+        assert!(
+            max_seen[..stale].iter().all(|m| *m == Some(10)),
+            "{max_seen:?}"
+        );
+        assert_eq!(
+            max_seen[stale],
+            Some(20),
+            "re-read after LIMITS_EVERY cycles"
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

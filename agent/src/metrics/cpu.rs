@@ -25,7 +25,7 @@ pub fn collect(
     ticks_per_second: f64,
     cpus: &mut Vec<CpuTimes>,
 ) -> Result<KernelCounters, ReadError> {
-    let bytes = file.read_in(root, "proc/stat")?;
+    let bytes = file.read_record(root, "proc/stat")?;
     let counters = parse(bytes, ticks_per_second, cpus);
     if cpus.is_empty() {
         return Err(ReadError::parse(file.last_path(), "no cpu lines"));

@@ -39,7 +39,7 @@ pub fn read(
     out.clear();
     let mut intact = true;
     for (cpu, dir) in cpus {
-        match file.read_in(dir, "scaling_cur_freq") {
+        match file.read_record(dir, "scaling_cur_freq") {
             Ok(bytes) => match parse_u64(trim(bytes)).and_then(khz_to_hertz) {
                 Some(hertz) => {
                     let mut khz = |name: &str| {

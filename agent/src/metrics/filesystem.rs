@@ -174,7 +174,7 @@ pub fn ext4_devices(root: &Path) -> Vec<(String, PathBuf)> {
 
 /// `lifetime_write_kbytes` of one ext4 device, in bytes.
 pub fn ext4_lifetime_written(dir: &Path, file: &mut PseudoFile) -> Result<u64, ReadError> {
-    let bytes = file.read_in(dir, "lifetime_write_kbytes")?;
+    let bytes = file.read_record(dir, "lifetime_write_kbytes")?;
     match parse_u64(trim(bytes)) {
         Some(kb) => kb
             .checked_mul(1024)

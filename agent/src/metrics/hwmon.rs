@@ -137,7 +137,7 @@ pub fn read(
     for s in sensors {
         let mut value = None;
         if let Some(input) = &s.input {
-            match file.read_in(&s.dir, input) {
+            match file.read_record(&s.dir, input) {
                 Ok(bytes) => value = parse_i64(trim(bytes)).map(|v| v as f64 / s.divisor),
                 Err(e) if e.is_missing() => intact = false,
                 // Some drivers answer EIO/ENODATA while a sensor is idle: absent this cycle.
@@ -146,7 +146,7 @@ pub fn read(
         }
         let mut alarm = None;
         for a in &s.alarms {
-            match file.read_in(&s.dir, a) {
+            match file.read_record(&s.dir, a) {
                 Ok(bytes) => {
                     let raised = trim(bytes) != b"0";
                     alarm = Some(alarm.unwrap_or(false) || raised);

@@ -29,7 +29,7 @@ pub fn collect(
             continue;
         }
         let dir = base.join(&n.interface);
-        let operstate = match file.read_in(&dir, "operstate") {
+        let operstate = match file.read_record(&dir, "operstate") {
             Ok(b) => text(trim(b)),
             Err(e) if e.is_missing() => continue,
             Err(e) => {
@@ -38,7 +38,7 @@ pub fn collect(
             }
         };
         let carrier = file
-            .read_in(&dir, "carrier")
+            .read_record(&dir, "carrier")
             .ok()
             .and_then(|b| parse_u64(trim(b)))
             .map(|v| v != 0);
@@ -47,11 +47,11 @@ pub fn collect(
             operstate,
             carrier,
             speed_bytes: file
-                .read_in(&dir, "speed")
+                .read_record(&dir, "speed")
                 .ok()
                 .and_then(|b| parse_speed(trim(b))),
             mtu_bytes: file
-                .read_in(&dir, "mtu")
+                .read_record(&dir, "mtu")
                 .ok()
                 .and_then(|b| parse_u64(trim(b))),
         });

@@ -14,7 +14,7 @@ pub struct Load {
 }
 
 pub fn collect(root: &Path, file: &mut PseudoFile) -> Result<Load, ReadError> {
-    let bytes = file.read_in(root, "proc/loadavg")?;
+    let bytes = file.read_record(root, "proc/loadavg")?;
     match parse(bytes) {
         Some(l) => Ok(l),
         None => Err(ReadError::parse(
@@ -42,7 +42,7 @@ pub fn parse(text: &[u8]) -> Option<Load> {
 
 /// Seconds since boot, the first field of `/proc/uptime`.
 pub fn collect_uptime(root: &Path, file: &mut PseudoFile) -> Result<f64, ReadError> {
-    let bytes = file.read_in(root, "proc/uptime")?;
+    let bytes = file.read_record(root, "proc/uptime")?;
     let seconds = fields(bytes).next().and_then(parse_f64);
     match seconds {
         Some(v) => Ok(v),

@@ -9,7 +9,7 @@ use protocol::snapshot::Memory;
 use super::pseudofile::{fields, keyed_u64, lines, parse_u64, PseudoFile, ReadError};
 
 pub fn collect(root: &Path, file: &mut PseudoFile) -> Result<Memory, ReadError> {
-    let bytes = file.read_in(root, "proc/meminfo")?;
+    let bytes = file.read_record(root, "proc/meminfo")?;
     match parse(bytes) {
         Some(m) => Ok(m),
         None => Err(ReadError::parse(file.last_path(), "no MemTotal line")),

@@ -19,7 +19,7 @@ pub fn collect(
     out.clear();
     let dir = root.join("proc/pressure");
     for resource in RESOURCES {
-        match file.read_in(&dir, resource) {
+        match file.read_record(&dir, resource) {
             Ok(bytes) => {
                 if let Some(p) = parse(resource, bytes) {
                     out.push(p);

@@ -6,11 +6,13 @@
 //! a buffer that lives as long as the collector, and numbers are parsed straight from
 //! its bytes.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
 
 /// Why a source could not be read; its text is the warning's cause, so it names the
 /// path and the operation.
@@ -63,7 +65,10 @@ pub struct PseudoFile {
     buf: Vec<u8>,
     len: usize,
     path: PathBuf,
-    open: HashMap<PathBuf, Kept>,
+    /// Keyed by the path's bytes with FxHash: `Path`'s own `Hash` splits components and
+    /// SipHash is built for hostile keys; both showed in profiles (~5% of a cycle at
+    /// 200 containers), and these keys are paths the agent itself builds.
+    open: FxHashMap<Box<[u8]>, Kept>,
     /// At most this many files are kept open; reads beyond it open and close each time.
     max_open: usize,
     cycle: u64,
@@ -88,39 +93,60 @@ impl PseudoFile {
             buf: vec![0; 64 * 1024],
             len: 0,
             path: PathBuf::with_capacity(256),
-            open: HashMap::new(),
+            open: FxHashMap::default(),
             max_open,
             cycle: 0,
         }
     }
 
-    /// Reads `dir/name` whole. The returned bytes live until the next read.
+    /// Reads `dir/name` whole: read until a read returns 0. Use it for files of many
+    /// records (`/proc/net/dev`, mounts, diskstats, vmstat, `cgroup.procs`), which the
+    /// kernel hands out about a page per read. The returned bytes live until the next read.
     pub fn read_in(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
+        self.read(dir, name, Records::Many)
+    }
+
+    /// Reads `dir/name`, a file the kernel generates in one piece: cgroup interface
+    /// files (except `cgroup.procs`/`tasks`), sysfs attributes and the `single_open`
+    /// files of /proc (`stat`, `meminfo`, `loadavg`, `uptime`, `pressure/*`). Their
+    /// show() runs once into a buffer the kernel grows until the record fits, and the
+    /// first read copies all of it when the caller's buffer is larger; so a first read
+    /// shorter than the buffer is the whole file and the read that would return 0 is
+    /// skipped (half the syscalls of a cycle). A read that fills the buffer goes on
+    /// reading until 0, as [`read_in`](Self::read_in) does; `metrics_kernel.rs` checks
+    /// the premise on the running kernel's files.
+    pub fn read_record(&mut self, dir: &Path, name: &str) -> Result<&[u8], ReadError> {
+        self.read(dir, name, Records::One)
+    }
+
+    fn read(&mut self, dir: &Path, name: &str, records: Records) -> Result<&[u8], ReadError> {
         let path = self.path.as_mut_os_string();
         path.clear();
         path.push(dir.as_os_str());
         self.path.push(name);
-        if let Some(kept) = self.open.get_mut(self.path.as_path()) {
+        let key = self.path.as_os_str().as_bytes();
+        if let Some(kept) = self.open.get_mut(key) {
             kept.cycle = self.cycle;
-            match read_from_start(&kept.file, &mut self.buf) {
+            match read_from_start(&kept.file, &mut self.buf, records) {
                 Ok(len) => {
                     self.len = len;
                     return Ok(&self.buf[..len]);
                 }
                 // Gone underneath us (a removed cgroup answers ENODEV): open afresh.
                 Err(_) => {
-                    self.open.remove(self.path.as_path());
+                    self.open.remove(key);
                 }
             }
         }
         let opened = File::open(&self.path);
-        let result = opened.and_then(|f| read_from_start(&f, &mut self.buf).map(|len| (f, len)));
+        let result =
+            opened.and_then(|f| read_from_start(&f, &mut self.buf, records).map(|len| (f, len)));
         match result {
             Ok((file, len)) => {
                 self.len = len;
                 if self.open.len() < self.max_open {
                     self.open.insert(
-                        self.path.clone(),
+                        self.path.as_os_str().as_bytes().into(),
                         Kept {
                             file,
                             cycle: self.cycle,
@@ -153,9 +179,10 @@ impl PseudoFile {
         &self.path
     }
 
-    /// Reads `dir/name` and parses it as one unsigned number (`max` gives `None`).
+    /// Reads `dir/name` (one record: a cgroup or sysfs value) and parses it as one
+    /// unsigned number (`max` gives `None`).
     pub fn read_u64(&mut self, dir: &Path, name: &str) -> Result<Option<u64>, ReadError> {
-        let bytes = self.read_in(dir, name)?;
+        let bytes = self.read_record(dir, name)?;
         let text = trim(bytes);
         if text == b"max" {
             return Ok(None);
@@ -166,21 +193,31 @@ impl PseudoFile {
         }
     }
 
-    /// Reads `dir/name` as one trimmed line of text.
+    /// Reads `dir/name` (one record) as one trimmed line of text.
     pub fn read_string(&mut self, dir: &Path, name: &str) -> Result<String, ReadError> {
-        let bytes = self.read_in(dir, name)?;
+        let bytes = self.read_record(dir, name)?;
         Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
     }
 }
 
-/// Reads a file from offset 0 into `buf` (grown when full) until a read returns 0;
-/// returns the length.
+/// How a pseudo-file hands out its contents (see [`PseudoFile::read_record`]).
+#[derive(Clone, Copy, PartialEq)]
+enum Records {
+    /// One show() call: a first read shorter than the buffer is all of it.
+    One,
+    /// Many records, about a page per read: only a read of 0 is the end.
+    Many,
+}
+
+/// Reads a file from offset 0 into `buf` (grown when full) until a read returns 0, or,
+/// for a one-record file, until a read leaves part of the buffer unfilled; returns the
+/// length.
 ///
-/// A short read does not mean the end: seq_file pseudo-files (`/proc/net/dev`,
-/// `/proc/self/mounts`, `/proc/diskstats`, cgroup files) hand out at most about a page
-/// per read, so stopping at the first short read silently cuts a 15 KB table after its
-/// first 4 KB. Only a read of 0 bytes is the end of the file.
-fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+/// A short read does not mean the end of a many-record file: seq_file pseudo-files
+/// (`/proc/net/dev`, `/proc/self/mounts`, `/proc/diskstats`) hand out at most about a
+/// page per read, so stopping at the first short read silently cuts a 15 KB table after
+/// its first 4 KB.
+fn read_from_start(file: &File, buf: &mut Vec<u8>, records: Records) -> io::Result<usize> {
     let mut len = 0;
     loop {
         if len == buf.len() {
@@ -189,7 +226,12 @@ fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
         }
         match file.read_at(&mut buf[len..], len as u64) {
             Ok(0) => return Ok(len),
-            Ok(n) => len += n,
+            Ok(n) => {
+                len += n;
+                if records == Records::One && len < buf.len() {
+                    return Ok(len);
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -269,6 +311,23 @@ pub fn keyed_u64(b: &[u8], key: &[u8]) -> Option<u64> {
     })
 }
 
+/// The values of several `key value` keys in one pass over the file (memory.stat has
+/// ~35 lines and is asked for up to 8 keys: one scan per key was ~4% of a cycle).
+/// Each slot is what [`keyed_u64`] would give for that key.
+pub fn keyed_u64s<const N: usize>(b: &[u8], keys: [&[u8]; N]) -> [Option<u64>; N] {
+    let mut out = [None; N];
+    for line in lines(b) {
+        let mut f = fields(line);
+        let Some(key) = f.next() else { continue };
+        if let Some(i) = keys.iter().position(|&k| k == key) {
+            if out[i].is_none() {
+                out[i] = f.next().and_then(parse_u64);
+            }
+        }
+    }
+    out
+}
+
 /// Lossy text of a field, for names.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -298,6 +357,12 @@ mod tests {
         assert_eq!(keyed_u64(text, b"rss"), Some(7));
         assert_eq!(keyed_u64(text, b"total_rss"), Some(10));
         assert_eq!(keyed_u64(text, b"file"), None);
+        assert_eq!(
+            keyed_u64s(text, [b"rss", b"file", b"total_rss"]),
+            [Some(7), None, Some(10)]
+        );
+        let twice = b"rss x\nrss 5\nrss 6\n";
+        assert_eq!(keyed_u64s(twice, [b"rss"]), [keyed_u64(twice, b"rss")]);
     }
 
     #[test]

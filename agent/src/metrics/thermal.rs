@@ -54,7 +54,7 @@ pub fn read(
     out.clear();
     let mut intact = true;
     for z in zones {
-        match file.read_in(&z.dir, "temp") {
+        match file.read_record(&z.dir, "temp") {
             Ok(bytes) => match parse_i64(trim(bytes)) {
                 Some(milli) => out.push(ThermalZone {
                     zone: z.zone.clone(),

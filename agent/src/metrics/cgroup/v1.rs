@@ -8,9 +8,9 @@
 
 use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
 
-use super::{ok_or_absent, ok_or_warn, Gone, Usage, V1Dirs};
+use super::{ok_or_absent, ok_or_warn, Gone, Limits, Usage, V1Dirs};
 use crate::metrics::pseudofile::{
-    fields, keyed_u64, lines, parse_u64, trim, PseudoFile, ReadError,
+    fields, keyed_u64, keyed_u64s, lines, parse_u64, trim, PseudoFile, ReadError,
 };
 
 /// v1 reports "no limit" as PAGE_COUNTER_MAX pages, about 2^63: anything this large is none.
@@ -37,23 +37,19 @@ pub fn read(
             usage_seconds: ns as f64 / 1e9,
             ..Default::default()
         };
-        if let Some(b) = ok_or_warn(file.read_in(&d.cpuacct, "cpuacct.stat"), warn) {
+        if let Some(b) = ok_or_warn(file.read_record(&d.cpuacct, "cpuacct.stat"), warn) {
             let (user, system) = parse_cpuacct_stat(b);
             cpu.user_seconds = user as f64 / ticks_per_second;
             cpu.system_seconds = system as f64 / ticks_per_second;
         }
         // cpu.stat exists only with CFS bandwidth control (CONFIG_CFS_BANDWIDTH).
-        if let Some(b) = ok_or_absent(file.read_in(&d.cpu, "cpu.stat"), warn) {
-            cpu.periods = keyed_u64(b, b"nr_periods");
-            cpu.throttled_periods = keyed_u64(b, b"nr_throttled");
-            cpu.throttled_seconds = keyed_u64(b, b"throttled_time").map(|ns| ns as f64 / 1e9);
+        if let Some(b) = ok_or_absent(file.read_record(&d.cpu, "cpu.stat"), warn) {
+            let [periods, throttled, time] =
+                keyed_u64s(b, [b"nr_periods", b"nr_throttled", b"throttled_time"]);
+            cpu.periods = periods;
+            cpu.throttled_periods = throttled;
+            cpu.throttled_seconds = time.map(|ns| ns as f64 / 1e9);
         }
-        let quota = file
-            .read_in(&d.cpu, "cpu.cfs_quota_us")
-            .ok()
-            .map(|b| trim(b).to_vec());
-        let period = file.read_u64(&d.cpu, "cpu.cfs_period_us").ok().flatten();
-        cpu.limit_cpus = quota.as_deref().and_then(|q| cpu_limit(q, period));
         out.cpu = Some(cpu);
     }
     if memory_enabled {
@@ -62,10 +58,28 @@ pub fn read(
     out.io = read_io(d, file, warn);
     // No pids controller (old or trimmed kernels): pids absent, not a fault.
     if let Some(current) = ok_or_absent(file.read_u64(&d.pids, "pids.current"), warn).flatten() {
-        let max = file.read_u64(&d.pids, "pids.max").ok().flatten();
-        out.pids = Some(ContainerPids { current, max });
+        out.pids = Some(ContainerPids { current, max: None });
     }
     Ok(out)
+}
+
+/// The files that change only with `docker update` (see [`Limits`]); an unreadable
+/// one is an absent limit, as it was when they were read every cycle.
+pub fn read_limits(d: &V1Dirs, file: &mut PseudoFile) -> Limits {
+    let period = file.read_u64(&d.cpu, "cpu.cfs_period_us").ok().flatten();
+    let cpus = file
+        .read_record(&d.cpu, "cpu.cfs_quota_us")
+        .ok()
+        .and_then(|b| cpu_limit(trim(b), period));
+    Limits {
+        cpus,
+        memory_bytes: file
+            .read_u64(&d.memory, "memory.limit_in_bytes")
+            .ok()
+            .flatten()
+            .filter(|&l| l < UNLIMITED),
+        pids_max: file.read_u64(&d.pids, "pids.max").ok().flatten(),
+    }
 }
 
 fn read_memory(
@@ -74,16 +88,10 @@ fn read_memory(
     warn: &mut dyn FnMut(ReadError),
 ) -> Option<ContainerMemory> {
     let usage = ok_or_warn(file.read_u64(&d.memory, "memory.usage_in_bytes"), warn)??;
-    let limit = file
-        .read_u64(&d.memory, "memory.limit_in_bytes")
-        .ok()
-        .flatten()
-        .filter(|&l| l < UNLIMITED);
-    let stat = ok_or_warn(file.read_in(&d.memory, "memory.stat"), warn)?;
+    let stat = ok_or_warn(file.read_record(&d.memory, "memory.stat"), warn)?;
     let mut m = parse_memory_stat(stat, usage);
-    m.limit_bytes = limit;
     // `oom_kill` in oom_control came with 4.13: older kernels leave it absent.
-    if let Some(b) = ok_or_warn(file.read_in(&d.memory, "memory.oom_control"), warn) {
+    if let Some(b) = ok_or_warn(file.read_record(&d.memory, "memory.oom_control"), warn) {
         m.oom_kills = keyed_u64(b, b"oom_kill");
     }
     Some(m)
@@ -96,21 +104,22 @@ fn read_io(
 ) -> Option<ContainerIo> {
     let mut io = ContainerIo::default();
     let bytes = ok_or_warn(
-        file.read_in(&d.blkio, "blkio.throttle.io_service_bytes"),
+        file.read_record(&d.blkio, "blkio.throttle.io_service_bytes"),
         warn,
     )?;
     (io.read_bytes, io.written_bytes) = sum_read_write(bytes);
-    let ops = ok_or_warn(file.read_in(&d.blkio, "blkio.throttle.io_serviced"), warn)?;
+    let ops = ok_or_warn(
+        file.read_record(&d.blkio, "blkio.throttle.io_serviced"),
+        warn,
+    )?;
     (io.reads, io.writes) = sum_read_write(ops);
     Some(io)
 }
 
 /// `user N` and `system N` of `cpuacct.stat`, in ticks.
 pub fn parse_cpuacct_stat(b: &[u8]) -> (u64, u64) {
-    (
-        keyed_u64(b, b"user").unwrap_or(0),
-        keyed_u64(b, b"system").unwrap_or(0),
-    )
+    let [user, system] = keyed_u64s(b, [b"user", b"system"]);
+    (user.unwrap_or(0), system.unwrap_or(0))
 }
 
 /// CPUs allowed by `cpu.cfs_quota_us` (`-1`: unlimited) over the period.
@@ -123,15 +132,26 @@ pub fn cpu_limit(quota: &[u8], period_us: Option<u64>) -> Option<f64> {
 /// Memory from `memory.stat` plus `memory.usage_in_bytes`; working set is usage minus
 /// inactive file pages, as cAdvisor and the kubelet compute it.
 pub fn parse_memory_stat(stat: &[u8], usage: u64) -> ContainerMemory {
-    let get =
-        |total: &[u8], plain: &[u8]| keyed_u64(stat, total).or_else(|| keyed_u64(stat, plain));
-    let inactive_file = get(b"total_inactive_file", b"inactive_file").unwrap_or(0);
+    let [t_inactive, inactive, t_rss, rss, t_cache, cache, t_swap, swap] = keyed_u64s(
+        stat,
+        [
+            b"total_inactive_file",
+            b"inactive_file",
+            b"total_rss",
+            b"rss",
+            b"total_cache",
+            b"cache",
+            b"total_swap",
+            b"swap",
+        ],
+    );
+    let inactive_file = t_inactive.or(inactive).unwrap_or(0);
     ContainerMemory {
         usage_bytes: usage,
         working_set_bytes: usage.saturating_sub(inactive_file),
-        rss_bytes: get(b"total_rss", b"rss"),
-        cache_bytes: get(b"total_cache", b"cache"),
-        swap_bytes: get(b"total_swap", b"swap"),
+        rss_bytes: t_rss.or(rss),
+        cache_bytes: t_cache.or(cache),
+        swap_bytes: t_swap.or(swap),
         limit_bytes: None,
         oom_kills: None,
     }

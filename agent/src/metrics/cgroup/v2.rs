@@ -9,9 +9,11 @@ use std::path::Path;
 
 use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
 
-use super::{ok_or_absent, ok_or_warn, Gone, Usage};
+use super::{ok_or_absent, ok_or_warn, Gone, Limits, Usage};
 use crate::metrics::pressure;
-use crate::metrics::pseudofile::{fields, keyed_u64, lines, parse_u64, PseudoFile, ReadError};
+use crate::metrics::pseudofile::{
+    fields, keyed_u64, keyed_u64s, lines, parse_u64, PseudoFile, ReadError,
+};
 
 pub fn read(
     dir: &Path,
@@ -20,7 +22,7 @@ pub fn read(
     warn: &mut dyn FnMut(ReadError),
 ) -> Result<Usage, Gone> {
     let mut out = Usage::default();
-    match file.read_in(dir, "cpu.stat") {
+    match file.read_record(dir, "cpu.stat") {
         Ok(b) => out.cpu = Some(parse_cpu_stat(b)),
         Err(e) if e.is_missing() => {
             if !dir.is_dir() {
@@ -30,20 +32,14 @@ pub fn read(
         }
         Err(e) => warn(e),
     }
-    if let Some(cpu) = &mut out.cpu {
-        if let Ok(b) = file.read_in(dir, "cpu.max") {
-            cpu.limit_cpus = parse_cpu_max(b);
-        }
-    }
     if memory_enabled {
         out.memory = read_memory(dir, file, warn);
     }
-    if let Some(b) = ok_or_warn(file.read_in(dir, "io.stat"), warn) {
+    if let Some(b) = ok_or_warn(file.read_record(dir, "io.stat"), warn) {
         out.io = Some(parse_io_stat(b));
     }
     if let Some(current) = ok_or_absent(file.read_u64(dir, "pids.current"), warn).flatten() {
-        let max = file.read_u64(dir, "pids.max").ok().flatten();
-        out.pids = Some(ContainerPids { current, max });
+        out.pids = Some(ContainerPids { current, max: None });
     }
     for resource in pressure::RESOURCES {
         let name = match resource {
@@ -51,7 +47,7 @@ pub fn read(
             "memory" => "memory.pressure",
             _ => "io.pressure",
         };
-        match file.read_in(dir, name) {
+        match file.read_record(dir, name) {
             Ok(b) => out.pressure.extend(pressure::parse(resource, b)),
             // No CONFIG_PSI, or psi=0 (EOPNOTSUPP): absent, not a fault.
             Err(e) if e.is_missing() || e.is_unsupported() => {}
@@ -67,28 +63,50 @@ fn read_memory(
     warn: &mut dyn FnMut(ReadError),
 ) -> Option<ContainerMemory> {
     let current = ok_or_warn(file.read_u64(dir, "memory.current"), warn)??;
-    let limit = file.read_u64(dir, "memory.max").ok().flatten();
-    let stat = ok_or_warn(file.read_in(dir, "memory.stat"), warn)?;
+    let stat = ok_or_warn(file.read_record(dir, "memory.stat"), warn)?;
     let mut m = parse_memory_stat(stat, current);
-    m.limit_bytes = limit;
     m.swap_bytes = file.read_u64(dir, "memory.swap.current").ok().flatten();
-    if let Some(b) = ok_or_absent(file.read_in(dir, "memory.events"), warn) {
+    if let Some(b) = ok_or_absent(file.read_record(dir, "memory.events"), warn) {
         m.oom_kills = keyed_u64(b, b"oom_kill");
     }
     Some(m)
 }
 
+/// The files that change only with `docker update` (see [`Limits`]); an unreadable
+/// one (`max`, or no such controller) is an absent limit.
+pub fn read_limits(dir: &Path, file: &mut PseudoFile) -> Limits {
+    Limits {
+        cpus: file
+            .read_record(dir, "cpu.max")
+            .ok()
+            .and_then(parse_cpu_max),
+        memory_bytes: file.read_u64(dir, "memory.max").ok().flatten(),
+        pids_max: file.read_u64(dir, "pids.max").ok().flatten(),
+    }
+}
+
 /// `cpu.stat`: usage lines are always there; the `nr_*`/`throttled_usec` lines only
 /// when the cgroup's cpu controller is on.
 pub fn parse_cpu_stat(b: &[u8]) -> ContainerCpu {
-    let us = |k: &[u8]| keyed_u64(b, k).map(|v| v as f64 / 1e6);
+    let [usage, user, system, periods, throttled, throttled_us] = keyed_u64s(
+        b,
+        [
+            b"usage_usec",
+            b"user_usec",
+            b"system_usec",
+            b"nr_periods",
+            b"nr_throttled",
+            b"throttled_usec",
+        ],
+    );
+    let s = |v: Option<u64>| v.map(|v| v as f64 / 1e6);
     ContainerCpu {
-        usage_seconds: us(b"usage_usec").unwrap_or(0.0),
-        user_seconds: us(b"user_usec").unwrap_or(0.0),
-        system_seconds: us(b"system_usec").unwrap_or(0.0),
-        periods: keyed_u64(b, b"nr_periods"),
-        throttled_periods: keyed_u64(b, b"nr_throttled"),
-        throttled_seconds: us(b"throttled_usec"),
+        usage_seconds: s(usage).unwrap_or(0.0),
+        user_seconds: s(user).unwrap_or(0.0),
+        system_seconds: s(system).unwrap_or(0.0),
+        periods,
+        throttled_periods: throttled,
+        throttled_seconds: s(throttled_us),
         limit_cpus: None,
     }
 }
@@ -103,12 +121,13 @@ pub fn parse_cpu_max(b: &[u8]) -> Option<f64> {
 
 /// Memory from `memory.stat` and `memory.current`; working set = current − inactive_file.
 pub fn parse_memory_stat(stat: &[u8], current: u64) -> ContainerMemory {
-    let inactive_file = keyed_u64(stat, b"inactive_file").unwrap_or(0);
+    let [inactive_file, anon, file] = keyed_u64s(stat, [b"inactive_file", b"anon", b"file"]);
+    let inactive_file = inactive_file.unwrap_or(0);
     ContainerMemory {
         usage_bytes: current,
         working_set_bytes: current.saturating_sub(inactive_file),
-        rss_bytes: keyed_u64(stat, b"anon"),
-        cache_bytes: keyed_u64(stat, b"file"),
+        rss_bytes: anon,
+        cache_bytes: file,
         swap_bytes: None,
         limit_bytes: None,
         oom_kills: None,
