@@ -1,9 +1,17 @@
-//! The dashboard: one static page, its script and its style sheet, embedded in the
-//! binary and served without authentication (they hold no data). The page asks once for
-//! the admin token (or takes it from a `#token=...` fragment, which never reaches the
-//! server), keeps it in the browser's localStorage and polls `GET /v1/nodes` every 5 s.
+//! The dashboard (the operator's cockpit): a static page, its style sheet and its plain
+//! JavaScript modules, all from `manager/web/`, embedded in the binary and served
+//! without authentication (they hold no data; every figure comes from the API).
 //!
-//! Script and style are separate same-origin files, never inline, so the page runs
+//! Layout:
+//! - `web/index.html` at `/`, `web/dashboard.css`, `web/dashboard.js` (the entry
+//!   module: session, hash router, header counts);
+//! - `web/ui/*.js` at `/ui/*.js`: one module per view (`cluster`, `node`, `services`,
+//!   `events`) plus `api` (fetch with the session cookie and the CSRF header),
+//!   `charts` (SVG line charts), `dialog` (the confirmation of admin actions), `util`.
+//!
+//! The page logs in by exchanging the admin token for the HttpOnly session cookie
+//! (`POST /v1/session`); the CSRF value lives in the module's memory only, never in
+//! localStorage. Script and style are same-origin files, never inline, so the page runs
 //! under [`crate::headers::DASHBOARD_CSP`] (`script-src 'self'`, no `'unsafe-inline'`):
 //! a node-supplied string that slipped past the page's escaping still could not run.
 
@@ -14,24 +22,42 @@ use axum::Router;
 
 use crate::headers::DASHBOARD_CSP;
 
-pub const INDEX_HTML: &str = include_str!("dashboard.html");
-pub const SCRIPT_JS: &str = include_str!("dashboard.js");
-pub const STYLE_CSS: &str = include_str!("dashboard.css");
-
+pub const INDEX_HTML: &str = include_str!("../web/index.html");
 pub const PATH_SCRIPT: &str = "/dashboard.js";
 pub const PATH_STYLE: &str = "/dashboard.css";
 
-/// `/`, `/dashboard.js`, `/dashboard.css`.
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Every file the page loads besides `/`: (path, content type, body).
+pub const ASSETS: &[(&str, &str, &str)] = &[
+    (PATH_SCRIPT, JS, include_str!("../web/dashboard.js")),
+    (PATH_STYLE, CSS, include_str!("../web/dashboard.css")),
+    ("/ui/api.js", JS, include_str!("../web/ui/api.js")),
+    ("/ui/charts.js", JS, include_str!("../web/ui/charts.js")),
+    ("/ui/cluster.js", JS, include_str!("../web/ui/cluster.js")),
+    ("/ui/dialog.js", JS, include_str!("../web/ui/dialog.js")),
+    ("/ui/events.js", JS, include_str!("../web/ui/events.js")),
+    ("/ui/node.js", JS, include_str!("../web/ui/node.js")),
+    ("/ui/services.js", JS, include_str!("../web/ui/services.js")),
+    ("/ui/util.js", JS, include_str!("../web/ui/util.js")),
+];
+
+/// The page's own weight budget (issue #13): all assets together.
+pub const MAX_ASSET_BYTES: usize = 300 * 1024;
+
+/// `/` and every file of [`ASSETS`].
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/", get(index))
-        .route(PATH_SCRIPT, get(script))
-        .route(PATH_STYLE, get(style))
+    let mut r = Router::new().route("/", get(index));
+    for &(path, kind, body) in ASSETS {
+        r = r.route(path, get(move || asset(kind, body)));
+    }
+    r
 }
 
 /// Paths anyone may fetch.
 pub fn is_dashboard_path(path: &str) -> bool {
-    matches!(path, "/" | PATH_SCRIPT | PATH_STYLE)
+    path == "/" || ASSETS.iter().any(|(p, _, _)| *p == path)
 }
 
 async fn index() -> Response {
@@ -46,24 +72,14 @@ async fn index() -> Response {
         .into_response()
 }
 
-async fn script() -> Response {
+async fn asset(kind: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CONTENT_TYPE, kind),
+            // Revalidated each load: a manager upgrade is seen at once.
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        SCRIPT_JS,
-    )
-        .into_response()
-}
-
-async fn style() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        STYLE_CSS,
+        body,
     )
         .into_response()
 }
@@ -72,13 +88,54 @@ async fn style() -> Response {
 mod tests {
     use super::*;
 
+    fn all_files() -> impl Iterator<Item = (&'static str, &'static str)> {
+        std::iter::once(("/", INDEX_HTML)).chain(ASSETS.iter().map(|&(p, _, b)| (p, b)))
+    }
+
     #[test]
-    fn page_polls_the_nodes_api_with_a_bearer_token() {
-        assert!(SCRIPT_JS.contains("/v1/nodes"));
-        assert!(SCRIPT_JS.contains("Bearer"));
-        for f in [INDEX_HTML, SCRIPT_JS, STYLE_CSS] {
-            assert!(!f.contains("http://"), "no external resources");
-            assert!(!f.contains("https://"), "no external resources");
+    fn assets_stay_within_the_weight_budget() {
+        let total: usize = all_files().map(|(_, b)| b.len()).sum();
+        println!(
+            "dashboard assets: {total} bytes in {} files",
+            ASSETS.len() + 1
+        );
+        assert!(
+            total <= MAX_ASSET_BYTES,
+            "{total} bytes > {MAX_ASSET_BYTES}"
+        );
+    }
+
+    #[test]
+    fn page_uses_the_session_cookie_and_csrf_never_local_storage() {
+        let api = ASSETS.iter().find(|a| a.0 == "/ui/api.js").map(|a| a.2);
+        let api = api.unwrap_or_default();
+        assert!(api.contains("X-Armada-CSRF"));
+        assert!(api.contains("credentials: \"same-origin\""));
+        for (path, body) in all_files() {
+            assert!(!body.contains("localStorage"), "{path} uses localStorage");
+            assert!(
+                !body.contains("sessionStorage"),
+                "{path} uses sessionStorage"
+            );
+            assert!(!body.contains("Bearer"), "{path} sends the token itself");
+        }
+    }
+
+    #[test]
+    fn no_external_resources_and_every_import_is_served() {
+        for (path, body) in all_files() {
+            assert!(!body.contains("http://"), "{path}: external resource");
+            assert!(!body.contains("https://"), "{path}: external resource");
+            // `from "./x.js"` / `from "/ui/x.js"`: the target must be one of ASSETS.
+            for (i, _) in body.match_indices(" from \"") {
+                let rest = &body[i + 7..];
+                let spec = &rest[..rest.find('"').unwrap_or(0)];
+                let abs = match spec.strip_prefix("./") {
+                    Some(name) => format!("/ui/{name}"),
+                    None => spec.to_string(),
+                };
+                assert!(is_dashboard_path(&abs), "{path} imports {spec}, not served");
+            }
         }
     }
 
@@ -94,16 +151,33 @@ mod tests {
     #[test]
     fn page_has_nothing_inline_that_the_policy_would_block() {
         let lower = INDEX_HTML.to_lowercase();
-        assert!(lower.contains(&format!("<script src=\"{PATH_SCRIPT}\"></script>")));
+        assert!(lower.contains(&format!(
+            "<script type=\"module\" src=\"{PATH_SCRIPT}\"></script>"
+        )));
         assert_eq!(lower.matches("<script").count(), 1, "one external script");
         assert!(!lower.contains("<style"), "no inline style element");
         assert!(!lower.contains(" style="), "no style attribute");
         assert!(!has_event_handler(&lower), "no inline event handler");
         assert!(!lower.contains("javascript:"));
-        assert!(
-            !SCRIPT_JS.contains("style=\""),
-            "no style attribute in generated markup"
-        );
-        assert!(!SCRIPT_JS.contains("eval("));
+        for (path, body) in ASSETS.iter().map(|&(p, _, b)| (p, b)) {
+            assert!(
+                !body.contains("style=\""),
+                "{path}: style attribute in markup"
+            );
+            assert!(!body.contains("eval("), "{path}: eval");
+            assert!(!body.contains("new Function"), "{path}: new Function");
+            assert!(!has_event_handler(body), "{path}: inline handler in markup");
+        }
+    }
+
+    #[test]
+    fn every_asset_is_public_and_nothing_else_is() {
+        for (p, _, _) in ASSETS {
+            assert!(is_dashboard_path(p));
+        }
+        assert!(is_dashboard_path("/"));
+        assert!(!is_dashboard_path("/ui/"));
+        assert!(!is_dashboard_path("/ui/secret.js"));
+        assert!(!is_dashboard_path("/v1/nodes"));
     }
 }
