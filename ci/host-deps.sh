@@ -30,6 +30,8 @@ test_pkgs=(
   docker.io iproute2 util-linux
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
+  # the dashboard's browser tests drive chromium with playwright-core (ci/cockpit-npm.sh)
+  nodejs
   jq curl file busybox-static sqlite3 openssh-client
   # the lint tier's actionlint venv (ci/actionlint.sh)
   python3-venv
@@ -37,6 +39,9 @@ test_pkgs=(
 
 pkgs=("${build_pkgs[@]}")
 [ "$want_tests" = 1 ] && pkgs+=("${test_pkgs[@]}")
+# Debian ships npm as its own package; a nodejs that brings its own npm needs none (and
+# Debian's npm would not install beside it).
+[ "$want_tests" = 1 ] && ! command -v npm >/dev/null && pkgs+=(npm)
 
 # arm64 as a foreign architecture, for libstd-rust-web-dev:arm64
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
@@ -132,7 +137,7 @@ fi
 build_tools=(/usr/bin/rustc /usr/bin/cargo aarch64-linux-gnu-gcc mmdebstrap arch-test
   mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk)
 test_tools=(qemu-aarch64 qemu-system-aarch64 qemu-img dockerd docker ip nsenter unshare
-  promtool prometheus-node-exporter bmaptool chromium dnsmasq jq curl file busybox sqlite3 ssh ssh-keygen)
+  promtool prometheus-node-exporter bmaptool chromium dnsmasq node npm jq curl file busybox sqlite3 ssh ssh-keygen)
 tools=("${build_tools[@]}")
 [ "$want_tests" = 1 ] && tools+=("${test_tools[@]}")
 absent=()

@@ -90,6 +90,9 @@ export function clusterView(root) {
     try {
       const c = await get("/v1/cluster");
       if (stopped) return;
+      // Names the engine may not give (a task of a service just removed): ids instead.
+      for (const t of c.tasks) { t.service_name = t.service_name || String(t.service_id).slice(0, 12); t.image = t.image || ""; }
+      for (const n of c.nodes) n.hostname = n.hostname || n.swarm_node_id || n.node_id || "?";
       const key = JSON.stringify([c.nodes, c.tasks, c.services]);
       if (key !== last) {
         const before = data ? new Map(data.tasks.map((t) => [t.id, t.swarm_node_id])) : null;

@@ -10,16 +10,16 @@ let colour = () => "c11";
 const POLL_MS = 5000;
 
 function row(s) {
-  const replicas = s.mode === "global" ? s.replicas_running + " (global)" : s.replicas_running + " / " + (s.replicas_desired == null ? "–" : s.replicas_desired);
-  const failed = (s.failed_tasks || []).map((t) => '<div class="failed-task" data-failed-task="' + esc(t.id) + '">' + esc(t.service_name) +
+  const replicas = s.mode !== "replicated" ? s.replicas_running + " (" + s.mode + ")" : s.replicas_running + " / " + (s.replicas_desired == null ? "–" : s.replicas_desired);
+  const failed = (s.failed_tasks || []).map((t) => '<div class="failed-task" data-failed-task="' + esc(t.id) + '">' + esc(t.service_name || t.service_id) +
     (t.slot == null ? "" : "." + t.slot) + " " + esc(t.state) + " " + ago(t.updated_ms) + ": " + esc(t.error || "no error given") + "</div>").join("");
-  const healthy = s.mode === "global" || s.replicas_desired == null || s.replicas_running >= s.replicas_desired;
+  const healthy = s.mode !== "replicated" || s.replicas_desired == null || s.replicas_running >= s.replicas_desired;
   return '<tr data-service="' + esc(s.name) + '" data-id="' + esc(s.id) + '"><td><span class="chip ' + colour(s.id) + '">' + esc(s.name) + "</span></td>" +
     "<td>" + esc(s.image) + '</td><td class="num"><span class="badge ' + (healthy ? "s-ok" : "s-pause") + ' replicas">' + esc(replicas) + "</span></td>" +
     "<td>" + ((s.constraints || []).map(esc).join("<br>") || "–") + "</td>" +
     "<td>" + (s.update_state ? badge(s.update_state, s.update_message) : "–") + (s.update_message ? '<br><span class="muted">' + esc(s.update_message) + "</span>" : "") + "</td>" +
     '<td class="nodes">' + ((s.nodes || []).map(esc).join(", ") || "–") + "</td><td>" + (failed || "–") + "</td>" +
-    '<td><div class="actions">' + (s.mode === "global" ? "" : '<button type="button" data-act="scale">Scale</button>') +
+    '<td><div class="actions">' + (s.mode === "replicated" ? '<button type="button" data-act="scale">Scale</button>' : "") +
     '<button type="button" data-act="rebalance">Rebalance</button></div></td></tr>';
 }
 
