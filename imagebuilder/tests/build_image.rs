@@ -412,6 +412,19 @@ fn check_outputs(out: &Path, stem: &str) -> PathBuf {
     assert_eq!(m["packages"]["systemd"], FIXTURE_SYSTEMD);
     assert_eq!(m["source_date_epoch"], 1_700_000_000);
     assert_eq!(m["agent"], "armada-agent 0.0.0-test");
+    // What fills the image (the synthetic tree has folders, no Installed-Size).
+    assert!(
+        m["sizes"]["rootfs_bytes"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        m["sizes"]
+    );
+    assert!(
+        m["sizes"]["top_dirs"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()),
+        "{}",
+        m["sizes"]
+    );
     assert_eq!(
         m["image"]["raw_sha256"],
         sha256(&out.join(format!("{stem}.img")))
@@ -447,6 +460,12 @@ fn rpi3_worker_image_layout_and_reproducibility() {
     assert_eq!(parts[1].0 + parts[1].1, size);
     check_ext4(&img, parts[1].0);
     check_fat(&img, parts[0].0, parts[0].1, &f.root);
+    // systemd-update-done's stamps at the build's epoch: no ldconfig at first boot.
+    let updated = debugfs(&img, parts[1].0, "cat /etc/.updated");
+    assert!(
+        updated.contains("TIMESTAMP_NSEC=1700000000000000000"),
+        "{updated}"
+    );
 
     let config = mtype(&img, parts[0].0, "config.txt");
     assert!(
@@ -560,10 +579,25 @@ fn rpi3_worker_image_layout_and_reproducibility() {
         text(&o)
     );
 
-    // Same inputs, same epoch: the same bytes.
+    // Same inputs, same epoch: the same bytes, with the trees staged on another
+    // filesystem (tmpfs when the first build's cache is on disk).
     let out2 = f.root.join("out2");
-    let o = build(&f, "rpi3", "worker", &out2, &mirrors);
+    let shm = PathBuf::from(format!(
+        "/dev/shm/armada-build-image-{}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&shm).unwrap();
+    let mut extra: Vec<&str> = mirrors.to_vec();
+    extra.extend(["--work-dir", shm.to_str().unwrap()]);
+    let o = build(&f, "rpi3", "worker", &out2, &extra);
+    let left: Vec<_> = std::fs::read_dir(&shm).unwrap().collect();
+    std::fs::remove_dir_all(&shm).unwrap();
     assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        left.is_empty(),
+        "the build left its work folder in {}",
+        shm.display()
+    );
     assert_eq!(
         sha256(&img),
         sha256(&out2.join("rpi3-worker-0.1.0.img")),

@@ -7,14 +7,22 @@
 //! FAT from folders, blobs, MBR); write the compressed image, `.bmap`, `.sha256` and
 //! manifest under temporary names and rename them at the end.
 //!
+//! `run` is those steps in order, one function each: `preflight`, `fetch_downloads`,
+//! `unpack_base`, `inputs_hash`, `stage_rootfs`, `stage_boot`, `assemble`,
+//! `write_outputs`.
+//!
 //! Layout:
 //! - `rootfs`: mmdebstrap base rootfs and its cache.
+//! - `apparmor`: drop profiles of absent programs, precompile the policy cache.
+//! - `sizes`: what fills the image (top folders, largest packages).
 //! - `stage`: overlays, binaries, cluster files, identity scrub, boot files.
 //! - `outputs`: compression, checksums, atomic commit of the outputs.
 //! - `tools`: host tools and the packages that provide them.
 
+pub mod apparmor;
 pub mod outputs;
 pub mod rootfs;
+pub mod sizes;
 pub mod stage;
 pub mod tools;
 
@@ -101,6 +109,10 @@ pub struct BuildArgs {
     /// Use this folder as the base rootfs instead of mmdebstrap (tests, custom trees).
     #[arg(long, hide = true)]
     pub rootfs_dir: Option<PathBuf>,
+    /// Folder for the build's scratch trees (default: CACHE/work). The image's bytes do
+    /// not depend on its filesystem (the image tier builds on tmpfs and on disk).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -332,14 +344,83 @@ fn default_cache() -> PathBuf {
     }
 }
 
+/// Everything [`preflight`] checked before any work: what the later steps build from.
+struct Plan {
+    board: board::Board,
+    board_path: PathBuf,
+    name: String,
+    overlays_dir: PathBuf,
+    overlay_names: Vec<&'static str>,
+    dist_dir: PathBuf,
+    bins: Vec<&'static str>,
+    cluster: ClusterInputs,
+    epoch_env: Option<i64>,
+    apt_sources: Vec<String>,
+    cache: PathBuf,
+    stem: String,
+    /// The kernel feature set the AppArmor cache is compiled for, when the profile has one.
+    apparmor_features: Option<PathBuf>,
+}
+
+/// The base rootfs as unpacked: its identity for the inputs hash, the epoch, and when
+/// its package set was taken.
+struct BaseInfo {
+    id: String,
+    epoch: i64,
+    taken: serde_json::Value,
+}
+
+/// The boot partition as staged: what the assembly and the outputs need.
+struct BootStage {
+    disk_sig: [u8; 4],
+    manifest: serde_json::Value,
+}
+
 pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     let t_start = std::time::Instant::now();
+    let plan = preflight(&args, ui)?;
+    let downloads = fetch_downloads(&plan, &args, ui)?;
+    let work = work_dir(&plan, &args)?;
+    let rootfs = work.0.join("rootfs");
+    let boot = work.0.join("boot");
+    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
+    let base = unpack_base(&plan, &args, &downloads, &rootfs, ui)?;
+    let (input_hashes, input_hash) = inputs_hash(&plan, &args, &base)?;
+    let (unpacked, apparmor) = stage_rootfs(&plan, base.epoch, &downloads, &work.0, &rootfs, ui)?;
+    let staged = stage_boot(
+        &plan,
+        &args,
+        &base,
+        (&input_hashes, &input_hash),
+        (&rootfs, &boot),
+        &unpacked,
+        apparmor,
+        ui,
+    )?;
+    let mut pending = Pending::default();
+    let (raw_tmp, layout) = assemble(
+        &plan,
+        &args,
+        &input_hash,
+        &staged,
+        (&work.0, &rootfs, &boot),
+        &downloads,
+        &mut pending,
+        ui,
+    )?;
+    write_outputs(
+        &plan, &args, staged, pending, &raw_tmp, &layout, t_start, ui,
+    )
+}
+
+/// Step 1: every input checked (board config, profile, pins, binaries, host tools,
+/// overlays, mirror), before anything is downloaded or built.
+fn preflight(args: &BuildArgs, ui: &Ui) -> Result<Plan> {
     // mmdebstrap, the image's file owners and device nodes need root: say so at once
     // rather than minutes into a build.
     if !nix::unistd::geteuid().is_root() {
         bail!("armada build needs root (mmdebstrap and the image's file owners): run it as root, e.g. with sudo");
     }
-    // ---- every check before any work ----
     let boards_dir = data_dir(args.boards_dir.as_deref(), "board-configs");
     let board_path = board::resolve(&args.board, &boards_dir)?;
     let mut board = board::load(&board_path)?;
@@ -352,6 +433,18 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         }
         board.profile = Some(board::load_profile(&boards_dir, p)?);
     }
+    let profile_name = args.rootfs_profile.clone().or_else(|| {
+        board
+            .config
+            .rootfs
+            .profile
+            .as_ref()
+            .map(|p| p.get_ref().clone())
+    });
+    let apparmor_features = profile_name
+        .filter(|_| board.profile.is_some())
+        .map(|p| apparmor::features_file(&boards_dir, &p))
+        .filter(|p| p.is_file());
     let name = board.config.name.clone();
     // Unpinned downloads are refused here, before anything is fetched or built.
     crate::pins::check(
@@ -384,6 +477,11 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     if let Some(d) = &args.rootfs_dir {
         if !d.is_dir() {
             bail!("--rootfs-dir {}: no such folder", d.display());
+        }
+    }
+    if let Some(d) = &args.work_dir {
+        if !d.is_dir() {
+            bail!("--work-dir {}: no such folder", d.display());
         }
     }
     let mut overlay_names = vec!["base", "docker", "agent"];
@@ -430,140 +528,215 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let stem = format!("{name}-{}-{}", args.role, args.version);
     ui.info(&format!("building {stem} from {}", board.path.display()));
+    Ok(Plan {
+        board,
+        board_path,
+        name,
+        overlays_dir,
+        overlay_names,
+        dist_dir,
+        bins,
+        cluster,
+        epoch_env,
+        apt_sources,
+        cache,
+        stem,
+        apparmor_features,
+    })
+}
 
-    // ---- downloads ----
-    let mut downloads: BTreeMap<String, (PathBuf, String)> = BTreeMap::new();
-    if !board.config.downloads.is_empty() {
-        let st = ui.stage("downloads (fetch, verify, cache)");
-        downloads = crate::pins::resolve(
-            &board.config.downloads,
-            &args.download,
-            &cache,
-            &board_path.display().to_string(),
-            ui,
-        )?;
-        st.done();
+/// Step 2: the board config's downloads, fetched (or taken from `--download`) and verified.
+fn fetch_downloads(
+    plan: &Plan,
+    args: &BuildArgs,
+    ui: &Ui,
+) -> Result<BTreeMap<String, (PathBuf, String)>> {
+    if plan.board.config.downloads.is_empty() {
+        return Ok(BTreeMap::new());
     }
+    let st = ui.stage("downloads (fetch, verify, cache)");
+    let downloads = crate::pins::resolve(
+        &plan.board.config.downloads,
+        &args.download,
+        &plan.cache,
+        &plan.board_path.display().to_string(),
+        ui,
+    )?;
+    st.done();
+    Ok(downloads)
+}
 
-    // ---- base rootfs ----
-    std::fs::create_dir_all(cache.join("work"))
-        .with_context(|| format!("creating {}", cache.join("work").display()))?;
-    sweep_stale(&cache.join("work"));
+/// The build's scratch folder (removed when dropped): under `--work-dir` if given, else
+/// in the cache. Which filesystem it is on must not change the image's bytes.
+fn work_dir(plan: &Plan, args: &BuildArgs) -> Result<WorkDir> {
+    let parent = match &args.work_dir {
+        Some(d) => d.clone(),
+        None => {
+            let d = plan.cache.join("work");
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            sweep_stale(&d);
+            d
+        }
+    };
     sweep_stale(&args.out);
-    let work = WorkDir(
-        cache
-            .join("work")
-            .join(format!("{stem}-{}", std::process::id())),
-    );
+    let work = WorkDir(parent.join(format!("{}-{}", plan.stem, std::process::id())));
     let _ = std::fs::remove_dir_all(&work.0);
-    let rootfs = work.0.join("rootfs");
-    let boot = work.0.join("boot");
-    std::fs::create_dir_all(&boot).with_context(|| format!("creating {}", boot.display()))?;
-    // When the base's package set was taken (mmdebstrap bases record it).
-    let mut base_taken = serde_json::Value::Null;
-    let (base_id, epoch) = if let Some(dir) = &args.rootfs_dir {
+    Ok(work)
+}
+
+/// Step 3: the base rootfs unpacked into `rootfs`: a folder (`--rootfs-dir`), the cached
+/// mmdebstrap base of the profile (made first if missing or expired), or a tarball.
+fn unpack_base(
+    plan: &Plan,
+    args: &BuildArgs,
+    downloads: &BTreeMap<String, (PathBuf, String)>,
+    rootfs: &Path,
+    ui: &Ui,
+) -> Result<BaseInfo> {
+    let epoch_env = plan.epoch_env;
+    if let Some(dir) = &args.rootfs_dir {
         let st = ui.stage(&format!("base rootfs: copy {}", dir.display()));
         let id = hash_tree(dir)?;
-        stage::copy_tree(dir, &rootfs, false)?;
+        stage::copy_tree(dir, rootfs, false)?;
         let epoch = match epoch_env {
             Some(e) => e,
             None => newest_mtime(dir)?,
         };
         st.done();
-        (format!("dir:{id}"), epoch)
-    } else if let Some(profile) = &board.profile {
+        return Ok(BaseInfo {
+            id: format!("dir:{id}"),
+            epoch,
+            taken: serde_json::Value::Null,
+        });
+    }
+    if let Some(profile) = &plan.board.profile {
         let policy = rootfs::BasePolicy {
             refresh: args.refresh_base,
             max_age_secs: (args.base_max_age * 86400.0) as i64,
         };
-        let base = rootfs::ensure_base(profile, &apt_sources, &cache, epoch_env, policy, ui)?;
-        base_taken = json!({
-            "taken_at": base.meta.taken_at,
-            "release_dates": base.meta.release_dates,
-        });
+        let base = rootfs::ensure_base(
+            profile,
+            &plan.apt_sources,
+            &plan.cache,
+            epoch_env,
+            policy,
+            ui,
+        )?;
         let st = ui.stage("base rootfs: unpack");
-        rootfs::unpack_base(&base.tar, &rootfs)?;
+        rootfs::unpack_base(&base.tar, rootfs)?;
         st.done();
-        (
-            format!("mmdebstrap:{}", base.meta.tar_sha256),
-            epoch_env.unwrap_or(base.meta.epoch),
-        )
-    } else {
-        let t = board
-            .config
-            .rootfs
-            .tarball
-            .as_ref()
-            .map(|t| t.get_ref().clone())
-            .unwrap_or_default();
-        let (p, sha) = downloads
-            .get(&t)
-            .with_context(|| format!("rootfs tarball download `{t}`"))?;
-        let st = ui.stage("base rootfs: unpack tarball");
-        crate::fetch::unpack_tarball(p, &rootfs)?;
-        let epoch = match epoch_env {
-            Some(e) => e,
-            None => newest_mtime(&rootfs)?,
-        };
-        st.done();
-        (format!("tarball:{sha}"), epoch)
+        return Ok(BaseInfo {
+            id: format!("mmdebstrap:{}", base.meta.tar_sha256),
+            epoch: epoch_env.unwrap_or(base.meta.epoch),
+            // When the base's package set was taken (mmdebstrap bases record it).
+            taken: json!({
+                "taken_at": base.meta.taken_at,
+                "release_dates": base.meta.release_dates,
+            }),
+        });
+    }
+    let t = plan
+        .board
+        .config
+        .rootfs
+        .tarball
+        .as_ref()
+        .map(|t| t.get_ref().clone())
+        .unwrap_or_default();
+    let (p, sha) = downloads
+        .get(&t)
+        .with_context(|| format!("rootfs tarball download `{t}`"))?;
+    let st = ui.stage("base rootfs: unpack tarball");
+    crate::fetch::unpack_tarball(p, rootfs)?;
+    let epoch = match epoch_env {
+        Some(e) => e,
+        None => newest_mtime(rootfs)?,
     };
+    st.done();
+    Ok(BaseInfo {
+        id: format!("tarball:{sha}"),
+        epoch,
+        taken: serde_json::Value::Null,
+    })
+}
 
-    // ---- inputs hash: everything that decides the image's bytes ----
+/// Step 4: the hash of everything that decides the image's bytes (its IDs derive from it).
+fn inputs_hash(
+    plan: &Plan,
+    args: &BuildArgs,
+    base: &BaseInfo,
+) -> Result<(BTreeMap<String, String>, String)> {
     let mut input_hashes: BTreeMap<String, String> = BTreeMap::new();
     input_hashes.insert(
         "board_config".into(),
-        hex::encode(Sha256::digest(board.text.as_bytes())),
+        hex::encode(Sha256::digest(plan.board.text.as_bytes())),
     );
-    if let Some(p) = &board.profile {
+    if let Some(p) = &plan.board.profile {
         input_hashes.insert(
             "rootfs_profile".into(),
             hex::encode(Sha256::digest(serde_json::to_vec(p)?)),
         );
     }
-    input_hashes.insert("base_rootfs".into(), base_id.clone());
-    for o in &overlay_names {
-        input_hashes.insert(format!("overlay_{o}"), hash_tree(&overlays_dir.join(o))?);
+    if let Some(f) = &plan.apparmor_features {
+        input_hashes.insert("apparmor_features".into(), crate::fetch::sha256_file(f)?);
     }
-    for b in &bins {
+    input_hashes.insert("base_rootfs".into(), base.id.clone());
+    for o in &plan.overlay_names {
         input_hashes.insert(
-            format!("binary_{b}"),
-            crate::fetch::sha256_file(&dist_dir.join(b))?,
+            format!("overlay_{o}"),
+            hash_tree(&plan.overlays_dir.join(o))?,
         );
     }
-    if !cluster.hash.is_empty() {
-        input_hashes.insert("cluster".into(), cluster.hash.clone());
+    for b in &plan.bins {
+        input_hashes.insert(
+            format!("binary_{b}"),
+            crate::fetch::sha256_file(&plan.dist_dir.join(b))?,
+        );
     }
-    for (d, (_, sha)) in &downloads {
-        input_hashes.insert(format!("download_{d}"), sha.clone());
+    if !plan.cluster.hash.is_empty() {
+        input_hashes.insert("cluster".into(), plan.cluster.hash.clone());
     }
     let input_hash = {
         let mut h = Sha256::new();
         h.update(format!(
-            "armada-build 1 {} {} {} {epoch}\n",
+            "armada-build 1 {} {} {} {}\n",
             env!("CARGO_PKG_VERSION"),
             args.role,
-            args.version
+            args.version,
+            base.epoch
         ));
         for (k, v) in &input_hashes {
             h.update(format!("{k}={v}\n"));
         }
         hex::encode(h.finalize())
     };
+    Ok((input_hashes, input_hash))
+}
 
-    // ---- stage the rootfs ----
+/// Step 5: the rootfs staged: overlays, binaries, public cluster files, the board's
+/// unpacked downloads and files, fstab, apt sources, AppArmor cache, clock floor,
+/// systemd's update stamps, identity scrub. Returns the unpacked downloads (the boot stage copies from them).
+fn stage_rootfs(
+    plan: &Plan,
+    epoch: i64,
+    downloads: &BTreeMap<String, (PathBuf, String)>,
+    work: &Path,
+    rootfs: &Path,
+    ui: &Ui,
+) -> Result<(BTreeMap<String, PathBuf>, Option<apparmor::Report>)> {
+    let board = &plan.board;
     let st = ui.stage("stage rootfs (overlays, agent, identity)");
-    for o in &overlay_names {
-        stage::copy_tree(&overlays_dir.join(o), &rootfs, false)?;
+    for o in &plan.overlay_names {
+        stage::copy_tree(&plan.overlays_dir.join(o), rootfs, false)?;
     }
-    for b in &bins {
-        let data = std::fs::read(dist_dir.join(b))
-            .with_context(|| format!("reading {}", dist_dir.join(b).display()))?;
-        stage::write_file(&rootfs, &format!("usr/local/bin/{b}"), &data, 0o755)?;
+    for b in &plan.bins {
+        let data = std::fs::read(plan.dist_dir.join(b))
+            .with_context(|| format!("reading {}", plan.dist_dir.join(b).display()))?;
+        stage::write_file(rootfs, &format!("usr/local/bin/{b}"), &data, 0o755)?;
     }
-    for (fname, data) in &cluster.files {
+    for (fname, data) in &plan.cluster.files {
         stage::write_file(
-            &rootfs,
+            rootfs,
             &format!("{}/{fname}", protocol::config::MANAGER_CLUSTER_DIR),
             data,
             0o644,
@@ -592,7 +765,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         let (p, _) = downloads
             .get(&d)
             .with_context(|| format!("download `{d}`"))?;
-        let dest = work.0.join("downloads").join(&d);
+        let dest = work.join("downloads").join(&d);
         crate::fetch::unpack_tarball(p, &dest)?;
         unpacked.insert(d, dest);
     }
@@ -614,27 +787,64 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         }
     }
     for f in &board.config.rootfs.files {
-        stage::write_file(&rootfs, &f.path, f.content.as_bytes(), f.mode)?;
+        stage::write_file(rootfs, &f.path, f.content.as_bytes(), f.mode)?;
     }
-    stage::write_file(&rootfs, "etc/fstab", stage::fstab(&board).as_bytes(), 0o644)?;
-    if !apt_sources.is_empty() && rootfs.join("etc/apt").is_dir() {
+    stage::write_file(rootfs, "etc/fstab", stage::fstab(board).as_bytes(), 0o644)?;
+    if !plan.apt_sources.is_empty() && rootfs.join("etc/apt").is_dir() {
         // The board fetches its security updates from the mirror the image was built from.
         stage::write_file(
-            &rootfs,
+            rootfs,
             "etc/apt/sources.list",
-            rootfs::sources_list(&apt_sources).as_bytes(),
+            rootfs::sources_list(&plan.apt_sources).as_bytes(),
             0o644,
         )?;
     }
-    stage::clock_floor(&rootfs)?;
-    stage::scrub_identity(&rootfs)?;
     st.done();
+    let apparmor = if rootfs.join("etc/apparmor.d").is_dir() {
+        let st = ui.stage("AppArmor: drop absent programs' profiles, precompile the cache");
+        let r = apparmor::prepare(rootfs, plan.apparmor_features.as_deref())?;
+        if let Some(r) = &r {
+            st.set_message(&format!(
+                "{} profiles kept, {} dropped, {} compiled into {}",
+                r.kept.len(),
+                r.dropped.len(),
+                r.cached,
+                if r.cache_dir.is_empty() {
+                    "no cache (no feature set beside the rootfs profile)"
+                } else {
+                    &r.cache_dir
+                }
+            ));
+        }
+        st.done();
+        r
+    } else {
+        None
+    };
+    stage::clock_floor(rootfs)?;
+    stage::update_done(rootfs, epoch)?;
+    stage::scrub_identity(rootfs)?;
+    Ok((unpacked, apparmor))
+}
 
-    // ---- stage the boot partition ----
+/// Step 6: the boot partition staged (boot files, rendered config files, armada.toml,
+/// the manifest), and the rootfs's copy of the boot mount point emptied.
+#[allow(clippy::too_many_arguments)]
+fn stage_boot(
+    plan: &Plan,
+    args: &BuildArgs,
+    base: &BaseInfo,
+    (input_hashes, input_hash): (&BTreeMap<String, String>, &str),
+    (rootfs, boot): (&Path, &Path),
+    unpacked: &BTreeMap<String, PathBuf>,
+    apparmor: Option<apparmor::Report>,
+    ui: &Ui,
+) -> Result<BootStage> {
+    let board = &plan.board;
     let st = ui.stage("stage boot partition");
-    stage::copy_boot_files(&board.config.boot.copy, &rootfs, &unpacked, &boot)?;
+    stage::copy_boot_files(&board.config.boot.copy, rootfs, unpacked, boot)?;
     let layout_probe = image::layout::plan(&board.config, 0);
-    let disk_sig_bytes = image::layout::derive_id(&input_hash, "mbr-disk-signature");
+    let disk_sig_bytes = image::layout::derive_id(input_hash, "mbr-disk-signature");
     let disk_sig = [
         disk_sig_bytes[0],
         disk_sig_bytes[1],
@@ -648,10 +858,10 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         .find(|p| p.mount == "/")
         .map(|p| p.number)
         .unwrap_or(2);
-    let kernel = stage::find_one(&boot, &board.config.boot.kernel, "boot.kernel")?;
-    fit_kernel(&rootfs, &boot.join(&kernel), &board_path, ui)?;
+    let kernel = stage::find_one(boot, &board.config.boot.kernel, "boot.kernel")?;
+    fit_kernel(rootfs, &boot.join(&kernel), &plan.board_path, ui)?;
     let initrd = match &board.config.boot.initrd {
-        Some(g) => stage::find_one(&boot, g, "boot.initrd")?,
+        Some(g) => stage::find_one(boot, g, "boot.initrd")?,
         None => String::new(),
     };
     let kernel_name = Path::new(&kernel)
@@ -661,7 +871,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     let kernel_version = match kernel_name.strip_prefix("vmlinuz-") {
         Some(v) => v.to_string(),
         None => {
-            let mods = stage::expand(&rootfs, "lib/modules/*");
+            let mods = stage::expand(rootfs, "lib/modules/*");
             mods.first()
                 .and_then(|m| m.file_name())
                 .map(|n| n.to_string_lossy().into_owned())
@@ -685,13 +895,13 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     vars.insert("cmdline", cmdline.clone());
     for f in &board.config.boot.files {
         let text = stage::render(&f.content, &vars, &format!("boot file {}", f.path))?;
-        stage::write_file(&boot, &f.path, text.as_bytes(), 0o644)?;
+        stage::write_file(boot, &f.path, text.as_bytes(), 0o644)?;
     }
     let first_boot = FirstBootConfig {
         role: args.role,
-        board: name.clone(),
+        board: plan.name.clone(),
         manager: ManagerConfig {
-            address: cluster.address.clone(),
+            address: plan.cluster.address.clone(),
             token: String::new(),
         },
         ..Default::default()
@@ -700,39 +910,12 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         .validate(protocol::config::BOOT_CONFIG_FILE)
         .map_err(|e| anyhow::anyhow!("the build's armada.toml would be invalid: {e}"))?;
     stage::write_file(
-        &boot,
+        boot,
         protocol::config::BOOT_CONFIG_FILE,
         first_boot.to_toml().as_bytes(),
         0o644,
     )?;
 
-    let packages = stage::installed_packages(&rootfs);
-    let agent_version = binary_version(&dist_dir.join("armada-agent"));
-    let mut manifest = json!({
-        "board": name,
-        "role": args.role.to_string(),
-        "version": args.version,
-        "source_date_epoch": epoch,
-        "builder": format!("armada {}", env!("CARGO_PKG_VERSION")),
-        "kernel": kernel_version,
-        "kernel_file": kernel,
-        "docker": packages.get("docker.io").cloned().unwrap_or_default(),
-        "suite": board.profile.as_ref().map(|p| p.suite.clone()).unwrap_or_default(),
-        "debian": std::fs::read_to_string(rootfs.join("etc/debian_version")).map(|v| v.trim().to_string()).unwrap_or_default(),
-        "base_package_set": base_taken,
-        "agent": agent_version,
-        "manager": if args.role == Role::Manager { binary_version(&dist_dir.join("armada-manager")) } else { String::new() },
-        "cluster_ca_fingerprint": cluster.ca_fingerprint,
-        "input_hash": input_hash,
-        "input_hashes": input_hashes,
-        "packages": packages,
-    });
-    stage::write_file(
-        &boot,
-        "armada-manifest.json",
-        serde_json::to_string_pretty(&manifest)?.as_bytes(),
-        0o644,
-    )?;
     // The boot partition is mounted over its mount point: what the rootfs holds there
     // is hidden on the board, so it is left out of the image.
     for p in &board.config.partitions {
@@ -745,20 +928,70 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
             std::fs::create_dir_all(&mp).with_context(|| format!("creating {}", mp.display()))?;
         }
     }
+    let packages = stage::installed_packages(rootfs);
+    let sizes = sizes::measure(rootfs, boot)?;
+    for line in sizes.lines() {
+        ui.info(&line);
+    }
+    let agent_version = binary_version(&plan.dist_dir.join("armada-agent"));
+    let manifest = json!({
+        "board": plan.name,
+        "role": args.role.to_string(),
+        "version": args.version,
+        "source_date_epoch": base.epoch,
+        "builder": format!("armada {}", env!("CARGO_PKG_VERSION")),
+        "kernel": kernel_version,
+        "kernel_file": kernel,
+        "docker": packages.get("docker.io").cloned().unwrap_or_default(),
+        "suite": board.profile.as_ref().map(|p| p.suite.clone()).unwrap_or_default(),
+        "debian": std::fs::read_to_string(rootfs.join("etc/debian_version")).map(|v| v.trim().to_string()).unwrap_or_default(),
+        "base_package_set": base.taken,
+        "agent": agent_version,
+        "manager": if args.role == Role::Manager { binary_version(&plan.dist_dir.join("armada-manager")) } else { String::new() },
+        "cluster_ca_fingerprint": plan.cluster.ca_fingerprint,
+        "apparmor": apparmor,
+        "sizes": sizes,
+        "input_hash": input_hash,
+        "input_hashes": input_hashes,
+        "packages": packages,
+    });
+    stage::write_file(
+        boot,
+        "armada-manifest.json",
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+        0o644,
+    )?;
     st.done();
+    Ok(BootStage { disk_sig, manifest })
+}
 
-    // ---- assemble ----
+/// Step 7: the raw image: file times clamped, ext4 and FAT made from the staged trees,
+/// blobs and the MBR written. Returns the temporary raw image and its layout.
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    plan: &Plan,
+    args: &BuildArgs,
+    input_hash: &str,
+    staged: &BootStage,
+    (work, rootfs, boot): (&Path, &Path, &Path),
+    downloads: &BTreeMap<String, (PathBuf, String)>,
+    pending: &mut Pending,
+    ui: &Ui,
+) -> Result<(PathBuf, image::layout::Layout)> {
+    let board = &plan.board;
+    let epoch = staged.manifest["source_date_epoch"]
+        .as_i64()
+        .context("manifest epoch")?;
     let st = ui.stage("assemble image (ext4, FAT, blobs, MBR)");
-    let root_stats = image::tree::clamp_and_measure(&rootfs, epoch)?;
-    image::tree::clamp_and_measure(&boot, epoch)?;
+    let root_stats = image::tree::clamp_and_measure(rootfs, epoch)?;
+    image::tree::clamp_and_measure(boot, epoch)?;
     let auto = image::layout::ext4_size_for(
         root_stats.data_bytes,
         root_stats.inodes,
         board.config.image.headroom.0,
     );
     let layout = image::layout::plan(&board.config, auto);
-    let mut pending = Pending::default();
-    let raw_final = args.out.join(format!("{stem}.img"));
+    let raw_final = args.out.join(format!("{}.img", plan.stem));
     let raw_tmp = pending.add(&raw_final);
     let mut img = std::fs::OpenOptions::new()
         .read(true)
@@ -778,14 +1011,12 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                     Vec::new()
                 };
                 let uuid =
-                    image::layout::derive_uuid(&input_hash, &format!("ext4-uuid-{}", p.number));
-                let seed = image::layout::derive_uuid(
-                    &input_hash,
-                    &format!("ext4-hash-seed-{}", p.number),
-                );
-                let empty = work.0.join(format!("empty-{}", p.number));
+                    image::layout::derive_uuid(input_hash, &format!("ext4-uuid-{}", p.number));
+                let seed =
+                    image::layout::derive_uuid(input_hash, &format!("ext4-hash-seed-{}", p.number));
+                let empty = work.join(format!("empty-{}", p.number));
                 let tree = if p.mount == "/" {
-                    rootfs.clone()
+                    rootfs.to_path_buf()
                 } else {
                     std::fs::create_dir_all(&empty)
                         .with_context(|| format!("creating {}", empty.display()))?;
@@ -804,12 +1035,12 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                     },
                     &tree,
                     &tree_paths,
-                    &work.0,
+                    work,
                 )?;
             }
             FsType::Vfat => {
                 let id =
-                    image::layout::derive_id(&input_hash, &format!("fat-volume-id-{}", p.number));
+                    image::layout::derive_id(input_hash, &format!("fat-volume-id-{}", p.number));
                 let vol = u32::from_le_bytes([id[0], id[1], id[2], id[3]]);
                 let spec = image::fat::FatSpec {
                     image: &raw_tmp,
@@ -822,7 +1053,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
                     epoch,
                     fat32: matches!(p.mbr_type, 0x0b | 0x0c),
                 };
-                image::fat::make(&spec, &boot)
+                image::fat::make(&spec, boot)
                     .with_context(|| format!("partition {} ({})", p.number, p.name))?;
             }
         }
@@ -851,16 +1082,33 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
             &data,
         )?;
     }
-    image::mbr::write_mbr(&mut img, &layout, disk_sig)?;
+    image::mbr::write_mbr(&mut img, &layout, staged.disk_sig)?;
     img.sync_all()
         .with_context(|| format!("writing {}", raw_tmp.display()))?;
     drop(img);
     st.done();
+    Ok((raw_tmp, layout))
+}
 
-    // ---- outputs ----
+/// Step 8: block map, compressed image, `.sha256` and manifest, renamed into place
+/// together.
+#[allow(clippy::too_many_arguments)]
+fn write_outputs(
+    plan: &Plan,
+    args: &BuildArgs,
+    staged: BootStage,
+    mut pending: Pending,
+    raw_tmp: &Path,
+    layout: &image::layout::Layout,
+    t_start: std::time::Instant,
+    ui: &Ui,
+) -> Result<()> {
+    let mut manifest = staged.manifest;
+    let stem = &plan.stem;
+    let raw_final = args.out.join(format!("{stem}.img"));
     let st = ui.stage("checksums and block map");
-    let raw_sha = outputs::sha256_of(&raw_tmp)?;
-    let bmap = crate::bmap::create(&raw_tmp).context("creating the block map")?;
+    let raw_sha = outputs::sha256_of(raw_tmp)?;
+    let bmap = crate::bmap::create(raw_tmp).context("creating the block map")?;
     let image_final = if args.compress == Compression::None {
         raw_final.clone()
     } else {
@@ -881,7 +1129,7 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
         (layout.image_size, 0.0)
     } else {
         let tmp = pending.add(&image_final);
-        outputs::compress(&raw_tmp, &tmp, args.compress, threads, args.xz_level, ui)?
+        outputs::compress(raw_tmp, &tmp, args.compress, threads, args.xz_level, ui)?
     };
     let mut sums = String::new();
     if args.compress != Compression::None {
@@ -921,9 +1169,8 @@ pub fn run(args: BuildArgs, ui: &Ui) -> Result<()> {
     std::fs::write(&man_tmp, serde_json::to_string_pretty(&manifest)?)
         .with_context(|| format!("writing {}", man_tmp.display()))?;
     if !args.keep_raw && args.compress != Compression::None {
-        std::fs::remove_file(&raw_tmp)
-            .with_context(|| format!("removing {}", raw_tmp.display()))?;
-        pending.forget(&raw_tmp);
+        std::fs::remove_file(raw_tmp).with_context(|| format!("removing {}", raw_tmp.display()))?;
+        pending.forget(raw_tmp);
     }
     let written = pending.commit()?;
     ui.info(&format!(
