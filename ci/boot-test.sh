@@ -303,11 +303,12 @@ guest_timing() {
   lease_ip "$host" >/dev/null || { log "$c: no lease for $host: no in-guest timing"; return 0; }
   ip=$(lease_ip "$host")
   guest_ssh "$host" \
-    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 15; echo; journalctl -b -o short-monotonic --no-pager -u armada-clock -u armada-agent -u docker -u systemd-networkd-wait-online | head -n 60' \
+    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 15; echo; echo "apparmor cache: $(ls -a /var/cache/apparmor/*/ | tr "\n" " ")"; echo; journalctl -b -o short-monotonic --no-pager -u armada-clock -u armada-agent -u docker -u systemd-networkd-wait-online | head -n 60' \
     >"$out" 2>&1 || { log "$c: ssh to $ip failed (in-guest timing not read):"; tail -n 3 "$out" >&2; return 0; }
   log "$c: in-guest timing (boot $run, full text in $out):"
   sed -n '1,/^$/p' "$out" | sed 's/^/    /' >&2
   awk '/critical chain/,/^$/' "$out" | head -n 14 | sed 's/^/    /' >&2
+  grep -E ' (apparmor|containerd|docker|armada-firstboot|armada-clock)\.service$|^apparmor cache' "$out" | sed 's/^/    /' >&2
 }
 
 # --- one boot ------------------------------------------------------------------------
@@ -427,6 +428,11 @@ worker_case() {
     fail_case "$c" "root filesystem not grown: $root_after bytes on a $root_before-byte partition" 1; return
   fi
   log "$c: hostname $host, Docker $(jq -r .facts.docker_version "$d/detail1.json"), root grew from $root_before to $root_after bytes"
+  # The docker CLI (the docker-cli package) on the board, talking to the board's engine.
+  guest_docker_cli() { guest_ssh "$1" "docker version --format '{{.Client.Version}} {{.Server.Version}}'" >"$d/docker-cli.txt" 2>&1; }
+  wait_for 120 "the docker CLI on $host" guest_docker_cli "$host" || {
+    cat "$d/docker-cli.txt" >&2; fail_case "$c" "the docker CLI does not run on $host" 1; return; }
+  log "$c: docker CLI in the guest: client and server $(tr '\n' ' ' <"$d/docker-cli.txt")"
   # A service task on it, and its per-container data in the stored report.
   wait_for "$STEP_BOUND" "the side-loaded image imported on $host" \
     grep -aq 'armada-e2e-import: .* imported as sha256:' "$d/console1.log" || {

@@ -4,7 +4,10 @@
 # Builds rpi3 worker, pine64 worker and rpi3 manager images (raw images kept for the
 # boot tests) into ${ARMADA_IMAGE_OUT:-out/ci-images}, checks each one's partition
 # table, filesystems (fsck), boot files, kernel, device trees, blobs, docker.io and the
-# agent inside, then rebuilds the rpi3 worker and requires a bit-identical image.
+# agent, docker CLI, Wi-Fi packages and precompiled AppArmor policy inside, prints what
+# fills each image (mapped/compressed bytes, top folders, largest packages), then rebuilds
+# the rpi3 worker with its trees on tmpfs and requires a bit-identical image (and with
+# ARMADA_TIER_COLD_BASE=1 from a second cold mmdebstrap base).
 # The first run makes the shared base rootfs (mmdebstrap, ~4-20 min depending on load);
 # later runs reuse ~/.cache/armada (or $ARMADA_CACHE_DIR).
 set -euo pipefail
@@ -19,7 +22,24 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 # Level 1 keeps CI fast; the format and the tools that read it are the same.
 xz_opts=(--xz-level 1)
 
-[ -x dist/aarch64/armada-agent ] && [ -x dist/aarch64/armada-manager ] || bash ci/cross-build.sh
+# The images bundle dist/aarch64: rebuilt when missing or older than any source it is
+# built from (the cross tier's fresh output is newer than the checkout, so CI reuses it).
+stale_dist() {
+  local b
+  for b in armada-agent armada-manager; do
+    [ -x "dist/aarch64/$b" ] || { echo "dist/aarch64/$b is missing"; return 0; }
+  done
+  b=$(find agent manager protocol Cargo.toml Cargo.lock -type f -newer dist/aarch64/armada-agent -print -quit 2>/dev/null)
+  [ -z "$b" ] || { echo "$b is newer than dist/aarch64/armada-agent"; return 0; }
+  b=$(find agent manager protocol Cargo.toml Cargo.lock -type f -newer dist/aarch64/armada-manager -print -quit 2>/dev/null)
+  [ -z "$b" ] || { echo "$b is newer than dist/aarch64/armada-manager"; return 0; }
+  return 1
+}
+if why=$(stale_dist); then
+  log "cross-building the aarch64 binaries: $why"
+  bash ci/cross-build.sh
+fi
+stale_dist >/dev/null && fail "dist/aarch64 is still older than its sources after ci/cross-build.sh"
 cargo build --release --locked -p armada
 armada=target/release/armada
 
@@ -47,6 +67,19 @@ check_common() { # img
   r="$img?offset=$root"
   has 'Mode:  0755' "$(dbg 'stat /usr/local/bin/armada-agent' "$r")" || fail "no agent in $img"
   has '^Package: docker.io$' "$(dbg 'cat /var/lib/dpkg/status' "$r")" || fail "no docker.io in $img"
+  # trixie's docker.io has no CLI: the docker-cli package gives operators `docker`.
+  has 'Mode:  0755' "$(dbg 'stat /usr/bin/docker' "$r")" || fail "no /usr/bin/docker (docker-cli) in $img"
+  # Wi-Fi (armada.toml [wifi]): the supplicant, the regulatory database, the Pi radios' firmware.
+  has 'Mode:  0755' "$(dbg 'stat /usr/sbin/wpa_supplicant' "$r")" || fail "no wpa_supplicant in $img"
+  has 'regulatory.db' "$(dbg 'ls /usr/lib/firmware' "$r")" || fail "no regulatory.db (wireless-regdb) in $img"
+  for f in brcmfmac43430-sdio.raspberrypi,3-model-b.txt brcmfmac43455-sdio.raspberrypi,3-model-b-plus.txt brcmfmac43430-sdio.bin brcmfmac43455-sdio.bin; do
+    has "$f" "$(dbg 'ls /usr/lib/firmware/brcm' "$r")" || fail "no brcm/$f (firmware-brcm80211) in $img"
+  done
+  # AppArmor: the board's kernel finds its policy precompiled (no first-boot compile).
+  local aa; aa=$(jq -r '.apparmor.cache_dir // empty' "${img%.img}.manifest.json")
+  [ -n "$aa" ] || fail "$img: the manifest names no precompiled AppArmor cache"
+  has '\.features' "$(dbg "ls -l $aa" "$r")" || fail "$img: no $aa/.features in the image"
+  has ' runc' "$(dbg "ls -l $aa" "$r")" || fail "$img: the runc profile is not in $aa"
   has 'arm64' "$(dbg 'ls /lib/modules' "$r")" || fail "no kernel modules in $img"
   has firstboot.sh "$(dbg 'cat /etc/systemd/system/armada-firstboot.service' "$r")" || fail "no first-boot unit in $img"
   has ssh_host_ "$(dbg 'ls /etc/ssh' "$r")" && fail "baked ssh host keys in $img"
@@ -64,6 +97,10 @@ check_common() { # img
   [ "$(jq -r .docker "$man")" = "$docker" ] || fail "$man: docker $(jq -r .docker "$man") but the image has $docker"
   [ "$(jq -r .debian "$man")" = "$debian" ] || fail "$man: debian $(jq -r .debian "$man") but the image has $debian"
   log "$(basename "$img"): Debian $debian ($(jq -r .suite "$man")), docker.io $docker, kernel $(jq -r .kernel "$man")"
+  # What fills it: mapped and compressed bytes, top folders, largest packages.
+  log "$(basename "$img"): raw $(( $(jq .image.raw_size "$man") >> 20 )) MiB, mapped $(( $(jq .image.mapped_bytes "$man") >> 20 )) MiB, xz $(( $(jq .image.compressed_size "$man") >> 20 )) MiB; AppArmor $(jq '.apparmor.kept | length' "$man") profiles kept (precompiled), $(jq '.apparmor.dropped | length' "$man") dropped"
+  log "  largest folders: $(jq -r '[.sizes.top_dirs[:8][] | "\(.[0]) \(.[1] / 1048576 | floor)M"] | join(", ")' "$man")"
+  log "  largest packages: $(jq -r '[.sizes.top_packages[:8][] | "\(.[0]) \(.[1] / 1048576 | floor)M"] | join(", ")' "$man")"
 }
 
 # Outputs are captured before grep: with pipefail, `grep -q` closing the pipe early
@@ -88,6 +125,7 @@ hasi '/initrd.img-.*-arm64$' "$(mdir_i "$img" "")" || fail "rpi3: no initrd on t
 has '^arm_64bit=1' "$(mtype_i "$img" config.txt)" || fail "rpi3: config.txt lacks arm_64bit=1"
 has 'root=LABEL=RASPIROOT.*cgroup_enable=memory' "$(mtype_i "$img" cmdline.txt)" || fail "rpi3: cmdline.txt"
 sha_first=$(sha256sum "$img" | cut -d' ' -f1)
+img_rpi3=$img
 bmaptool copy --bmap "$out/rpi3-worker-$v.img.bmap" "$out/rpi3-worker-$v.img.xz" "$work/copy.img" >/dev/null 2>&1 || fail "bmaptool copy"
 cmp "$img" "$work/copy.img" || fail "bmaptool copy differs from the raw image"
 rm -f "$work/copy.img"
@@ -138,13 +176,72 @@ for f in "$out"/*-"$v".img "$out"/*-"$v".img.bmap "$out"/*-"$v".manifest.json "$
 done
 log "no secret in $(( scanned >> 20 )) MiB of outputs (every byte of 3 images, bmaps, manifests) in $(( $(date +%s) - s ))s"
 
-# --- reproducibility: the same inputs give the same bytes ---
+# --- reproducibility: the same inputs give the same bytes, whatever the filesystem ---
+# The first build staged its trees in the cache (on disk); this one stages them on
+# tmpfs (/dev/shm), so directory order, inode numbers and timestamps of the build host's
+# filesystem cannot leak into the image.
+first_fs=$(stat -f -c %T "${ARMADA_CACHE_DIR:-$HOME/.cache/armada}")
+[ "$first_fs" != tmpfs ] || fail "the build cache is on tmpfs: put ARMADA_CACHE_DIR on disk so the two builds are on different filesystems"
+shm=$(mktemp -d /dev/shm/armada-tier-image.XXXXXX)
+trap 'rm -rf "$work" "$shm"' EXIT
+[ "$(stat -f -c %T "$shm")" = tmpfs ] || fail "/dev/shm is $(stat -f -c %T "$shm"), not tmpfs"
 s=$(date +%s)
-"$armada" build --board rpi3 --role worker --cluster "$work/cluster" --out "$work/again" --keep-raw "${xz_opts[@]}" -q >/dev/null
-log "rpi3 worker rebuilt (warm) in $(( $(date +%s) - s ))s"
+"$armada" build --board rpi3 --role worker --cluster "$work/cluster" --out "$work/again" --keep-raw "${xz_opts[@]}" --work-dir "$shm" -q >/dev/null
+log "rpi3 worker rebuilt (warm base, staged on tmpfs instead of $first_fs) in $(( $(date +%s) - s ))s"
 sha_again=$(sha256sum "$work/again/rpi3-worker-$v.img" | cut -d' ' -f1)
-[ "$sha_first" = "$sha_again" ] || fail "rebuild differs: $sha_first vs $sha_again"
-log "rebuild bit-identical ($sha_first)"
+rm -rf "$shm"
+if [ "$sha_first" != "$sha_again" ]; then
+  # Say where: which partition's bytes differ.
+  for i in 0 1; do
+    st=$(part_start "$img_rpi3" "$i"); sz=$(part_size "$img_rpi3" "$i")
+    cmp -s -n "$sz" -i "$st:$st" "$img_rpi3" "$work/again/rpi3-worker-$v.img" || log "partition $((i + 1)) differs"
+  done
+  fail "rebuild on tmpfs differs from the build on $first_fs: $sha_first vs $sha_again"
+fi
+log "bit-identical across filesystems ($first_fs and tmpfs): $sha_first"
+
+# --- reproducibility: a second cold base (a second mmdebstrap) gives the same base ---
+# ~5 min unloaded, ~20 min at load 15: only with ARMADA_TIER_COLD_BASE=1, so the tier
+# stays in its time budget. Same package files (the apt archive
+# cache is shared by hard links), same SOURCE_DATE_EPOCH; a difference is printed.
+if [ "${ARMADA_TIER_COLD_BASE:-0}" = 1 ]; then
+  s=$(date +%s)
+  cold=$work/cold-cache
+  mkdir -p "$cold"
+  cp -al "${ARMADA_CACHE_DIR:-$HOME/.cache/armada}/apt-archives" "$cold/apt-archives"
+  "$armada" build --board rpi3 --role worker --cluster "$work/cluster" --out "$work/cold-out" --keep-raw "${xz_opts[@]}" \
+    --cache-dir "$cold" > "$work/cold.log" 2>&1 || { tail -n 30 "$work/cold.log" >&2; fail "cold base build"; }
+  key=$(sed -n 's/.*base rootfs \([0-9a-f]*\): mmdebstrap.*/\1/p' "$work/cold.log" | head -n 1)
+  [ -n "$key" ] || fail "cold base build made no new base (log: $work/cold.log)"
+  warm_json=${ARMADA_CACHE_DIR:-$HOME/.cache/armada}/rootfs/$key.json
+  [ -f "$warm_json" ] || fail "no cached base $key to compare the cold one with"
+  a=$(jq -r .tar_sha256 "$warm_json"); b=$(jq -r .tar_sha256 "$cold/rootfs/$key.json")
+  log "second cold base made in $(( $(date +%s) - s ))s"
+  if [ "$a" = "$b" ]; then
+    log "two cold bases bit-identical: $a"
+    # The root filesystem must be the same bytes. The boot partition's manifest records
+    # when the base's package set was taken (base_package_set.taken_at, the builder's
+    # clock), so the FAT may differ there and nowhere else.
+    cold_img=$work/cold-out/rpi3-worker-$v.img
+    st=$(part_start "$img_rpi3" 1); sz=$(part_size "$img_rpi3" 1)
+    cmp -s -n "$sz" -i "$st:$st" "$img_rpi3" "$cold_img" || fail "same base, but the root filesystem from the cold base differs"
+    strip() { mtype_i "$1" armada-manifest.json | jq -S 'del(.base_package_set.taken_at)'; }
+    [ "$(strip "$img_rpi3")" = "$(strip "$cold_img")" ] || fail "the manifests differ beyond base_package_set.taken_at"
+    if cmp -s "$img_rpi3" "$cold_img"; then
+      log "image from the cold base bit-identical: $sha_first"
+    else
+      log "image from the cold base: root filesystem bit-identical; the FAT differs only by the manifest's base_package_set.taken_at"
+    fi
+  else
+    log "cold bases DIFFER ($a vs $b): package versions that differ, then files:"
+    pkgs() { tar -xOf "$1" ./var/lib/dpkg/status | awk '/^Package: /{p=$2} /^Version: /{print p, $2}' | sort; }
+    diff <(pkgs "${warm_json%.json}.tar") <(pkgs "$cold/rootfs/$key.tar") >&2 || true
+    diff <(tar -tvf "${warm_json%.json}.tar" | sort -k6) <(tar -tvf "$cold/rootfs/$key.tar" | sort -k6) | head -n 40 >&2 || true
+    fail "two cold bases from the same package files differ"
+  fi
+else
+  log "cold-base reproducibility not checked (ARMADA_TIER_COLD_BASE=1 runs a second mmdebstrap, ~5-20 min)"
+fi
 
 ls -la "$out" >&2
 log "passed in $(( $(date +%s) - t0 ))s; raw images for the boot tests are in $out"
