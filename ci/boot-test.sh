@@ -471,12 +471,32 @@ worker_case() {
   [ "$(swarm_node_id "$host")" = "$rid" ] || { fail_case "$c" "swarm node id changed ($rid -> $(swarm_node_id "$host"))" 2; return; }
   [ "$(jq -r .reports_total "$d/detail2.json")" -gt "$reports0" ] || { fail_case "$c" "no new reports" 2; return; }
   boot_stop
+
+  # Boot 3: the operator edits armada.toml on the card (from any OS: mtools here) and
+  # the board applies the new hostname at its next boot (armada-firstboot, every boot).
+  # The card so far is the image plus its qcow2 overlay: flattened first, so the edit
+  # lands on what the board wrote, not under it.
+  local flat=$d/card-edited.img new_host="$host-r" fat t_host
+  qemu-img convert -O raw "$d/card.qcow2" "$flat" && rm -f "$d/card.qcow2" || { fail_case "$c" "could not flatten the card" 3; return; }
+  fat=$(sfdisk -J "$flat" | jq -r '[.partitiontable.partitions[] | select(.type == "c" or .type == "b")][0].start * 512')
+  MTOOLS_SKIP_CHECK=1 mtype -i "$flat@@$fat" ::armada.toml | sed "s/^hostname = .*/hostname = \"$new_host\"/" >"$d/armada-edited.toml" &&
+    grep -q "^hostname = \"$new_host\"" "$d/armada-edited.toml" &&
+    MTOOLS_SKIP_CHECK=1 mcopy -o -i "$flat@@$fat" "$d/armada-edited.toml" ::armada.toml || { fail_case "$c" "editing armada.toml on the card failed" 3; return; }
+  boot_start "$c" 3 "$flat" "$board" "$machine" "$mac" "$disk" || { fail_case "$c" "qemu did not start a third time" 3; return; }
+  wait_for "$bound" "the new hostname $new_host applied at boot 3" \
+    grep -aq "armada-firstboot: set the hostname to $new_host" "$d/console3.log" || {
+    grep -a 'armada-firstboot' "$d/console3.log" | tail -n 20 >&2; fail_case "$c" "edited hostname not applied at the next boot" 3; return; }
+  t_host=$(since "$POWER_ON" "$(now)")
+  grep -aq "armada-firstboot: .*armada.toml changed" "$d/console3.log" || { fail_case "$c" "no 'armada.toml changed' line at boot 3" 3; return; }
+  boot_stop
+  printf '%-14s %-7s %-8s boot 3: armada.toml edited on the card: hostname %s applied at %ss\n' \
+    "$c" "$board" "$machine" "$new_host" "$t_host" | tee -a "$RESULTS/timings"
   nodes_docker 1 service rm "$svc" >/dev/null 2>&1
   nodes_docker 1 node rm --force "$rid" >/dev/null 2>&1
 
   printf '%-14s %-7s %-8s boot 2: multi-user %6ss  reporting %6ss  swarm-Ready %6ss (same node, no new registration)\n' \
     "$c" "$board" "$machine" "$(milestone "$c" 2 multi-user)" "$t_rep2" "$t_ready2" | tee -a "$RESULTS/timings"
-  echo "ok   $c: node $id, swarm node $rid, same after the reboot" >>"$RESULTS/summary"
+  echo "ok   $c: node $id, swarm node $rid, same after the reboot; edited hostname applied at boot 3" >>"$RESULTS/summary"
 }
 
 # manager_case: a manager-role rpi3 image boots and initialises its own swarm.

@@ -35,6 +35,8 @@ test_pkgs=(
   jq curl file busybox-static sqlite3 openssh-client
   # the lint tier's actionlint venv (ci/actionlint.sh)
   python3-venv
+  # the fast tier parses armada's generated Wi-Fi config with the supplicant itself
+  wpasupplicant
 )
 
 pkgs=("${build_pkgs[@]}")
@@ -137,7 +139,7 @@ fi
 build_tools=(/usr/bin/rustc /usr/bin/cargo aarch64-linux-gnu-gcc mmdebstrap arch-test
   mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk)
 test_tools=(qemu-aarch64 qemu-system-aarch64 qemu-img dockerd docker ip nsenter unshare
-  promtool prometheus-node-exporter bmaptool chromium dnsmasq node npm jq curl file busybox sqlite3 ssh ssh-keygen)
+  promtool prometheus-node-exporter bmaptool chromium dnsmasq node npm jq curl file busybox sqlite3 ssh ssh-keygen wpa_supplicant)
 tools=("${build_tools[@]}")
 [ "$want_tests" = 1 ] && tools+=("${test_tools[@]}")
 absent=()

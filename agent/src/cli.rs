@@ -26,7 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Register (once), join the swarm and report metrics until stopped.
     Run(RunArgs),
-    /// Apply armada.toml's hostname and ssh keys (run once by the first-boot unit).
+    /// Apply armada.toml (hostname, ssh keys, Wi-Fi, time zone, static address) when it
+    /// changed since the last boot; run at every boot by armada-firstboot.service.
     Firstboot(FirstbootArgs),
     /// Show this node's registration and swarm state.
     Status(StatusArgs),
@@ -105,14 +106,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Firstboot(args) => {
             let path = find_config(&args.cfg)?;
-            for line in firstboot::move_secrets(&args.cfg.root, &path)? {
+            for line in firstboot::every_boot(&args.cfg.root, &path)? {
                 println!("{line}");
             }
-            let (path, cfg) = load_config(&args.cfg)?;
-            for line in firstboot::apply(&args.cfg.root, &cfg)? {
-                println!("{line}");
-            }
-            println!("first boot settings from {} applied", path.display());
             Ok(())
         }
         Command::Status(args) => status(&args),
@@ -201,6 +197,25 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
             );
         }
         Err(e) => println!("config:        {e:#}"),
+    }
+    match firstboot::read_applied(&args.cfg.root) {
+        Ok(Some(a)) => {
+            println!(
+                "settings:      armada.toml (sha256 {}) applied {}: {}",
+                &a.sha256[..a.sha256.len().min(12)],
+                clock::utc(a.applied_at_ms),
+                if a.changes.is_empty() {
+                    "nothing needed changing".to_string()
+                } else {
+                    format!("{} change(s)", a.changes.len())
+                }
+            );
+            for c in &a.changes {
+                println!("               - {c}");
+            }
+        }
+        Ok(None) => println!("settings:      not applied yet (armada-firstboot runs at boot)"),
+        Err(e) => println!("settings:      {e:#}"),
     }
     let state = StateDir::new(&args.state_dir);
     match state.load() {

@@ -1,5 +1,10 @@
-//! `armada-agent firstboot`: applies `armada.toml`'s hostname and ssh keys to the root
-//! filesystem. The image's first-boot unit runs it before the agent proper.
+//! `armada-agent firstboot`: applies `armada.toml` to the root filesystem. The image's
+//! `armada-firstboot.service` runs it at every boot, before the network, ssh, Docker and
+//! the agent ([`every_boot`]): it moves secrets off the FAT, then, when the file's
+//! SHA-256 differs from the one recorded in [`APPLIED_FILE`], applies hostname, ssh
+//! keys and the board settings of [`crate::settings`] (Wi-Fi, time zone, static
+//! address), and records the hash and what changed (shown by `armada-agent status`).
+//! An unchanged file costs one hash and a log line.
 //!
 //! Hostname: `etc/hostname`, the `127.0.1.1` line of `etc/hosts`, and, when the root is
 //! the running system's `/`, the kernel's hostname. Keys: appended to root's
@@ -23,6 +28,85 @@ use protocol::config::{
 };
 
 use crate::state::write_file_atomic;
+
+/// The record of the last `armada.toml` applied (relative to the root).
+pub const APPLIED_FILE: &str = "var/lib/armada/settings-applied.json";
+
+/// What [`APPLIED_FILE`] holds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Applied {
+    /// SHA-256 of `armada.toml` as applied (after the secrets left it), hex.
+    pub sha256: String,
+    pub applied_at_ms: u64,
+    /// The config file it came from.
+    pub config: String,
+    /// What was changed then; empty when the system already matched.
+    pub changes: Vec<String>,
+}
+
+/// Reads the record under `root`; `None` before the first boot applied anything.
+pub fn read_applied(root: &Path) -> anyhow::Result<Option<Applied>> {
+    let p = root.join(APPLIED_FILE);
+    match fs::read_to_string(&p) {
+        Ok(t) => Ok(Some(
+            serde_json::from_str(&t).with_context(|| format!("parsing {}", p.display()))?,
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
+    }
+}
+
+/// The boot-time run: secrets off the FAT, then everything `armada.toml` sets when it
+/// changed since the last boot that applied it. Returns the log lines.
+pub fn every_boot(root: &Path, cfg_path: &Path) -> anyhow::Result<Vec<String>> {
+    use sha2::Digest;
+    let mut lines = move_secrets(root, cfg_path)?;
+    lines.extend(crate::settings::take_wifi_secret(root, cfg_path)?);
+    let text = fs::read(cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+    let sha = hex::encode(sha2::Sha256::digest(&text));
+    let prev = read_applied(root)?;
+    if let Some(p) = prev.as_ref().filter(|p| p.sha256 == sha) {
+        lines.push(format!(
+            "{} unchanged since it was applied at {} (sha256 {}): nothing to apply",
+            cfg_path.display(),
+            crate::clock::utc(p.applied_at_ms),
+            &sha[..12]
+        ));
+        return Ok(lines);
+    }
+    let mut cfg = FirstBootConfig::load(cfg_path)?;
+    fill_token(root, &mut cfg)?;
+    let mut changes = apply(root, &cfg)?;
+    changes.extend(crate::settings::apply(root, &cfg)?);
+    let record = Applied {
+        sha256: sha.clone(),
+        applied_at_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        config: cfg_path.display().to_string(),
+        changes: changes.clone(),
+    };
+    let to = root.join(APPLIED_FILE);
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&record).context("encoding the applied record")?;
+    write_file_atomic(&to, json.as_bytes(), 0o644)?;
+    lines.extend(changes.iter().cloned());
+    lines.push(format!(
+        "{} {} (sha256 {}): {} change(s) applied",
+        cfg_path.display(),
+        if prev.is_some() {
+            "changed"
+        } else {
+            "applied for the first time"
+        },
+        &sha[..12],
+        changes.len()
+    ));
+    Ok(lines)
+}
 
 /// Moves the secrets `armada flash` left on the FAT (beside `cfg_path`) under `root`;
 /// returns a line per move. Safe to run again: what is already moved is not on the FAT.
@@ -307,6 +391,47 @@ mod tests {
         let mut cfg = FirstBootConfig::load(&cfg_path).unwrap();
         fill_token(&root, &mut cfg).unwrap();
         assert!(cfg.manager.token.is_empty());
+    }
+
+    #[test]
+    fn every_boot_applies_only_a_changed_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let boot = tmp.path().join("boot");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::create_dir_all(&boot).unwrap();
+        fs::write(root.join("etc/hostname"), "debian\n").unwrap();
+        let cfg_path = boot.join("armada.toml");
+        fs::write(&cfg_path, "hostname = \"node-1\"\n[labels]\nrack = \"a\"\n").unwrap();
+        let first = every_boot(&root, &cfg_path).unwrap();
+        assert!(first.last().unwrap().contains("first time"), "{first:?}");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "node-1\n"
+        );
+        let rec = read_applied(&root).unwrap().unwrap();
+        assert!(
+            rec.changes.iter().any(|c| c.contains("etc/hostname")),
+            "{rec:?}"
+        );
+        // The next boot, same file: nothing done.
+        let again = every_boot(&root, &cfg_path).unwrap();
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert!(again[0].contains("unchanged"), "{again:?}");
+        // The operator edits the card: the new hostname is applied at the next boot.
+        fs::write(&cfg_path, "hostname = \"node-9\"\n").unwrap();
+        let changed = every_boot(&root, &cfg_path).unwrap();
+        assert!(changed.last().unwrap().contains("changed"), "{changed:?}");
+        assert_eq!(
+            fs::read_to_string(root.join("etc/hostname")).unwrap(),
+            "node-9\n"
+        );
+        assert_ne!(read_applied(&root).unwrap().unwrap().sha256, rec.sha256);
+        // A bad edit is an error, and the record stays the last good one.
+        let good = read_applied(&root).unwrap().unwrap();
+        fs::write(&cfg_path, "hostnme = \"x\"\n").unwrap();
+        assert!(every_boot(&root, &cfg_path).is_err());
+        assert_eq!(read_applied(&root).unwrap().unwrap(), good);
     }
 
     #[test]

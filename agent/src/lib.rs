@@ -29,7 +29,9 @@
 //! - `status`: the control plane's state (registered, swarm, revoked, last error per
 //!   kind), exported on `/metrics` and mirrored for `armada-agent status`.
 //! - `clock`: `sync-clock` before Docker starts (boards have no RTC), and the clock floor.
-//! - `firstboot`: hostname and ssh keys from `armada.toml`.
+//! - `firstboot`: at every boot, secrets off the FAT and, when `armada.toml` changed,
+//!   hostname, ssh keys and the board settings applied, with a record for `status`.
+//! - `settings`: Wi-Fi (wpa_supplicant), time zone and static address from `armada.toml`.
 
 pub mod cli;
 pub mod clock;
@@ -44,6 +46,7 @@ pub mod report;
 pub mod retry;
 pub mod run;
 pub mod serve;
+pub mod settings;
 pub mod state;
 pub mod status;
 pub mod swarm;

@@ -68,6 +68,19 @@ fn firstboot_applies_hostname_and_keys_found_under_the_root() {
         "{}",
         text(&out)
     );
+    // `status` says what was applied; the next boot with the same file does nothing.
+    let st = agent(&[
+        "status",
+        "--root",
+        p(root),
+        "--state-dir",
+        p(&root.join("state")),
+    ]);
+    let t = text(&st);
+    assert!(t.contains("settings:      armada.toml (sha256 "), "{t}");
+    assert!(t.contains("/etc/hostname"), "{t}");
+    let again = agent(&["firstboot", "--root", p(root)]);
+    assert!(text(&again).contains("unchanged"), "{}", text(&again));
 }
 
 #[test]

@@ -1221,3 +1221,63 @@ fn batch_flashes_three_loop_cards_as_they_appear() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn wifi_time_zone_and_static_address_go_into_armada_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(t) = make_image(dir.path()) else {
+        return;
+    };
+    let out = dir.path().join("card.img");
+    let pass = dir.path().join("wifi.pass");
+    std::fs::write(&pass, "correct horse\n").unwrap();
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&out)
+        .args(["--no-ssh", "--wifi-ssid", "shed", "--wifi-country", "de"])
+        .arg("--wifi-psk-file")
+        .arg(&pass)
+        .args([
+            "--timezone",
+            "Europe/Berlin",
+            "--static-address",
+            "192.168.1.50/24",
+        ])
+        .args(["--gateway", "192.168.1.1", "--dns", "192.168.1.1"]));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("correct horse"),
+        "the passphrase was printed"
+    );
+    let cfg = card_config(&out);
+    assert_eq!(cfg.wifi.ssid, "shed");
+    assert_eq!(cfg.wifi.country, "DE");
+    assert_eq!(cfg.wifi.passphrase, "correct horse");
+    assert_eq!(cfg.timezone, "Europe/Berlin");
+    assert_eq!(cfg.network.address, "192.168.1.50/24");
+    assert_eq!(cfg.network.dns, vec!["192.168.1.1"]);
+    // No passphrase source and no terminal: refused, never taken from an argument.
+    let o = run(armada().arg("flash").arg(&t.img).arg(&out).args([
+        "--no-ssh",
+        "--wifi-ssid",
+        "shed",
+        "--wifi-country",
+        "DE",
+    ]));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--wifi-psk-file"), "{}", stderr(&o));
+    // A passphrase the radio would refuse, before anything is written.
+    std::fs::write(&pass, "short\n").unwrap();
+    let fresh = dir.path().join("fresh.img");
+    let o = run(armada()
+        .arg("flash")
+        .arg(&t.img)
+        .arg(&fresh)
+        .args(["--no-ssh", "--wifi-ssid", "shed", "--wifi-country", "DE"])
+        .arg("--wifi-psk-file")
+        .arg(&pass));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("wifi.passphrase"), "{}", stderr(&o));
+    assert!(!fresh.exists() || std::fs::metadata(&fresh).unwrap().len() == 0);
+}

@@ -49,6 +49,64 @@ pub struct FirstBootConfig {
     pub ssh_authorized_keys: Vec<String>,
     #[serde(default)]
     pub agent: AgentConfig,
+    /// IANA time zone (`Europe/Berlin`); empty keeps the image's (UTC).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub timezone: String,
+    /// Wi-Fi client settings; no `ssid` means no Wi-Fi.
+    #[serde(default, skip_serializing_if = "WifiConfig::is_unset")]
+    pub wifi: WifiConfig,
+    /// A static address instead of DHCP; no `address` means DHCP.
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_unset")]
+    pub network: NetworkConfig,
+}
+
+/// `[wifi]`: the network a board joins over its radio. The secret (`psk` or
+/// `passphrase`) is moved off the FAT at the board's next boot, like the token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WifiConfig {
+    /// ISO 3166 country code (`DE`, `US`): the radio's regulatory domain, required.
+    #[serde(default)]
+    pub country: String,
+    #[serde(default)]
+    pub ssid: String,
+    /// The pre-shared key as 64 hex digits (what `wpa_passphrase` prints).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub psk: String,
+    /// The passphrase, 8-63 printable ASCII characters.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub passphrase: String,
+    /// The network does not broadcast its name: probe for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hidden: bool,
+}
+
+impl WifiConfig {
+    pub fn is_unset(&self) -> bool {
+        *self == WifiConfig::default()
+    }
+}
+
+/// `[network]`: a static IPv4 address for the board.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// `192.168.1.50/24`.
+    #[serde(default)]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// systemd-networkd `Name=` match; default: the wired interfaces (`eth* en*`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface: String,
+}
+
+impl NetworkConfig {
+    pub fn is_unset(&self) -> bool {
+        *self == NetworkConfig::default()
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -212,6 +270,17 @@ impl FirstBootConfig {
                 ));
             }
         }
+        validate_wifi(&self.wifi).map_err(|(k, m)| invalid(&format!("wifi.{k}"), m))?;
+        validate_network(&self.network).map_err(|(k, m)| invalid(&format!("network.{k}"), m))?;
+        if !self.timezone.is_empty() && !is_valid_timezone(&self.timezone) {
+            return Err(invalid(
+                "timezone",
+                format!(
+                    "`{}` is not a time zone name such as Europe/Berlin or UTC",
+                    self.timezone
+                ),
+            ));
+        }
         if !(1..=3600).contains(&self.agent.interval_seconds) {
             return Err(invalid(
                 "agent.interval_seconds",
@@ -243,9 +312,11 @@ impl FirstBootConfig {
     pub fn to_toml(&self) -> String {
         let body = toml::to_string_pretty(self).unwrap_or_default();
         format!(
-            "# armada first-boot config. Edit from any OS; read by armada-agent at every start.\n\
+            "# armada first-boot config. Edit from any OS; read at every boot.\n\
              # Keys: hostname, role (worker|manager), board, [manager] address/token,\n\
-             # [labels] key = \"value\", ssh_authorized_keys = [\"ssh-ed25519 ...\"], [agent].\n\n{body}"
+             # [labels] key = \"value\", ssh_authorized_keys = [\"ssh-ed25519 ...\"], [agent],\n\
+             # timezone = \"Europe/Berlin\", [wifi] country/ssid/passphrase|psk/hidden,\n\
+             # [network] address = \"192.168.1.50/24\"/gateway/dns/interface. Changes apply at next boot.\n\n{body}"
         )
     }
 }
@@ -299,6 +370,43 @@ impl ConfigEdit {
         self
     }
 
+    /// Removes `dotted_key` (`wifi.psk`) if it is there.
+    pub fn remove(&mut self, dotted_key: &str) -> &mut Self {
+        match dotted_key.split_once('.') {
+            Some((section, key)) => {
+                if let Some(t) = self
+                    .doc
+                    .get_mut(section)
+                    .and_then(|m| m.as_table_like_mut())
+                {
+                    t.remove(key);
+                }
+            }
+            None => {
+                self.doc.remove(dotted_key);
+            }
+        }
+        self
+    }
+
+    /// Sets `dotted_key` to a list of strings.
+    pub fn set_str_list(&mut self, dotted_key: &str, values: &[String]) -> &mut Self {
+        let mut arr = toml_edit::Array::new();
+        for v in values {
+            arr.push(v.as_str());
+        }
+        let (table, key) = self.table_for(dotted_key);
+        table[key] = toml_edit::value(arr);
+        self
+    }
+
+    /// Sets a boolean `dotted_key`.
+    pub fn set_bool(&mut self, dotted_key: &str, value: bool) -> &mut Self {
+        let (table, key) = self.table_for(dotted_key);
+        table[key] = toml_edit::value(value);
+        self
+    }
+
     /// Removes `manager.token`: done by the agent once it holds its own credential.
     pub fn remove_token(&mut self) -> &mut Self {
         if let Some(m) = self
@@ -327,6 +435,110 @@ impl ConfigEdit {
             None => (self.doc.as_item_mut(), dotted_key),
         }
     }
+}
+
+/// A `[wifi]` section's problem as (key, message).
+fn validate_wifi(w: &WifiConfig) -> Result<(), (&'static str, String)> {
+    if w.ssid.is_empty() {
+        if w.is_unset() || (w.psk.is_empty() && w.passphrase.is_empty() && !w.hidden) {
+            // Only a country (kept for the regulatory domain) is fine.
+            return check_country(&w.country, false);
+        }
+        return Err((
+            "ssid",
+            "a [wifi] secret without an ssid: give ssid = \"NAME\"".into(),
+        ));
+    }
+    if w.ssid.len() > 32 || w.ssid.contains(['\n', '\r', '\0']) {
+        return Err(("ssid", "an SSID is 1-32 bytes on one line".into()));
+    }
+    check_country(&w.country, true)?;
+    if !w.psk.is_empty() && !w.passphrase.is_empty() {
+        return Err(("psk", "give psk or passphrase, not both".into()));
+    }
+    let psk_ok = |k: &str| k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit());
+    if !w.psk.is_empty() && !psk_ok(&w.psk) {
+        return Err((
+            "psk",
+            "a PSK is 64 hex digits (use passphrase for the text form)".into(),
+        ));
+    }
+    let passphrase_ok =
+        |p: &str| (8..=63).contains(&p.len()) && p.bytes().all(|b| (32..=126).contains(&b));
+    if !w.passphrase.is_empty() && !passphrase_ok(&w.passphrase) {
+        return Err((
+            "passphrase",
+            "a WPA passphrase is 8-63 printable ASCII characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_country(c: &str, required: bool) -> Result<(), (&'static str, String)> {
+    if c.is_empty() && !required {
+        return Ok(());
+    }
+    if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Ok(());
+    }
+    Err((
+        "country",
+        format!("`{c}`: the radio needs its two-letter country code (DE, US, GB...): it decides the channels and power allowed"),
+    ))
+}
+
+/// A `[network]` section's problem as (key, message).
+fn validate_network(n: &NetworkConfig) -> Result<(), (&'static str, String)> {
+    if n.address.is_empty() {
+        if n.is_unset() {
+            return Ok(());
+        }
+        return Err((
+            "address",
+            "gateway, dns or interface without an address: give address = \"192.168.1.50/24\""
+                .into(),
+        ));
+    }
+    let ok = n.address.split_once('/').is_some_and(|(ip, len)| {
+        ip.parse::<std::net::Ipv4Addr>().is_ok()
+            && len.parse::<u8>().is_ok_and(|l| (1..=32).contains(&l))
+    });
+    if !ok {
+        return Err((
+            "address",
+            format!(
+                "`{}` is not an IPv4 address with a prefix length such as 192.168.1.50/24",
+                n.address
+            ),
+        ));
+    }
+    if !n.gateway.is_empty() && n.gateway.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(("gateway", format!("`{}` is not an IPv4 address", n.gateway)));
+    }
+    for d in &n.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            return Err(("dns", format!("`{d}` is not an IP address")));
+        }
+    }
+    if n.interface.contains(['\n', '\r']) {
+        return Err(("interface", "one line of interface names or globs".into()));
+    }
+    Ok(())
+}
+
+/// A name under /usr/share/zoneinfo: `Area/City` parts of letters, digits, `_+-`, no
+/// `..`, not absolute.
+pub fn is_valid_timezone(tz: &str) -> bool {
+    !tz.is_empty()
+        && tz.len() <= 64
+        && !tz.starts_with('/')
+        && tz.split('/').all(|p| {
+            !p.is_empty()
+                && p != ".."
+                && p != "."
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
+        })
 }
 
 /// RFC 1123 label: what `hostnamectl` accepts as a static hostname part.
@@ -490,5 +702,81 @@ mod tests {
         let mut edit = ConfigEdit::parse("hostname = \"a\"", "f").unwrap();
         edit.set_str("hostname", "not a hostname");
         assert!(edit.finish().is_err());
+    }
+}
+
+#[cfg(test)]
+mod board_settings_tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<FirstBootConfig, String> {
+        FirstBootConfig::parse(text, "armada.toml").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn wifi_needs_a_country_and_one_well_formed_secret() {
+        let ok =
+            check("[wifi]\ncountry = \"DE\"\nssid = \"shed\"\npassphrase = \"correct horse\"\n")
+                .unwrap();
+        assert_eq!(ok.wifi.ssid, "shed");
+        assert!(
+            check("[wifi]\nssid = \"shed\"\npassphrase = \"correct horse\"\n")
+                .unwrap_err()
+                .contains("wifi.country")
+        );
+        assert!(
+            check("[wifi]\ncountry = \"DE\"\nssid = \"s\"\npassphrase = \"short\"\n")
+                .unwrap_err()
+                .contains("wifi.passphrase")
+        );
+        assert!(
+            check("[wifi]\ncountry = \"DE\"\nssid = \"s\"\npsk = \"abc\"\n")
+                .unwrap_err()
+                .contains("64 hex")
+        );
+        assert!(check(&format!(
+            "[wifi]\ncountry = \"DE\"\nssid = \"s\"\npsk = \"{}\"\npassphrase = \"12345678\"\n",
+            "a".repeat(64)
+        ))
+        .unwrap_err()
+        .contains("not both"));
+        assert!(
+            check("[wifi]\ncountry = \"DE\"\npassphrase = \"12345678\"\n")
+                .unwrap_err()
+                .contains("without an ssid")
+        );
+        // An open network, and a hidden one.
+        assert!(check("[wifi]\ncountry = \"GB\"\nssid = \"cafe\"\nhidden = true\n").is_ok());
+    }
+
+    #[test]
+    fn network_and_timezone_are_checked() {
+        let c = check("timezone = \"Europe/Berlin\"\n[network]\naddress = \"192.168.1.50/24\"\ngateway = \"192.168.1.1\"\ndns = [\"192.168.1.1\", \"2001:db8::1\"]\n").unwrap();
+        assert_eq!(c.network.gateway, "192.168.1.1");
+        assert!(check("[network]\naddress = \"192.168.1.50\"\n")
+            .unwrap_err()
+            .contains("network.address"));
+        assert!(check("[network]\ngateway = \"192.168.1.1\"\n")
+            .unwrap_err()
+            .contains("without an address"));
+        assert!(
+            check("[network]\naddress = \"10.1.1.1/24\"\ndns = [\"x\"]\n")
+                .unwrap_err()
+                .contains("network.dns")
+        );
+        assert!(check("timezone = \"../../etc/passwd\"\n")
+            .unwrap_err()
+            .contains("timezone"));
+        assert!(check("timezone = \"UTC\"\n").is_ok());
+    }
+
+    #[test]
+    fn edits_remove_and_set_keys() {
+        let text = "# c\n[wifi]\ncountry = \"DE\"\nssid = \"s\"\npassphrase = \"12345678\"\n";
+        let mut e = ConfigEdit::parse(text, "armada.toml").unwrap();
+        e.remove("wifi.passphrase").set_bool("wifi.hidden", true);
+        let (out, cfg) = e.finish().unwrap();
+        assert!(out.starts_with("# c") && !out.contains("12345678"), "{out}");
+        assert!(cfg.wifi.hidden && cfg.wifi.passphrase.is_empty());
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::target::{self, TargetFacts};
-use super::{confirm, personalisation_for, FlashArgs, Job};
+use super::{confirm, personalisation_for, wifi_from, FlashArgs, Job};
 use crate::progress::Ui;
 
 /// How often `/sys/block` is looked at while waiting.
@@ -146,9 +146,10 @@ pub fn run(args: &FlashArgs, image: &Path, ui: &Ui) -> Result<()> {
     }
     // Every input checked before the first card: the first card's name shows a
     // template error, the last one's (with --count) a name that grows too long.
-    let first = personalisation_for(args, Some(args.start))?;
+    let wifi = wifi_from(args)?;
+    let first = personalisation_for(args, &wifi, Some(args.start))?;
     if let Some(n) = args.count {
-        personalisation_for(args, Some(args.start + n - 1))?;
+        personalisation_for(args, &wifi, Some(args.start + n - 1))?;
     }
     let job = Job::prepare(args, image, &first, ui)?;
     if !args.yes {
@@ -175,7 +176,7 @@ pub fn run(args: &FlashArgs, image: &Path, ui: &Ui) -> Result<()> {
     let ok_count = |d: &[Done]| d.iter().filter(|x| x.outcome.is_ok()).count() as u32;
     let mut why_stopped = String::new();
     'cards: while args.count.is_none_or(|n| ok_count(&done) < n) {
-        let p = personalisation_for(args, Some(next))?;
+        let p = personalisation_for(args, &wifi, Some(next))?;
         let name = p
             .hostname
             .clone()

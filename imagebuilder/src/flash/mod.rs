@@ -25,7 +25,8 @@
 //! Layout: `source` (raw/xz/gz streaming), `target` (device facts, safety and
 //! identity), `write` (bmap-aware write, table last, read-back), `personalise`
 //! (armada.toml), `list` (`--list`), `confirm` (the question before overwriting a
-//! disk), `batch` (waiting for cards, one after the other).
+//! disk), `batch` (waiting for cards, one after the other), `wifi` (the `[wifi]` flags
+//! and the passphrase prompt).
 
 mod batch;
 mod confirm;
@@ -33,6 +34,7 @@ mod list;
 mod personalise;
 mod source;
 mod target;
+mod wifi;
 mod write;
 
 use std::io::IsTerminal;
@@ -110,6 +112,34 @@ pub struct FlashArgs {
     /// Cluster folder from `armada cluster init`: its bootstrap token goes on the card.
     #[arg(long, value_name = "DIR")]
     pub cluster: Option<PathBuf>,
+    /// The Wi-Fi network the board joins (its `[wifi]` in armada.toml). The passphrase
+    /// is asked for on the terminal, or read from --wifi-psk-file; never an argument.
+    #[arg(long, value_name = "SSID")]
+    pub wifi_ssid: Option<String>,
+    /// The radio's country code, e.g. DE or US (required with --wifi-ssid).
+    #[arg(long, value_name = "CC")]
+    pub wifi_country: Option<String>,
+    /// A file whose first line is the Wi-Fi passphrase (8-63 characters) or 64-hex PSK.
+    #[arg(long, value_name = "FILE")]
+    pub wifi_psk_file: Option<PathBuf>,
+    /// The Wi-Fi network does not broadcast its name.
+    #[arg(long)]
+    pub wifi_hidden: bool,
+    /// The Wi-Fi network is open (no passphrase).
+    #[arg(long)]
+    pub wifi_open: bool,
+    /// Time zone for the board, e.g. Europe/Berlin.
+    #[arg(long, value_name = "ZONE")]
+    pub timezone: Option<String>,
+    /// A static IPv4 address with prefix instead of DHCP, e.g. 192.168.1.50/24.
+    #[arg(long, value_name = "CIDR")]
+    pub static_address: Option<String>,
+    /// The default gateway for --static-address.
+    #[arg(long, value_name = "IP", requires = "static_address")]
+    pub gateway: Option<String>,
+    /// A DNS server for --static-address (repeatable).
+    #[arg(long, value_name = "IP", requires = "static_address")]
+    pub dns: Vec<String>,
     /// Do not ask before writing a disk.
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -142,7 +172,8 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
     let Some(device) = args.device.clone() else {
         bail!("give IMAGE and DEVICE, IMAGE --batch, or --list");
     };
-    let personalisation = personalisation_for(&args, args.index)?;
+    let wifi = wifi_from(&args)?;
+    let personalisation = personalisation_for(&args, &wifi, args.index)?;
     let job = Job::prepare(&args, &image, &personalisation, ui)?;
     let done = job.flash_card(&device, &personalisation, None, ui)?;
     if let Some(line) = done.report {
@@ -151,9 +182,21 @@ pub fn run(args: FlashArgs, ui: &Ui) -> Result<()> {
     Ok(())
 }
 
+/// `[wifi]` from the flags (asking for the passphrase once, for a whole batch too).
+fn wifi_from(args: &FlashArgs) -> Result<Option<protocol::config::WifiConfig>> {
+    wifi::from_flags(&wifi::Flags {
+        ssid: args.wifi_ssid.as_deref(),
+        country: args.wifi_country.as_deref(),
+        psk_file: args.wifi_psk_file.as_deref(),
+        hidden: args.wifi_hidden,
+        open: args.wifi_open,
+    })
+}
+
 /// The flags' personalisation for card number `index`, every value checked (step 1).
 fn personalisation_for(
     args: &FlashArgs,
+    wifi: &Option<protocol::config::WifiConfig>,
     index: Option<u32>,
 ) -> Result<personalise::Personalisation> {
     let p = personalise::from_inputs(&personalise::Inputs {
@@ -164,6 +207,17 @@ fn personalisation_for(
         ssh_key_files: &args.ssh_key,
         manager: args.manager.as_deref(),
         cluster: args.cluster.as_deref(),
+        wifi: wifi.clone(),
+        timezone: args.timezone.as_deref(),
+        network: args
+            .static_address
+            .as_ref()
+            .map(|a| protocol::config::NetworkConfig {
+                address: a.clone(),
+                gateway: args.gateway.clone().unwrap_or_default(),
+                dns: args.dns.clone(),
+                interface: String::new(),
+            }),
     })?;
     // The same edit on a blank armada.toml, through the agent's schema: a value the
     // board would reject (a reserved label key, say) fails here, not on the card.
@@ -413,7 +467,7 @@ impl<'a> Job<'a> {
         // 6. Personalise, finding the boot partition in the held-back table.
         let (summary, hostname) = if personalisation.is_empty() {
             (
-                "not personalised (no --hostname/--role/--label/--ssh-key/--manager/--cluster)"
+                "not personalised (no --hostname/--role/--label/--ssh-key/--manager/--cluster/--wifi-ssid/--timezone/--static-address)"
                     .to_string(),
                 String::new(),
             )
@@ -425,13 +479,16 @@ impl<'a> Job<'a> {
             let cfg = personalise::personalise_card(&tgt.file, device, part, personalisation)?;
             (
                 format!(
-                    "armada.toml: hostname {}, role {}, {} label(s), {} ssh key(s), manager {}, bootstrap token {}",
+                    "armada.toml: hostname {}, role {}, {} label(s), {} ssh key(s), manager {}, bootstrap token {}, Wi-Fi {}, time zone {}, address {}",
                     if cfg.hostname.is_empty() { "(image default)" } else { &cfg.hostname },
                     cfg.role,
                     cfg.labels.len(),
                     cfg.ssh_authorized_keys.len(),
                     if cfg.manager.address.is_empty() { "(mDNS)" } else { &cfg.manager.address },
-                    if cfg.manager.token.is_empty() { "none" } else { "set" }
+                    if cfg.manager.token.is_empty() { "none" } else { "set" },
+                    if cfg.wifi.ssid.is_empty() { "none".to_string() } else { format!("`{}` ({})", cfg.wifi.ssid, cfg.wifi.country) },
+                    if cfg.timezone.is_empty() { "(image default)" } else { &cfg.timezone },
+                    if cfg.network.address.is_empty() { "DHCP" } else { &cfg.network.address }
                 ),
                 cfg.hostname,
             )

@@ -34,6 +34,11 @@ pub struct Personalisation {
     pub cluster_files: Vec<(String, Vec<u8>)>,
     /// The manager's own address, for the agent on a manager's card (`127.0.0.1:PORT`).
     pub local_manager: Option<String>,
+    /// `[wifi]` (the secret is never printed).
+    pub wifi: Option<protocol::config::WifiConfig>,
+    pub timezone: Option<String>,
+    /// `[network]` static address.
+    pub network: Option<protocol::config::NetworkConfig>,
 }
 
 /// The files a manager's card gets from the cluster folder: (name, required). The one
@@ -118,6 +123,9 @@ pub struct Inputs<'a> {
     pub ssh_key_files: &'a [PathBuf],
     pub manager: Option<&'a str>,
     pub cluster: Option<&'a Path>,
+    pub wifi: Option<protocol::config::WifiConfig>,
+    pub timezone: Option<&'a str>,
+    pub network: Option<protocol::config::NetworkConfig>,
 }
 
 /// Reads the key and token files and checks every value, before anything is written.
@@ -194,6 +202,9 @@ pub fn from_inputs(i: &Inputs) -> Result<Personalisation> {
         token,
         cluster_files,
         local_manager,
+        wifi: i.wifi.clone(),
+        timezone: i.timezone.map(str::to_string),
+        network: i.network.clone(),
     })
 }
 
@@ -313,6 +324,34 @@ pub fn apply(text: &str, file: &str, p: &Personalisation) -> Result<(String, Fir
     if let Some(t) = &p.token {
         edit.set_str("manager.token", t);
     }
+    if let Some(w) = &p.wifi {
+        edit.set_str("wifi.country", &w.country)
+            .set_str("wifi.ssid", &w.ssid)
+            .remove("wifi.psk")
+            .remove("wifi.passphrase")
+            .remove("wifi.hidden");
+        if !w.psk.is_empty() {
+            edit.set_str("wifi.psk", &w.psk);
+        }
+        if !w.passphrase.is_empty() {
+            edit.set_str("wifi.passphrase", &w.passphrase);
+        }
+        if w.hidden {
+            edit.set_bool("wifi.hidden", true);
+        }
+    }
+    if let Some(tz) = &p.timezone {
+        edit.set_str("timezone", tz);
+    }
+    if let Some(n) = &p.network {
+        edit.set_str("network.address", &n.address);
+        if !n.gateway.is_empty() {
+            edit.set_str("network.gateway", &n.gateway);
+        }
+        if !n.dns.is_empty() {
+            edit.set_str_list("network.dns", &n.dns);
+        }
+    }
     Ok(edit.finish()?)
 }
 
@@ -431,6 +470,9 @@ mod tests {
             ssh_key_files: &[],
             manager: None,
             cluster: None,
+            wifi: None,
+            timezone: None,
+            network: None,
         };
         assert!(from_inputs(&bad)
             .unwrap_err()
@@ -492,6 +534,9 @@ mod tests {
             ssh_key_files: &[],
             manager: None,
             cluster: None,
+            wifi: None,
+            timezone: None,
+            network: None,
         };
         assert!(from_inputs(&no_cluster)
             .unwrap_err()
