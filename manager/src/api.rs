@@ -116,6 +116,10 @@ impl ApiError {
             code: None,
         }
     }
+    /// The message the caller gets.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
     pub(crate) fn with_code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self
@@ -554,6 +558,18 @@ async fn register(
                 .map_err(|e| {
                     ApiError::unavailable(format!("the store made a bad credential: {e}"))
                 })?;
+            if !existing && readopt.is_none() {
+                s.cockpit
+                    .record(vec![crate::cockpit::events::NewEvent {
+                        at_ms: crate::now_ms(),
+                        kind: "node_registered",
+                        node_id: Some(node_id.clone()),
+                        hostname: Some(hostname.clone()),
+                        message: format!("{hostname} registered as node {node_id}"),
+                        ..Default::default()
+                    }])
+                    .await;
+            }
             if readopted {
                 let who = swarm::Claimant {
                     node_id: &node_id,
@@ -694,6 +710,17 @@ async fn joined(
         .await?
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e))?;
     tracing::info!("node {node_id} joined the swarm as {sid}; labelled");
+    s.cockpit
+        .record(vec![crate::cockpit::events::NewEvent {
+            at_ms: crate::now_ms(),
+            kind: "node_joined",
+            node_id: Some(node_id.clone()),
+            hostname: Some(record.facts.hostname.clone()),
+            message: format!("{} joined the swarm as {sid}", record.facts.hostname),
+            dedupe: Some(format!("joined:{node_id}:{sid}")),
+            ..Default::default()
+        }])
+        .await;
     Ok(Json(JoinedReply {
         node_id,
         swarm_node_id: sid,
@@ -776,6 +803,18 @@ pub struct NodeDetail {
     pub agent_dropped_total: u64,
     pub latest: Option<serde_json::Value>,
     pub history: Vec<TierView>,
+    /// Seconds since the board booted, from the latest snapshot.
+    #[serde(default)]
+    pub uptime_s: Option<f64>,
+    /// The board's clock, from the latest snapshot.
+    #[serde(default)]
+    pub clock: Option<ClockSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClockSummary {
+    pub synced: bool,
+    pub offset_s: f64,
 }
 
 async fn node_detail(
@@ -789,15 +828,26 @@ async fn node_detail(
         .nodes
         .get(&id)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no node {id}")))?;
+    let latest: Option<serde_json::Value> = e
+        .latest_json
+        .as_deref()
+        .and_then(|j| serde_json::from_str(j).ok());
+    let host = latest.as_ref().map(|l| &l["host"]);
+    let clock = host.and_then(|h| {
+        let c = &h["clock"];
+        Some(ClockSummary {
+            synced: c["synced"].as_bool()?,
+            offset_s: c["offset_seconds"].as_f64()?,
+        })
+    });
     Ok(Json(NodeDetail {
         summary: s.summary(e, crate::now_ms()),
         facts: e.record.facts.clone(),
         reports_total: e.reports_total,
         agent_dropped_total: e.agent_dropped_total,
-        latest: e
-            .latest_json
-            .as_deref()
-            .and_then(|j| serde_json::from_str(j).ok()),
+        uptime_s: host.and_then(|h| h["uptime_seconds"].as_f64()),
+        clock,
+        latest,
         history: e.history.view(),
     }))
 }
@@ -809,7 +859,39 @@ async fn remove_node(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.admin(&headers)?;
+    let via = s.admin_via(&headers)?;
+    let r = remove_node_inner(&s, &id).await;
+    s.cockpit
+        .audit(
+            via.actor(),
+            "remove",
+            &id,
+            serde_json::json!({}),
+            r.as_ref().err().map(|e| e.message().to_string()),
+        )
+        .await;
+    if let Ok(Json(v)) = &r {
+        let host = v["hostname"].as_str().map(str::to_string);
+        s.cockpit
+            .record(vec![crate::cockpit::events::NewEvent {
+                at_ms: crate::now_ms(),
+                kind: "node_removed",
+                node_id: Some(id.clone()),
+                message: format!(
+                    "{} (node {id}) removed and revoked by {}",
+                    host.as_deref().unwrap_or("?"),
+                    via.actor()
+                ),
+                hostname: host,
+                ..Default::default()
+            }])
+            .await;
+    }
+    r
+}
+
+async fn remove_node_inner(s: &Shared, id: &str) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = id.to_string();
     let known = s.store.read().nodes.get(&id).map(|e| {
         (
             e.record.facts.hostname.clone(),
@@ -849,6 +931,7 @@ async fn remove_node(
     tracing::info!("node {id} ({hostname}) removed and revoked by the operator");
     Ok(Json(serde_json::json!({
         "removed": id,
+        "hostname": hostname,
         "swarm_node_id": sid,
         "revocation_file": s.cluster.revoked.path(),
         "warnings": warnings,
@@ -883,10 +966,24 @@ async fn set_role(
     id: String,
     manager: bool,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.admin(&headers)?;
-    let sid = swarm_node_of(&s, &id)?;
-    s.swarm.set_role(&sid, manager).await.map_err(swarm_error)?;
+    let via = s.admin_via(&headers)?;
     let role = if manager { "manager" } else { "worker" };
+    let r = async {
+        let sid = swarm_node_of(&s, &id)?;
+        s.swarm.set_role(&sid, manager).await.map_err(swarm_error)?;
+        Ok::<_, ApiError>(sid)
+    }
+    .await;
+    s.cockpit
+        .audit(
+            via.actor(),
+            if manager { "promote" } else { "demote" },
+            &id,
+            serde_json::json!({}),
+            r.as_ref().err().map(|e| e.message().to_string()),
+        )
+        .await;
+    let sid = r?;
     tracing::info!("node {id} (swarm node {sid}) made a swarm {role} by the operator");
     Ok(Json(
         serde_json::json!({ "node_id": id, "swarm_node_id": sid, "role": role }),
@@ -924,8 +1021,27 @@ async fn set_labels(
     Path(id): Path<String>,
     b: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    s.admin(&headers)?;
+    let via = s.admin_via(&headers)?;
     let change: LabelChange = json(&body(b)?)?;
+    let params = serde_json::json!({ "set": change.set, "remove": change.remove });
+    let r = set_labels_inner(&s, &id, change).await;
+    s.cockpit
+        .audit(
+            via.actor(),
+            "labels",
+            &id,
+            params,
+            r.as_ref().err().map(|e| e.message().to_string()),
+        )
+        .await;
+    r
+}
+
+async fn set_labels_inner(
+    s: &Shared,
+    id: &str,
+    change: LabelChange,
+) -> Result<Json<serde_json::Value>, ApiError> {
     validate_labels(&change.set)?;
     let removed: std::collections::BTreeMap<String, String> = change
         .remove
@@ -933,7 +1049,7 @@ async fn set_labels(
         .map(|k| (k.clone(), String::new()))
         .collect();
     validate_labels(&removed)?;
-    let sid = swarm_node_of(&s, &id)?;
+    let sid = swarm_node_of(s, id)?;
     let labels = s
         .swarm
         .set_operator_labels(&sid, &change.set, &change.remove)

@@ -54,7 +54,10 @@ struct Bucket {
 
 /// Paths anyone may call without a credential in the headers.
 pub fn is_public(path: &str) -> bool {
-    crate::dashboard::is_dashboard_path(path) || path == PATH_CA || path == PATH_REGISTER
+    crate::dashboard::is_dashboard_path(path)
+        || path == PATH_CA
+        || path == PATH_REGISTER
+        || path == crate::cockpit::openapi::PATH
 }
 
 /// IPv4 as is, IPv6 by its /64: one host usually holds a whole /64.

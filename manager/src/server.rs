@@ -125,6 +125,10 @@ pub async fn serve(
         crate::alerts::AlertService::open(&cfg.state_dir, manager_config, crate::now_ms())
     })
     .context("opening the alert store")?;
+    let cockpit = tokio::task::block_in_place(|| {
+        crate::cockpit::Cockpit::open(swarm.clone(), &cfg.limits, &cfg.state_dir)
+    })
+    .context("opening the cockpit's event log")?;
     let state = Arc::new(AppState {
         store: store.clone(),
         alerts: Arc::new(alerts),
@@ -137,9 +141,11 @@ pub async fn serve(
         },
         report_interval_seconds: cfg.report_interval_seconds,
         gate: Gate::new(cfg.limits.clone()),
-        cockpit: Arc::new(crate::cockpit::Cockpit::new(swarm.clone(), &cfg.limits)),
+        cockpit: Arc::new(cockpit),
     });
     let alert_tasks = crate::alerts::spawn(state.clone());
+    crate::cockpit::watch::spawn(state.clone());
+    let cockpit = state.cockpit.clone();
     if swarm.enabled() {
         tokio::spawn(swarm_loop(swarm.clone(), store.clone()));
     }
@@ -168,6 +174,7 @@ pub async fn serve(
     )
     .await;
     alert_tasks.stop().await;
+    cockpit.stop();
     // Never claim a clean stop after a failure: the exit code says it too.
     store
         .shutdown()

@@ -226,3 +226,232 @@ async fn sessions_expire_and_openings_are_rate_limited() {
     assert!(codes[4..].iter().all(|c| *c == 429), "{codes:?}");
     m.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_containers_events_audit_and_bounds() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = make_cluster(&tmp.path().join("cluster"));
+    let state = tmp.path().join("state");
+    let m = start(config(&c, &state)).await;
+    let http = client(&c);
+    let url = &m.url;
+    let get = |p: String| {
+        let (http, url, admin) = (http.clone(), url.clone(), c.admin.clone());
+        async move {
+            let r = http
+                .get(format!("{url}{p}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let reg = register(&http, url, &c.token, facts("pine-01", "m1")).await;
+    let id = reg.node_id.clone();
+    let r = post_report(&http, url, &reg.credential, batch("pine-01", "i1", 0..20)).await;
+    assert_eq!(r.status(), 200);
+
+    // History over the reports' time (the simulation's clock), from the raw tier.
+    let from = 1_700_000_000_000u64;
+    let (s, h) = get(format!(
+        "/v1/nodes/{id}/history?from_ms={from}&to_ms={}",
+        from + 200_000
+    ))
+    .await;
+    assert_eq!(s, 200, "{h}");
+    assert_eq!(h["step_s"], 10, "raw tier at the 10 s report interval");
+    let cpu = h["series"]["cpu_busy_ratio"].as_array().unwrap();
+    assert!(cpu.len() >= 19, "{cpu:?}");
+    assert!(cpu.iter().any(|p| p[1].is_number()), "points have values");
+    for k in [
+        "memory_used_bytes",
+        "memory_total_bytes",
+        "temperature_celsius",
+        "load1",
+        "net_rx_bytes_per_s",
+        "net_tx_bytes_per_s",
+        "disk_write_bytes_per_s",
+        "fs_used_ratio_max",
+    ] {
+        assert!(h["series"][k].is_array(), "series {k} missing");
+    }
+    let (s, h) = get(format!("/v1/nodes/{id}/history?range=7d")).await;
+    assert_eq!(s, 200, "{h}");
+    for bad in [
+        "range=2w",
+        "from_ms=5&to_ms=5",
+        "from_ms=0&to_ms=999999999999",
+        "step_s=0",
+        "step_s=86401",
+        "from_ms=-1",
+    ] {
+        let (s, e) = get(format!("/v1/nodes/{id}/history?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+        assert!(e["error"].is_string());
+    }
+    assert_eq!(get("/v1/nodes/nope/history".into()).await.0, 404);
+
+    // Containers of the latest snapshot.
+    let (s, cs) = get(format!("/v1/nodes/{id}/containers")).await;
+    assert_eq!(s, 200);
+    let cs = cs.as_array().unwrap();
+    assert_eq!(cs.len(), 3, "the simulated snapshot has 3 containers");
+    assert!(cs
+        .iter()
+        .all(|c| c["memory_bytes"].is_u64() && c["name"].is_string()));
+
+    // Node detail carries uptime and clock where the snapshot has them.
+    let (s, d) = get(format!("/v1/nodes/{id}")).await;
+    assert_eq!(s, 200);
+    assert!(d.get("uptime_s").is_some() && d.get("clock").is_some());
+
+    // Actions are audited, failed ones too; removal is an event.
+    let r = http
+        .post(format!("{url}/v1/nodes/{id}/availability"))
+        .bearer_auth(&c.admin)
+        .json(&serde_json::json!({"availability": "drain"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "not in a swarm");
+    let r = http
+        .post(format!("{url}/v1/nodes/{id}/availability"))
+        .bearer_auth(&c.admin)
+        .json(&serde_json::json!({"availability": "sideways"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(format!("{url}/v1/services/web/scale"))
+        .bearer_auth(&c.admin)
+        .json(&serde_json::json!({"replicas": 1001}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "at most 1000 replicas");
+    let r = http
+        .post(format!("{url}/v1/services/web/scale"))
+        .bearer_auth(&c.admin)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"replicas\": 1, \"pad\": \"{}\"}}",
+            "x".repeat(8 << 10)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "bodies are bounded");
+    let r = http
+        .post(format!("{url}/v1/services/..%2Fcontainers/rebalance"))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "no path games towards the engine");
+    let r = http
+        .delete(format!("{url}/v1/nodes/{id}"))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let (s, a) = get("/v1/audit?limit=10".into()).await;
+    assert_eq!(s, 200);
+    let a = a.as_array().unwrap();
+    let actions: Vec<(&str, &str)> = a
+        .iter()
+        .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("remove", "ok"), ("availability", "error")],
+        "newest first; the refused scale/rebalance never reached an action"
+    );
+    assert_eq!(a[1]["actor"], "admin-token");
+    assert_eq!(a[1]["params"]["availability"], "drain");
+    assert!(a[1]["error"].as_str().unwrap().contains("not joined"));
+
+    let (s, ev) = get("/v1/events?limit=50".into()).await;
+    assert_eq!(s, 200);
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "node_removed",
+            "admin_action",
+            "admin_action",
+            "node_registered"
+        ],
+        "newest first"
+    );
+    let (s, ev) = get("/v1/events?kind=node_registered,node_removed&limit=1".into()).await;
+    assert_eq!(s, 200);
+    assert_eq!(ev["events"][0]["kind"], "node_removed");
+    assert_eq!(ev["events"][0]["hostname"], "pine-01");
+    let next = ev["next_before_seq"].as_i64().unwrap();
+    let (_, ev) = get(format!(
+        "/v1/events?kind=node_registered,node_removed&limit=1&before_seq={next}"
+    ))
+    .await;
+    assert_eq!(ev["events"][0]["kind"], "node_registered");
+    assert!(ev["next_before_seq"].is_null());
+    for bad in [
+        "limit=0",
+        "limit=501",
+        "kind=bogus",
+        "before_seq=0",
+        "limit=x",
+    ] {
+        let (s, e) = get(format!("/v1/events?{bad}")).await;
+        assert_eq!(s, 400, "{bad}: {e}");
+    }
+    assert_eq!(get("/v1/audit?limit=501".into()).await.0, 400);
+    m.stop().await;
+
+    // Durable: a new manager on the same state dir still has them.
+    let m = start(config(&c, &state)).await;
+    let r = http
+        .get(format!("{}/v1/events", m.url))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap();
+    let ev: Value = r.json().await.unwrap();
+    assert_eq!(ev["events"].as_array().unwrap().len(), 4);
+    assert!(state.join("cockpit.sqlite").exists());
+    // Node credentials never reach these (the node was removed: register another).
+    let reg2 = register(&http, &m.url, &c.token, facts("pine-02", "m2")).await;
+    for p in [
+        "/v1/events",
+        "/v1/audit",
+        "/v1/nodes/x/history",
+        "/v1/nodes/x/containers",
+    ] {
+        let r = http
+            .get(format!("{}{p}", m.url))
+            .bearer_auth(&reg2.credential)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{p}");
+    }
+    let r = http
+        .post(format!("{}/v1/services/x/rebalance", m.url))
+        .bearer_auth(&reg2.credential)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    m.stop().await;
+    println!("cockpit history/events test: {:?}", t0.elapsed());
+}

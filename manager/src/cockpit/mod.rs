@@ -8,14 +8,28 @@
 //! - [`engine`]: the engine's node/service/task lists behind a short cache, and the
 //!   actions that change them (availability, scale, force update).
 //! - [`views`]: the cluster, service and task shapes made from the store and the engine.
+//! - [`series`]: a node's charts over a time range from the history tiers.
+//! - [`recent`]: the figures the tiers do not keep (load, network, disk writes,
+//!   filesystem), sampled in memory from the latest snapshots.
+//! - [`events`]: the durable event history and audit log (`cockpit.sqlite`).
+//! - [`watch`]: the loop turning liveness, failed tasks and alert transitions into
+//!   events, and sampling [`recent`].
 //! - [`handlers`]: the HTTP handlers and their routes.
+//! - [`openapi`]: the OpenAPI 3 description of the whole API, served as is.
 
 pub mod engine;
+pub mod events;
 pub mod handlers;
+pub mod openapi;
+pub mod recent;
+pub mod series;
 pub mod session;
 pub mod views;
+pub mod watch;
 
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::limits::Limits;
@@ -30,14 +44,119 @@ pub struct Cockpit {
     /// Health badges per node, keyed by the report they were made from: a snapshot is
     /// parsed once, not once per cluster view.
     badges: Mutex<HashMap<String, (u64, views::Badges)>>,
+    pub events: Arc<events::EventLog>,
+    pub recent: Mutex<recent::Recent>,
+    stopping: AtomicBool,
 }
 
 impl Cockpit {
-    pub fn new(swarm: Arc<SwarmLink>, limits: &Limits) -> Self {
-        Cockpit {
+    /// Opens `cockpit.sqlite` in the state dir.
+    pub fn open(
+        swarm: Arc<SwarmLink>,
+        limits: &Limits,
+        state_dir: &Path,
+    ) -> Result<Self, events::EventsError> {
+        Ok(Cockpit {
             sessions: session::Sessions::new(limits.session_ttl, limits.max_sessions),
             engine: engine::Engine::new(swarm),
             badges: Mutex::new(HashMap::new()),
+            events: Arc::new(events::EventLog::open(state_dir)?),
+            recent: Mutex::new(recent::Recent::default()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Ends the watch loop (at shutdown).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Records events off the async workers; a failure is logged, never the caller's.
+    pub async fn record(&self, evs: Vec<events::NewEvent>) {
+        if evs.is_empty() {
+            return;
+        }
+        let log = self.events.clone();
+        match tokio::task::spawn_blocking(move || log.record(&evs)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!("cockpit events: {e}"),
+            Err(e) => tracing::warn!("cockpit events: {e}"),
+        }
+    }
+
+    /// One admin action: an audit entry and an `admin_action` event.
+    pub async fn audit(
+        &self,
+        actor: String,
+        action: &str,
+        target: &str,
+        params: serde_json::Value,
+        error: Option<String>,
+    ) {
+        let now = crate::now_ms();
+        let entry = events::AuditEntry {
+            seq: 0,
+            at_ms: now,
+            actor: actor.clone(),
+            action: action.to_string(),
+            target: target.to_string(),
+            params: params.clone(),
+            result: if error.is_none() { "ok" } else { "error" }.to_string(),
+            error: error.clone(),
+        };
+        let log = self.events.clone();
+        match tokio::task::spawn_blocking(move || log.audit(&entry)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cockpit audit: {e}"),
+            Err(e) => tracing::warn!("cockpit audit: {e}"),
+        }
+        let message = match &error {
+            None => format!("{actor}: {action} {target} {params}"),
+            Some(e) => format!("{actor}: {action} {target} {params} failed: {e}"),
+        };
+        self.record(vec![events::NewEvent {
+            at_ms: now,
+            kind: "admin_action",
+            node_id: None,
+            hostname: None,
+            service: None,
+            message,
+            dedupe: None,
+        }])
+        .await;
+    }
+
+    /// Samples each node's latest snapshot it has not sampled yet into [`recent`].
+    pub fn sample_recent(&self, app: &crate::api::AppState) {
+        let fresh: Vec<(String, u64, Arc<str>)> = {
+            let rec = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let st = app.store.read();
+            st.nodes
+                .values()
+                .filter_map(|e| {
+                    let at = e.last_report_ms?;
+                    let seen = rec
+                        .nodes
+                        .get(&e.record.node_id)
+                        .map(|n| n.sampled_report_ms);
+                    (seen != Some(at))
+                        .then(|| Some((e.record.node_id.clone(), at, e.latest_json.clone()?)))
+                        .flatten()
+                })
+                .collect()
+        };
+        let ids: std::collections::HashSet<String> =
+            app.store.read().nodes.keys().cloned().collect();
+        let mut rec = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        rec.nodes.retain(|k, _| ids.contains(k));
+        for (id, at, json) in fresh {
+            let n = rec.nodes.entry(id).or_default();
+            n.add(&json);
+            n.sampled_report_ms = at;
         }
     }
 
