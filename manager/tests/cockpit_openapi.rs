@@ -73,6 +73,14 @@ fn routes_in(src: &str) -> Vec<(String, BTreeSet<String>)> {
         let call = &rest[..end];
         let (first, handlers) = call.split_once(',').expect("route(path, handler)");
         let first = first.trim();
+        if first == "path" {
+            // The dashboard's asset table (`dashboard::ASSETS`): files, not API.
+            for (p, _, _) in armada_manager::dashboard::ASSETS {
+                assert!(is_asset(p), "dashboard asset {p} is not a static file");
+            }
+            rest = &rest[end..];
+            continue;
+        }
         let path = if let Some(lit) = first.strip_prefix('"') {
             lit.trim_end_matches('"').to_string()
         } else {
