@@ -677,9 +677,63 @@ fn kernel_upgrade_reaches_extlinux(img: &Path, fat: u64, root: u64, scratch: &Pa
         std::fs::read(boot.join("dtbs/allwinner/sun50i-a64-pine64-plus.dtb")).unwrap(),
         b"new dtb"
     );
+    // The kernel before it stays bootable: on the FAT and as the second entry.
+    let old = "6.1.0-99-arm64";
     assert!(
-        !boot.join("vmlinuz-6.1.0-99-arm64").exists(),
-        "the old kernel stays on the FAT"
+        conf.contains(&format!(
+            "label armada-previous\n    kernel /vmlinuz-{old}\n    initrd /initrd.img-{old}\n"
+        )),
+        "{conf}"
+    );
+    assert_eq!(conf.matches("\nlabel ").count(), 2, "{conf}");
+    assert!(conf.contains("default armada\n"), "{conf}");
+    assert_eq!(conf.matches("append ").count(), 2, "{conf}");
+    assert_eq!(
+        std::fs::read(boot.join(format!("vmlinuz-{old}"))).unwrap(),
+        b"old kernel"
+    );
+    // A third kernel: the newest boots, the one before it is the fallback, the oldest
+    // leaves the FAT. The initramfs hook runs the same code.
+    let third = "6.1.0-101-arm64";
+    put(&sys, &format!("boot/vmlinuz-{third}"), b"third kernel");
+    put(&sys, &format!("boot/initrd.img-{third}"), b"third initrd");
+    let o = Command::new("sh")
+        .arg(tree.join("hook"))
+        .env("ARMADA_ROOT", &sys)
+        .env("ARMADA_BOOT_DIR", &boot)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "hook: {}", text(&o));
+    let conf = std::fs::read_to_string(boot.join("extlinux/extlinux.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("label armada\n    kernel /vmlinuz-{third}\n")),
+        "{conf}"
+    );
+    assert!(
+        conf.contains(&format!(
+            "label armada-previous\n    kernel /vmlinuz-{new}\n"
+        )),
+        "{conf}"
+    );
+    assert_eq!(
+        append(&conf),
+        append(&conf_before),
+        "the command line is kept"
+    );
+    for (v, present) in [(third, true), (new, true), (old, false)] {
+        for f in [format!("vmlinuz-{v}"), format!("initrd.img-{v}")] {
+            assert_eq!(boot.join(&f).exists(), present, "{f} on the FAT: {conf}");
+        }
+    }
+    let initramfs_hook = debugfs(
+        img,
+        root,
+        "cat /etc/initramfs/post-update.d/zz-armada-extlinux",
+    );
+    assert!(
+        initramfs_hook
+            .contains("exec \"${ARMADA_ROOT:-}/etc/kernel/postinst.d/zz-armada-extlinux\""),
+        "{initramfs_hook}"
     );
 }
 
