@@ -26,7 +26,7 @@ pub fn read(root: &Path, cfg: &FirstBootConfig) -> anyhow::Result<NodeFacts> {
     }
     let hostname = hostname(root, cfg);
     let kernel = read_trimmed(&root.join("proc/sys/kernel/osrelease"))
-        .or_else(sysinfo::System::kernel_version)
+        .or_else(|| uname_field(|u| u.release()))
         .unwrap_or_default();
     let cpus = fs::read_to_string(root.join("proc/cpuinfo"))
         .ok()
@@ -65,8 +65,15 @@ pub fn hostname(root: &Path, cfg: &FirstBootConfig) -> String {
     }
     read_trimmed(&root.join("etc/hostname"))
         .filter(|h| !h.is_empty())
-        .or_else(sysinfo::System::host_name)
+        .or_else(|| uname_field(|u| u.nodename()))
         .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// A field of the running kernel's `uname(2)`: the fallback when the root's files are
+/// unreadable. (sysinfo did the same for these two fields, from a crate of its own.)
+fn uname_field(field: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr) -> Option<String> {
+    let u = nix::sys::utsname::uname().ok()?;
+    Some(field(&u).to_string_lossy().into_owned()).filter(|s| !s.is_empty())
 }
 
 fn read_trimmed(path: &Path) -> Option<String> {
@@ -91,6 +98,17 @@ pub fn mem_total_bytes(meminfo: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uname_fallback_is_the_running_kernels() {
+        let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        assert_eq!(
+            uname_field(|u| u.release()).as_deref(),
+            Some(release.trim())
+        );
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(uname_field(|u| u.nodename()).as_deref(), Some(host.trim()));
+    }
 
     // Captured from a Raspberry Pi 3 running Debian 12 (trimmed to two cores).
     const CPUINFO_RPI3: &str =
