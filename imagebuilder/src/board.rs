@@ -145,6 +145,10 @@ pub enum SizeRound {
 pub struct BoardConfig {
     pub name: String,
     pub description: String,
+    /// Raspberry Pi Imager device tags this board's images are for (`pi3-64bit`,
+    /// `pi4-64bit`); `armada imager-list` lists only boards that have them.
+    #[serde(default)]
+    pub imager_devices: Vec<String>,
     #[serde(default)]
     pub image: ImageSpec,
     pub partitions: Vec<Partition>,

@@ -12,6 +12,7 @@
 //! - `inspect`: `armada inspect IMAGE`.
 //! - `flash`: `armada flash IMAGE DEVICE`: bmap-aware write, verify, personalise.
 //! - `boot`: `armada boot IMAGE`: qemu-system-aarch64 smoke boot with milestones.
+//! - `imager`: `armada imager-list`: a Raspberry Pi Imager os-list for built images.
 //! - `bmap`: bmaptool-compatible block maps: create from a sparse image, write, parse.
 //! - `fatfile`: read/write one file on a FAT partition inside an image or device, no mount.
 //! - `pins`: which file serves each board download: pinned fetch or `--download NAME=FILE`.
@@ -27,6 +28,7 @@ mod fatfile;
 mod fetch;
 mod flash;
 mod image;
+mod imager;
 mod inspect;
 mod kernel_fit;
 mod pins;
@@ -74,6 +76,8 @@ enum Command {
     Flash(flash::FlashArgs),
     /// Boot an image under qemu-system-aarch64 and report boot milestones.
     Boot(boot::BootArgs),
+    /// Write a Raspberry Pi Imager os-list JSON for built images (from their manifests).
+    ImagerList(imager::ImagerListArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -87,6 +91,7 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Flash(a) => flash::run(a, &ui),
         Command::Boot(a) => boot::run(a, &ui),
+        Command::ImagerList(a) => imager::run(a, &ui),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
