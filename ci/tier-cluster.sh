@@ -7,7 +7,9 @@
 # hijack, promote/demote, rotate-admin, re-adoption after the manager's state dir and
 # then its swarm were lost) and ci/dashboard-test.sh (the dashboard in headless
 # Chromium), then ci/alerts-test.sh (alerts delivered to a webhook: node down, manager
-# restart, fixture under-voltage/temperature, restart loop). Run as root.
+# restart, fixture under-voltage/temperature, restart loop), then ci/schemathesis-test.sh
+# (schemathesis over the whole OpenAPI document against a manager with a real engine).
+# Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -20,7 +22,7 @@ cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "clus
 
 rc=0
 summary=()
-for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh; do
+for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh ci/schemathesis-test.sh; do
   echo "== $script"
   t0=$(date +%s)
   if bash "$script"; then
