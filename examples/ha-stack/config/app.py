@@ -19,41 +19,57 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg2
+import psycopg2.pool
 
 DSN = os.environ.get(
     "HA_DB_DSN",
     "host=db-a,db-b port=5432 dbname=app user=postgres "
-    "target_session_attrs=read-write connect_timeout=2",
+    "target_session_attrs=read-write connect_timeout=2 "
+    # A board that lost power sends no reset: without these a pooled connection to it
+    # would hang for the kernel's retransmission timeout (minutes).
+    "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=2 "
+    "tcp_user_timeout=5000",
 )
-LOCAL = threading.local()
 SCHEMA = "CREATE TABLE IF NOT EXISTS items (key text PRIMARY KEY, value text NOT NULL)"
+# Connections are kept across requests: opening one costs a round of libpq's host list
+# (after a failover, first the lost node's connect_timeout), so each request must not.
+POOL = None
+POOL_LOCK = threading.Lock()
+# The table is created once per process (it is replicated, so a promoted standby has it).
+SCHEMA_DONE = False
 
 
-def connection():
-    conn = getattr(LOCAL, "conn", None)
-    if conn is None or conn.closed:
-        conn = psycopg2.connect(DSN)
-        with conn, conn.cursor() as cur:
-            cur.execute(SCHEMA)
-        LOCAL.conn = conn
-    return conn
+def pool():
+    global POOL
+    with POOL_LOCK:
+        if POOL is None:
+            POOL = psycopg2.pool.ThreadedConnectionPool(0, 8, DSN)
+        return POOL
 
 
 def run(query, args, fetch):
-    """Runs one transaction; after a lost connection (failover) reconnects once."""
+    """Runs one transaction; after a lost connection (failover) retries once on a new one."""
+    global SCHEMA_DONE
     for attempt in (1, 2):
+        conn = None
         try:
-            conn = connection()
+            conn = pool().getconn()
+            if not SCHEMA_DONE:
+                with conn, conn.cursor() as cur:
+                    cur.execute(SCHEMA)
+                SCHEMA_DONE = True
             with conn, conn.cursor() as cur:
                 cur.execute(query, args)
-                return cur.fetchone() if fetch else None
+                row = cur.fetchone() if fetch else None
+            pool().putconn(conn)
+            return row
         except (psycopg2.OperationalError, psycopg2.InterfaceError):
-            conn = getattr(LOCAL, "conn", None)
             if conn is not None:
-                conn.close()
-            LOCAL.conn = None
+                pool().putconn(conn, close=True)
             if attempt == 2:
                 raise
+        except psycopg2.pool.PoolError as e:
+            raise psycopg2.OperationalError("connection pool exhausted: %s" % e)
     return None
 
 
