@@ -8,8 +8,10 @@
 # then its swarm were lost) and ci/dashboard-test.sh (the dashboard in headless
 # Chromium), then ci/alerts-test.sh (alerts delivered to a webhook: node down, manager
 # restart, fixture under-voltage/temperature, restart loop), then ci/schemathesis-test.sh
-# (schemathesis over the whole OpenAPI document against a manager with a real engine).
-# Run as root.
+# (schemathesis over the whole OpenAPI document against a manager with a real engine),
+# then ci/resilience-test.sh (examples/ha-stack deployed from its stack file under
+# steady load while a worker's engine, a worker's link and the database primary's board
+# are lost). Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,7 +24,7 @@ cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "clus
 
 rc=0
 summary=()
-for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh ci/schemathesis-test.sh; do
+for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh ci/schemathesis-test.sh ci/resilience-test.sh; do
   echo "== $script"
   t0=$(date +%s)
   if bash "$script"; then
