@@ -19,12 +19,27 @@ chown -R postgres:postgres "$base" /run/postgresql
 as_pg() { exec runuser -u postgres -- env PGDATA="$PGDATA" XDG_CONFIG_HOME="$XDG_CONFIG_HOME" \
   XDG_DATA_HOME="$XDG_DATA_HOME" HOME="$HOME" PATH="$PATH" "$@"; }
 
+# Replication and app connections come from task addresses that change whenever a task
+# restarts or moves, and swarm's reverse DNS does not give back the service name, so
+# pg_autoctl's host-name HBA lines never match: allow the stack's own overlay subnet
+# (HA_SUBNET, the network's subnet in stack.yml) instead, once pg_hba.conf exists
+# (initdb or pg_basebackup), and reload. Bounded: a rebuilt standby copies the
+# primary's file, lines included.
+subnet=${HA_SUBNET:?HA_SUBNET, the subnet of the stack network, is not set}
+(
+  for _ in $(seq 1 600); do
+    if [ -f "$PGDATA/pg_hba.conf" ] && ! grep -q '^# ha-stack network' "$PGDATA/pg_hba.conf"; then
+      printf '# ha-stack network\nhost all all %s trust\nhost replication all %s trust\n' "$subnet" "$subnet" >>"$PGDATA/pg_hba.conf"
+      runuser -u postgres -- env PATH="$PATH" pg_ctl reload -D "$PGDATA" >/dev/null 2>&1 || true
+    fi
+    sleep 1
+  done
+) &
 if [ -f "$XDG_CONFIG_HOME/pg_autoctl$PGDATA/pg_autoctl.cfg" ]; then
   as_pg pg_autoctl run
 fi
-# trust inside the stack's own overlay network (pg_autoctl allows the subnet of
-# --hostname's address only); use --auth scram-sha-256 with a secret on a network you
-# share.
+# trust inside the stack's own overlay network only (the HBA lines above); use
+# --auth scram-sha-256 with a secret on a network you share.
 common=(--pgdata "$PGDATA" --pgport 5432 --auth trust --no-ssl)
 if [ "$role" = monitor ]; then
   as_pg pg_autoctl create monitor "${common[@]}" --hostname pgmon --run
