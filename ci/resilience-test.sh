@@ -164,9 +164,10 @@ start_agent() {
   AGENT_PID[$n]=$NODES_LAST_PID
 }
 
-# Services whose running tasks fall short of their replica count (none: empty).
+# Services with fewer running tasks than replicas (none: empty). More is fine: a lost
+# node's tasks count as running until swarm hears from it again.
 short_services() {
-  d1 service ls --format '{{.Name}} {{.Replicas}}' 2>/dev/null | awk '{split($2, r, "/"); if (r[1] != r[2]) print $1 " " $2}'
+  d1 service ls --format '{{.Name}} {{.Replicas}}' 2>/dev/null | awk '{split($2, r, "/"); if (r[1] + 0 < r[2] + 0) print $1 " " $2}'
 }
 all_at_replicas() { local s; s=$(d1 service ls -q 2>/dev/null | wc -l); [ "$s" = 6 ] && [ -z "$(short_services)" ]; }
 # Services other than one that cannot move (a database node's own service).
