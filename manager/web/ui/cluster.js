@@ -88,7 +88,15 @@ export function clusterView(root) {
 
   async function poll() {
     try {
-      const c = await get("/v1/cluster");
+      let c, note = "";
+      try {
+        c = await get("/v1/cluster");
+      } catch (e) {
+        if (e.status !== 503) throw e;
+        // The manager's engine is away: armada's own nodes still show, without tasks.
+        c = { nodes: await get("/v1/nodes"), services: [], tasks: [] };
+        note = "The swarm's engine is not reachable (" + e.message + "): nodes without tasks.";
+      }
       if (stopped) return;
       // Names the engine may not give (a task of a service just removed): ids instead.
       for (const t of c.tasks) { t.service_name = t.service_name || String(t.service_id).slice(0, 12); t.image = t.image || ""; }
@@ -96,9 +104,12 @@ export function clusterView(root) {
       const key = JSON.stringify([c.nodes, c.tasks, c.services]);
       if (key !== last) {
         const before = data ? new Map(data.tasks.map((t) => [t.id, t.swarm_node_id])) : null;
-        prev = before; data = c; last = key; draw();
+        prev = before; data = c; last = key;
+        performance.mark("cluster-data");
+        draw();
+        performance.mark("cluster-drawn");
       }
-      $("error").textContent = "";
+      $("error").textContent = note;
       $("updated").textContent = "updated " + new Date().toLocaleTimeString();
     } catch (e) {
       if (!stopped && e.status !== 401) $("error").textContent = "Cannot load the cluster: " + e.message;
