@@ -1104,9 +1104,10 @@ async fn metrics(
             })
             .collect()
     };
-    // Off the async workers: at thousands of nodes this takes a good part of a second.
+    // Off the async workers, on a low-priority thread of its own (see
+    // `metrics::render_federation`): at thousands of nodes this takes seconds of CPU.
     let alerts = s.alerts.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let out = crate::metrics::render_federation(move || {
         let parsed: Vec<(String, String, String, protocol::snapshot::Snapshot)> = copied
             .into_iter()
             .filter_map(|(id, h, b, json)| Some((id, h, b, serde_json::from_str(&json).ok()?)))

@@ -2,8 +2,9 @@
 //!
 //! - `serve`: the manager (HTTPS API, dashboard, swarm, store).
 //! - `nodes [remove ID]`: the operator's table, through the running manager's API.
-//! - `backup FILE`: a consistent copy of the store, online (while `serve` runs).
-//! - `restore FILE`: puts a backup in place of the store (the manager must be stopped).
+//! - `backup FILE`: a consistent copy of every database of the state dir (the store,
+//!   alerts, ...: `store::backup::STATE_DATABASES`) in one tar file, online.
+//! - `restore FILE`: puts a backup's files in place (the manager must be stopped).
 //! - `alerts [events]`: alerts and receivers, through the running manager's API.
 
 use std::net::SocketAddr;
@@ -35,9 +36,11 @@ enum Command {
     Nodes(NodesArgs),
     /// Print the alerts (pending, firing, recently resolved) and the receivers' state.
     Alerts(AlertsArgs),
-    /// Copy the store to FILE, consistently, while the manager serves (or not).
+    /// Copy every database of the state dir (store, alerts) into the tar FILE,
+    /// consistently, while the manager serves (or not).
     Backup(BackupArgs),
-    /// Replace the store by the backup FILE (checked first); the manager must be stopped.
+    /// Replace the state dir's databases by those of the backup FILE (each checked
+    /// first); the manager must be stopped.
     Restore(BackupArgs),
 }
 
@@ -213,9 +216,10 @@ fn backup(a: BackupArgs) -> Result<()> {
         )
     })?;
     println!(
-        "backed up {} to {}: {} nodes, {} commits, {} bytes (checked)",
+        "backed up {} to {}: {} ({} nodes, {} commits), {} bytes (every file checked)",
         a.state_dir.display(),
         a.file.display(),
+        s.files.join(", "),
         s.nodes,
         s.commits,
         s.bytes
@@ -232,9 +236,10 @@ fn restore(a: BackupArgs) -> Result<()> {
         )
     })?;
     println!(
-        "restored {} into {}: {} nodes; the previous store is {}/manager.db.before-restore",
+        "restored {} into {}: {} ({} nodes); each previous file is kept as {}/NAME.before-restore",
         a.file.display(),
         a.state_dir.display(),
+        s.files.join(", "),
         s.nodes,
         a.state_dir.display()
     );

@@ -560,7 +560,11 @@ async fn backup_while_serving_and_restore_round_trip() {
             }
         })
     };
-    let file = tmp.path().join("backup.db");
+    let file = tmp.path().join("backup.tar");
+    assert!(
+        state.join("alerts.sqlite").exists(),
+        "the serving manager keeps alerts.sqlite"
+    );
     let (ok, out) = tokio::task::spawn_blocking({
         let (file, state) = (file.clone(), state.clone());
         move || manager_cmd(&["backup"], &file, &state)
@@ -573,6 +577,17 @@ async fn backup_while_serving_and_restore_round_trip() {
     );
     assert!(ok, "{out}");
     streamer.await.unwrap();
+    let members: Vec<String> = tar::Archive::new(std::fs::File::open(&file).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().to_string())
+        .collect();
+    eprintln!("saw: the backup holds {members:?}");
+    assert_eq!(
+        members,
+        ["manager.db", "alerts.sqlite"],
+        "every database of the state dir"
+    );
 
     let (ok, out) = manager_cmd(&["restore"], &file, &state);
     eprintln!("did: restore while the manager serves; saw: {}", out.trim());
@@ -590,7 +605,15 @@ async fn backup_while_serving_and_restore_round_trip() {
     let bad = tmp.path().join("bad.db");
     let mut data = std::fs::read(&file).unwrap();
     let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
-    let at = live_byte_near_middle(&data, &ids);
+    // Inside the store's member of the tar.
+    let (start, len) = tar::Archive::new(std::fs::File::open(&file).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().to_string_lossy() == "manager.db")
+        .map(|e| (e.raw_file_position() as usize, e.size() as usize))
+        .unwrap();
+    let at = start + live_byte_near_middle(&data[start..start + len], &ids);
     data[at] ^= 0x01;
     std::fs::write(&bad, &data).unwrap();
     let (ok, out) = manager_cmd(&["restore"], &bad, &state);
@@ -606,7 +629,10 @@ async fn backup_while_serving_and_restore_round_trip() {
         out.trim()
     );
     assert!(ok, "{out}");
+    assert!(out.contains("alerts.sqlite"), "{out}");
     assert!(state.join("manager.db.before-restore").exists());
+    assert!(state.join("alerts.sqlite.before-restore").exists());
+    assert!(state.join("alerts.sqlite").exists());
 
     let m = start_manager(&c, &state, &[]).expect("the restored store starts");
     for n in &nodes {

@@ -1,11 +1,17 @@
-//! Copies of the store: `backup` (online), `restore` (offline) and `--salvage`.
+//! Copies of the state dir's databases: `backup` (online), `restore` (offline) and
+//! `--salvage`.
 //!
-//! - [`backup`] opens a second, read-only connection beside the serving manager and
-//!   copies every page with SQLite's backup API in one step (one read transaction: a
-//!   consistent snapshot, the writer is never blocked), then checks the copy.
-//! - [`restore`] checks a backup as strictly as start-up does, refuses while a manager
-//!   holds the state dir, keeps the current file as `manager.db.before-restore`, and
-//!   renames the copy into place (one atomic rename).
+//! - [`STATE_DATABASES`]: every SQLite file the manager keeps in its state dir. A
+//!   module that adds one adds it there, and backup and restore cover it.
+//! - [`backup`] copies each of them that exists: a second, read-only connection beside
+//!   the serving manager copies every page with SQLite's backup API in one step (one
+//!   read transaction: a consistent snapshot of that file, its writer never blocked),
+//!   checks the copy, and packs the copies into one tar file (members named as in the
+//!   state dir, so `tar xf` gives files `sqlite3` opens).
+//! - [`restore`] checks every file of a backup (the store as strictly as start-up
+//!   does), refuses while a manager holds the state dir, keeps each current file as
+//!   `NAME.before-restore`, and renames the copies into place. A backup made before
+//!   there was more than one file (a bare `manager.db` copy) restores the store alone.
 //! - [`salvage`] reads what is readable of a damaged file (rows failing their checksum
 //!   and unreadable pages left out), writes it to a new file, moves the damaged one
 //!   aside and says what was lost, per table.
@@ -30,12 +36,89 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("syncing", dir))
 }
 
+/// A SQLite file the manager keeps in its state dir.
+#[derive(Clone, Copy, Debug)]
+pub struct StateDb {
+    /// Its name in the state dir (and in a backup).
+    pub file: &'static str,
+    /// What it holds, for messages.
+    pub what: &'static str,
+}
+
+/// Every SQLite file the manager owns in its state dir, the store first. `backup`
+/// copies each one that exists, `restore` puts back each one a backup holds. Add a new
+/// database here (its file must be SQLite, opened by the manager only while it holds
+/// the state dir's `lock`).
+pub const STATE_DATABASES: &[StateDb] = &[
+    StateDb {
+        file: schema::DB_FILE,
+        what: "the store (nodes, latest snapshots, history)",
+    },
+    StateDb {
+        file: crate::alerts::DB_FILE,
+        what: "alerts, their delivery queue and events",
+    },
+];
+
 /// What a backup holds.
 #[derive(Debug)]
 pub struct BackupSummary {
     pub nodes: usize,
     pub commits: u64,
     pub bytes: u64,
+    /// The state dir's files in the backup.
+    pub files: Vec<&'static str>,
+}
+
+/// `PRAGMA quick_check` of a database other than the store (which [`check_file`]
+/// checks row by row).
+fn check_other(path: &Path) -> Result<(), StoreError> {
+    let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_err(path, "opening"))?;
+    schema::quick_check(&conn, path)
+}
+
+/// One consistent copy of the SQLite file `src` at `dest` (no WAL beside it).
+fn copy_online(src_path: &Path, dest: &Path) -> Result<(), StoreError> {
+    let src = Connection::open_with_flags(src_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite_err(src_path, "opening"))?;
+    src.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sqlite_err(src_path, "configuring"))?;
+    let _ = std::fs::remove_file(dest);
+    let mut dst = Connection::open(dest).map_err(sqlite_err(dest, "creating"))?;
+    {
+        let b = rusqlite::backup::Backup::new(&src, &mut dst)
+            .map_err(sqlite_err(src_path, "backing up"))?;
+        // One step copies every page inside one read transaction: consistent even
+        // while the writer commits (a multi-step copy would restart on every commit).
+        // Bounded: a file locked for more than a minute fails the backup.
+        let mut waits = 0;
+        loop {
+            match b.step(-1).map_err(sqlite_err(src_path, "backing up"))? {
+                rusqlite::backup::StepResult::Done => break,
+                rusqlite::backup::StepResult::More => continue,
+                _ if waits < 1200 => {
+                    waits += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                _ => {
+                    return Err(StoreError::WriteFailed {
+                        path: src_path.into(),
+                        message: "the file stayed locked for a minute; try the backup again".into(),
+                    })
+                }
+            }
+        }
+    }
+    // A single file: no WAL beside the copy.
+    let _: String = dst
+        .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
+        .map_err(sqlite_err(dest, "finishing"))?;
+    dst.close().map_err(|(_, e)| StoreError::Sqlite {
+        what: "closing",
+        path: dest.into(),
+        source: e,
+    })
 }
 
 /// Checks a store file as start-up would: structure, schema version, every row.
@@ -51,11 +134,30 @@ pub fn check_file(path: &Path) -> Result<BackupSummary, StoreError> {
         .map_err(sqlite_err(path, "opening"))?;
     schema::quick_check(&conn, path)?;
     let v = schema::user_version(&conn, path)?;
-    if v != schema::SCHEMA_VERSION {
+    if v > schema::SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
             path: path.into(),
             found: v,
             known: schema::SCHEMA_VERSION,
+        });
+    }
+    if v < schema::SCHEMA_VERSION {
+        // An older file (a backup made by an older manager): its rows are checked on a
+        // migrated copy, as start-up would migrate and load it.
+        drop(conn);
+        let copy = PathBuf::from(format!("{}.check-migrated", path.display()));
+        std::fs::copy(path, &copy).map_err(io_err("copying", &copy))?;
+        let checked = (|| {
+            let mut conn = Connection::open(&copy).map_err(sqlite_err(&copy, "opening"))?;
+            schema::migrate(&mut conn, &copy)?;
+            drop(conn);
+            check_file(&copy)
+        })();
+        let _ = std::fs::remove_file(&copy);
+        let _ = std::fs::remove_file(format!("{}-journal", copy.display()));
+        return checked.map(|s| BackupSummary {
+            bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(s.bytes),
+            ..s
         });
     }
     let commits = schema::commits_in_db(&conn, path)?;
@@ -68,11 +170,12 @@ pub fn check_file(path: &Path) -> Result<BackupSummary, StoreError> {
         nodes: loaded.state.nodes.len(),
         commits,
         bytes,
+        files: vec![schema::DB_FILE],
     })
 }
 
-/// Copies the store of `state_dir` to `dest`, online. `dest` appears only when the
-/// copy is complete, checked and on disk.
+/// Copies every database of `state_dir` ([`STATE_DATABASES`]) into the tar file
+/// `dest`, online. `dest` appears only when every copy is complete, checked and on disk.
 pub fn backup(state_dir: &Path, dest: &Path) -> Result<BackupSummary, StoreError> {
     let src_path = schema::db_path(state_dir);
     if !src_path.is_file() {
@@ -82,45 +185,57 @@ pub fn backup(state_dir: &Path, dest: &Path) -> Result<BackupSummary, StoreError
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no store here"),
         });
     }
-    let src = schema::connect(&src_path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let tmp = PathBuf::from(format!("{}.partial", dest.display()));
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut dst = Connection::open(&tmp).map_err(sqlite_err(&tmp, "creating"))?;
-        let b = rusqlite::backup::Backup::new(&src, &mut dst)
-            .map_err(sqlite_err(&src_path, "backing up"))?;
-        // One step copies every page inside one read transaction: consistent even
-        // while the writer commits (a multi-step copy would restart on every commit).
-        loop {
-            match b.step(-1).map_err(sqlite_err(&src_path, "backing up"))? {
-                rusqlite::backup::StepResult::Done => break,
-                rusqlite::backup::StepResult::More => continue,
-                rusqlite::backup::StepResult::Busy | rusqlite::backup::StepResult::Locked => {
-                    std::thread::sleep(std::time::Duration::from_millis(50))
-                }
-                _ => std::thread::sleep(std::time::Duration::from_millis(50)),
-            }
+    let work = PathBuf::from(format!("{}.partial.d", dest.display()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(io_err("creating", &work))?;
+    let result = backup_into(state_dir, dest, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn backup_into(state_dir: &Path, dest: &Path, work: &Path) -> Result<BackupSummary, StoreError> {
+    let mut summary = None;
+    let mut files = Vec::new();
+    for db in STATE_DATABASES {
+        let src = state_dir.join(db.file);
+        if db.file != schema::DB_FILE && !src.is_file() {
+            continue;
         }
-        drop(b);
-        // A single file: no WAL beside the copy.
-        let _: String = dst
-            .query_row("PRAGMA journal_mode=DELETE", [], |r| r.get(0))
-            .map_err(sqlite_err(&tmp, "finishing"))?;
-        dst.close().map_err(|(_, e)| StoreError::Sqlite {
-            what: "closing",
-            path: tmp.clone(),
-            source: e,
-        })?;
+        let copy = work.join(db.file);
+        copy_online(&src, &copy)?;
+        if db.file == schema::DB_FILE {
+            summary = Some(check_file(&copy)?);
+        } else {
+            check_other(&copy)?;
+        }
+        files.push(db.file);
     }
-    let summary = check_file(&tmp)?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing", &tmp))?;
+    let tmp = PathBuf::from(format!("{}.partial", dest.display()));
+    let out = std::fs::File::create(&tmp).map_err(io_err("creating", &tmp))?;
+    let mut tar = tar::Builder::new(out);
+    for f in &files {
+        tar.append_path_with_name(work.join(f), f)
+            .map_err(io_err("writing", &tmp))?;
+    }
+    let out = tar.into_inner().map_err(io_err("writing", &tmp))?;
+    out.sync_all().map_err(io_err("syncing", &tmp))?;
+    let bytes = out.metadata().map(|m| m.len()).unwrap_or(0);
+    drop(out);
     std::fs::rename(&tmp, dest).map_err(io_err("renaming into place", dest))?;
     if let Some(parent) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
-    Ok(summary)
+    let summary = summary.unwrap_or(BackupSummary {
+        nodes: 0,
+        commits: 0,
+        bytes: 0,
+        files: Vec::new(),
+    });
+    Ok(BackupSummary {
+        bytes,
+        files,
+        ..summary
+    })
 }
 
 /// Moves `db` (and its WAL) to `aside` (and `aside-wal`), dropping the `-shm`.
@@ -138,15 +253,130 @@ fn move_aside(db: &Path, aside: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Replaces the store of `state_dir` by the backup `file`. Refused while a manager
-/// serves that state dir, and when the backup fails any check.
+/// A SQLite file starts with this; a backup of several files is a tar.
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Replaces the databases of `state_dir` by those of the backup `file`. Refused while a
+/// manager serves that state dir, and when any file of the backup fails its check.
 pub fn restore(state_dir: &Path, file: &Path) -> Result<BackupSummary, StoreError> {
-    let summary = check_file(file)?;
+    let mut head = [0u8; 16];
+    {
+        use std::io::Read as _;
+        let mut f = std::fs::File::open(file).map_err(io_err("reading", file))?;
+        let _ = f.read(&mut head).map_err(io_err("reading", file))?;
+    }
+    if &head == SQLITE_MAGIC {
+        // A backup of the store alone (made before backups held several files).
+        let summary = check_file(file)?;
+        let _lock = lock_dir(state_dir)?;
+        schema::refuse_old_format(state_dir)?;
+        let tmp = state_dir.join("manager.db.restore.tmp");
+        std::fs::copy(file, &tmp).map_err(io_err("copying the backup to", &tmp))?;
+        return put_store_in_place(state_dir, &tmp, summary);
+    }
     let _lock = lock_dir(state_dir)?;
     schema::refuse_old_format(state_dir)?;
+    let work = state_dir.join("restore.tmp.d");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(io_err("creating", &work))?;
+    let result = restore_from_tar(state_dir, file, &work);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn restore_from_tar(
+    state_dir: &Path,
+    file: &Path,
+    work: &Path,
+) -> Result<BackupSummary, StoreError> {
+    let not_a_backup = |why: String| StoreError::Damaged {
+        path: file.into(),
+        problem: format!("not a backup of armada-manager: {why}"),
+    };
+    let f = std::fs::File::open(file).map_err(io_err("reading", file))?;
+    let mut tar = tar::Archive::new(f);
+    let mut found: Vec<&'static StateDb> = Vec::new();
+    for entry in tar.entries().map_err(io_err("reading", file))? {
+        let mut entry = entry.map_err(|e| not_a_backup(e.to_string()))?;
+        let name = entry
+            .path()
+            .map_err(|e| not_a_backup(e.to_string()))?
+            .to_string_lossy()
+            .to_string();
+        // Only the listed files, by their bare names: nothing lands outside `work`.
+        let Some(db) = STATE_DATABASES.iter().find(|d| d.file == name) else {
+            return Err(not_a_backup(format!(
+                "it holds `{name}`, which is not a file of the state dir"
+            )));
+        };
+        if found.iter().any(|d| d.file == db.file) {
+            return Err(not_a_backup(format!("it holds `{name}` twice")));
+        }
+        let dest = work.join(db.file);
+        let mut out = std::fs::File::create(&dest).map_err(io_err("writing", &dest))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| not_a_backup(e.to_string()))?;
+        out.sync_all().map_err(io_err("syncing", &dest))?;
+        found.push(db);
+    }
+    if !found.iter().any(|d| d.file == schema::DB_FILE) {
+        return Err(not_a_backup(format!("it holds no `{}`", schema::DB_FILE)));
+    }
+    // Every file is checked before any is put in place.
+    let mut summary = None;
+    for db in &found {
+        let p = work.join(db.file);
+        if db.file == schema::DB_FILE {
+            summary = Some(check_file(&p).map_err(|e| in_backup(e, file, db.file))?);
+        } else {
+            check_other(&p).map_err(|e| in_backup(e, file, db.file))?;
+        }
+    }
+    // The others first: the store's rename is the last step.
+    for db in STATE_DATABASES.iter().filter(|d| d.file != schema::DB_FILE) {
+        let current = state_dir.join(db.file);
+        let aside = state_dir.join(format!("{}.before-restore", db.file));
+        if current.exists() {
+            let _ = std::fs::remove_file(&aside);
+            let _ = std::fs::remove_file(format!("{}-wal", aside.display()));
+            move_aside(&current, &aside)?;
+        }
+        if found.iter().any(|d| d.file == db.file) {
+            let p = work.join(db.file);
+            std::fs::rename(&p, &current).map_err(io_err("renaming into place", &current))?;
+        }
+    }
+    let tmp = work.join(schema::DB_FILE);
+    let summary = summary.unwrap_or(BackupSummary {
+        nodes: 0,
+        commits: 0,
+        bytes: 0,
+        files: Vec::new(),
+    });
+    let summary = put_store_in_place(state_dir, &tmp, summary)?;
+    Ok(BackupSummary {
+        files: found.iter().map(|d| d.file).collect(),
+        ..summary
+    })
+}
+
+/// Names the member of a backup in a check's error.
+fn in_backup(e: StoreError, file: &Path, member: &str) -> StoreError {
+    match e {
+        StoreError::Damaged { problem, .. } => StoreError::Damaged {
+            path: file.into(),
+            problem: format!("its {member}: {problem}"),
+        },
+        other => other,
+    }
+}
+
+/// Puts the checked copy `tmp` of a backed-up store in place of the state dir's.
+fn put_store_in_place(
+    state_dir: &Path,
+    tmp: &Path,
+    summary: BackupSummary,
+) -> Result<BackupSummary, StoreError> {
     let db = schema::db_path(state_dir);
-    let tmp = state_dir.join("manager.db.restore.tmp");
-    std::fs::copy(file, &tmp).map_err(io_err("copying the backup to", &tmp))?;
     // The restored file's commit number must not be below what the current file's
     // counter says was made: start-up would take that for lost commits.
     let expected = schema::read_commits_file(state_dir)
@@ -155,28 +385,28 @@ pub fn restore(state_dir: &Path, file: &Path) -> Result<BackupSummary, StoreErro
         .unwrap_or(0);
     let commits = summary.commits.max(expected);
     {
-        let conn = Connection::open(&tmp).map_err(sqlite_err(&tmp, "opening"))?;
+        let conn = Connection::open(tmp).map_err(sqlite_err(tmp, "opening"))?;
         conn.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'commits'",
             [commits as i64],
         )
-        .map_err(sqlite_err(&tmp, "writing meta.commits in"))?;
+        .map_err(sqlite_err(tmp, "writing meta.commits in"))?;
         conn.close().map_err(|(_, e)| StoreError::Sqlite {
             what: "closing",
-            path: tmp.clone(),
+            path: tmp.into(),
             source: e,
         })?;
     }
-    std::fs::File::open(&tmp)
+    std::fs::File::open(tmp)
         .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing", &tmp))?;
+        .map_err(io_err("syncing", tmp))?;
     if db.exists() {
         let aside = state_dir.join("manager.db.before-restore");
         let _ = std::fs::remove_file(&aside);
         let _ = std::fs::remove_file(format!("{}-wal", aside.display()));
         move_aside(&db, &aside)?;
     }
-    std::fs::rename(&tmp, &db).map_err(io_err("renaming into place", &db))?;
+    std::fs::rename(tmp, &db).map_err(io_err("renaming into place", &db))?;
     sync_dir(state_dir)?;
     schema::write_commits_file(state_dir, commits)?;
     Ok(BackupSummary { commits, ..summary })
@@ -300,6 +530,8 @@ pub fn salvage(state_dir: &Path) -> Result<SalvageReport, StoreError> {
     let after;
     {
         let mut conn = Connection::open(&tmp).map_err(sqlite_err(&tmp, "creating"))?;
+        conn.execute_batch(&format!("PRAGMA page_size={}", schema::PAGE_SIZE))
+            .map_err(sqlite_err(&tmp, "creating"))?;
         schema::migrate(&mut conn, &tmp)?;
         let tx = conn.transaction().map_err(sqlite_err(&tmp, "writing"))?;
         for e in state.nodes.values() {

@@ -108,7 +108,7 @@ const REVOCATIONS: Table = Table {
 const LATEST: Table = Table {
     name: "latest",
     key: &["node_id"],
-    cols: "node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc",
+    cols: "node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc, snapshot_bytes",
 };
 const DEDUPE: Table = Table {
     name: "dedupe",
@@ -381,11 +381,14 @@ pub fn put_latest(conn: &Connection, e: &NodeEntry) -> rusqlite::Result<()> {
         open_buckets: e.history.open_json(),
         snapshot: e.latest_json.as_deref(),
     };
+    // The checksum covers the JSON itself, so a damaged blob that still inflates is
+    // caught as surely as one that does not.
     let crc = row.crc().sum();
     let s = row.summary;
+    let packed = row.snapshot.map(compress_snapshot);
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO latest (node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT OR REPLACE INTO latest (node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc, snapshot_bytes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )?
     .execute(params![
         row.node_id,
@@ -402,10 +405,59 @@ pub fn put_latest(conn: &Connection, e: &NodeEntry) -> rusqlite::Result<()> {
         row.agent_dropped_total,
         row.history_pushed,
         row.open_buckets,
-        row.snapshot,
-        crc
+        packed,
+        crc,
+        row.snapshot.map(|j| j.len() as i64),
     ])?;
     Ok(())
+}
+
+/// Most bytes a stored snapshot may inflate to (ingest refuses far smaller ones; this
+/// only bounds what a damaged length could make the loader allocate).
+const MAX_SNAPSHOT_BYTES: i64 = 64 << 20;
+
+/// The snapshot JSON as stored: zlib (what the sqlite3 shell's `sqlar_uncompress`
+/// reads), fastest level: a 4.4 KB snapshot becomes ~1 KB in tens of microseconds.
+fn compress_snapshot(json: &str) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut z = flate2::write::ZlibEncoder::new(
+        Vec::with_capacity(json.len() / 3 + 64),
+        flate2::Compression::fast(),
+    );
+    // Writing into a Vec cannot fail.
+    let _ = z.write_all(json.as_bytes());
+    z.finish().unwrap_or_default()
+}
+
+/// A stored snapshot back to its JSON: TEXT (a version-1 row) as it is, a BLOB
+/// inflated to exactly `snapshot_bytes`.
+fn stored_snapshot(v: &Value, bytes: &Value) -> Result<Option<Arc<str>>, String> {
+    use std::io::Read as _;
+    match v {
+        Value::Null => Ok(None),
+        Value::Text(s) => Ok(Some(Arc::from(s.as_str()))),
+        Value::Blob(b) => {
+            let want = int(bytes).map_err(|e| format!("snapshot_bytes: {e}"))?;
+            if !(0..=MAX_SNAPSHOT_BYTES).contains(&want) {
+                return Err(format!("snapshot_bytes {want} is out of range"));
+            }
+            let mut json = String::with_capacity(want as usize);
+            flate2::read::ZlibDecoder::new(b.as_slice())
+                .take(want as u64 + 1)
+                .read_to_string(&mut json)
+                .map_err(|e| format!("snapshot: inflating: {e}"))?;
+            if json.len() as i64 != want {
+                return Err(format!(
+                    "snapshot inflates to {} bytes, snapshot_bytes says {want}",
+                    json.len()
+                ));
+            }
+            Ok(Some(Arc::from(json)))
+        }
+        other => Err(format!(
+            "snapshot: expected text or a blob, found {other:?}"
+        )),
+    }
 }
 
 /// The parts of a node entry in its `latest` row.
@@ -448,7 +500,7 @@ fn parse_latest(v: &[Value]) -> Result<(String, LatestParts), String> {
         agent_dropped_total: int(&v[11])? as u64,
         pushed,
         open_buckets: text(&v[13])?.to_string(),
-        snapshot: opt_text(&v[14])?.map(Arc::from),
+        snapshot: stored_snapshot(&v[14], &v[16])?,
     };
     let row = LatestRow {
         node_id: &node_id,

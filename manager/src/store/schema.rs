@@ -19,12 +19,15 @@ use super::StoreError;
 
 pub const DB_FILE: &str = "manager.db";
 pub const COMMITS_FILE: &str = "manager.db.commits";
+/// Page size of a new file (see [`connect`]).
+pub const PAGE_SIZE: u32 = 1024;
 
 /// The schema version this manager writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// `MIGRATIONS[v]` takes a file from version `v` to `v + 1`; version 0 is a new file.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -99,7 +102,16 @@ CREATE TABLE history (
     crc INTEGER NOT NULL,
     PRIMARY KEY (node_id, tier, n)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // Version 2: `latest.snapshot` may be the snapshot's JSON zlib-compressed (a BLOB,
+    // ~4.4 KB -> ~1 KB: the row no longer spills onto an overflow page, so a report
+    // rewrites fewer pages); `snapshot_bytes` is its uncompressed length, which is also
+    // what the sqlite3 shell's `sqlar_uncompress(snapshot, snapshot_bytes)` needs to show
+    // it. A version-1 row (TEXT, no length) still reads as it is.
+    r#"
+ALTER TABLE latest ADD COLUMN snapshot_bytes INTEGER;
+"#,
+];
 
 /// Files of the store before SQLite: found in a state dir, they are refused.
 pub const OLD_FORMAT_MARKERS: &[&str] = &["checkpoint.json", "wal"];
@@ -119,6 +131,14 @@ pub fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> 
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sqlite_err(path, "configuring"))?;
     if !flags.contains(OpenFlags::SQLITE_OPEN_READ_ONLY) {
+        // 1 KiB pages (a new, empty file only: an existing file keeps its page size).
+        // Each report rewrites a few small rows of different b-trees (its latest row,
+        // one history point, one dedupe mark); every dirty page is written whole to
+        // the WAL and again at checkpoint, so the page size is what a report costs in
+        // bytes: 4 KiB pages made ~40 KB per report, 1 KiB pages a quarter of that.
+        // It must come before WAL mode, which writes the file's header.
+        conn.execute_batch(&format!("PRAGMA page_size={PAGE_SIZE}"))
+            .map_err(sqlite_err(path, "configuring"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
             .map_err(|e| damaged_or(path, "switching to WAL mode", e))?;
@@ -130,13 +150,18 @@ pub fn connect(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> 
         }
     }
     // FULL: the WAL is fsynced at every commit, so a commit is durable when it returns.
-    // 4000 pages (16 MiB) between automatic checkpoints: fewer rewrites of hot pages.
+    // 16 MiB of WAL between automatic checkpoints (in pages of this file's size): a
+    // page rewritten several times meanwhile reaches the file once.
     // secure_delete: a deleted or replaced row is zeroed on its (already dirty) page,
     // so a removed node's credential hash does not linger, and every byte of data in
     // the file belongs to a live row.
-    conn.execute_batch(
-        "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint=4000; PRAGMA secure_delete=ON;",
-    )
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(|e| damaged_or(path, "reading the page size", e))?;
+    let autocheckpoint = (16 << 20) / page.clamp(512, 65536);
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous=FULL; PRAGMA wal_autocheckpoint={autocheckpoint}; PRAGMA secure_delete=ON;"
+    ))
     .map_err(sqlite_err(path, "configuring"))?;
     Ok(conn)
 }
