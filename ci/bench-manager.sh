@@ -9,6 +9,9 @@
 #     /v1/report and of /v1/health
 #   ci/bench-manager.sh                 the full run (10,000 nodes, 30 s phases)
 #   BENCH_QUICK=1 ci/bench-manager.sh   1,000 nodes, 5 s phases
+#   BENCH_BASE_BIN=DIR/armada-manager BENCH_BASE_LOADGEN=DIR/loadgen ci/bench-manager.sh
+#                                       a third column: another build of the SQLite store
+#                                       (e.g. main's, to show what a change does)
 # Prints figures; it is not a pass/fail test. Everything runs on 127.0.0.1, every phase
 # is bounded in count and time, and the managers it starts are stopped by their PID.
 # Bytes written are the manager's /proc/PID/io write_bytes over the phase (what reached
@@ -112,13 +115,29 @@ bench() {
   pid=
 }
 
+started=$(date +%s)
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 bench old "$old_bin" "$old_lg"
+base=${BENCH_BASE_BIN:-}
+if [ -n "$base" ]; then bench base "$base" "${BENCH_BASE_LOADGEN:?BENCH_BASE_LOADGEN with BENCH_BASE_BIN}"; fi
 bench new "$new_bin" "$new_lg"
 
-row() { printf '%-58s %18s %18s\n' "$1" "${R[old,$2]:-?}" "${R[new,$2]:-?}"; }
+row() {
+  if [ -n "$base" ]; then
+    printf '%-58s %18s %18s %18s\n' "$1" "${R[old,$2]:-?}" "${R[base,$2]:-?}" "${R[new,$2]:-?}"
+  else
+    printf '%-58s %18s %18s\n' "$1" "${R[old,$2]:-?}" "${R[new,$2]:-?}"
+  fi
+}
 echo
-echo "== old store ($old_commit: log + JSON checkpoint) vs new (SQLite), $nodes nodes, $(nproc) cores shared with the load generator"
-printf '%-58s %18s %18s\n' "figure" "old" "new"
+echo "== old store ($old_commit: log + JSON checkpoint) vs new (SQLite, this tree), $nodes nodes, $(nproc) cores shared with the load generator"
+echo "   load average at start $load0, at end $(cut -d' ' -f1-3 /proc/loadavg); bench took $(( $(date +%s) - started )) s"
+if [ -n "$base" ]; then
+  echo "   base: $base"
+  printf '%-58s %18s %18s %18s\n' "figure" "old" "base" "new"
+else
+  printf '%-58s %18s %18s\n' "figure" "old" "new"
+fi
 row "paced 10 s: report p99 (ms; goal <= 50)" p99
 row "paced 10 s: manager RSS (MiB; goal <= 200)" rss
 row "paced 10 s: bytes written to disk per acknowledged report" bpr

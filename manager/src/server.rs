@@ -109,11 +109,11 @@ pub async fn serve(
     let (store, opened) = tokio::task::block_in_place(|| Store::open(store_cfg))
         .with_context(|| format!("opening the store in {}", cfg.state_dir.display()))?;
     tracing::info!(
-        "store {}: {} nodes, {} commits; quick_check {:?}, load {:?}",
+        "store {}: {} nodes, {} commits; integrity_check {:?} (beside the row load), load {:?}",
         cfg.state_dir.display(),
         opened.nodes,
         opened.commits,
-        opened.quick_check,
+        opened.integrity_check,
         opened.load
     );
     let store = Arc::new(store);

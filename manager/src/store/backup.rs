@@ -70,12 +70,12 @@ pub struct BackupSummary {
     pub files: Vec<&'static str>,
 }
 
-/// `PRAGMA quick_check` of a database other than the store (which [`check_file`]
+/// `PRAGMA integrity_check` of a database other than the store (which [`check_file`]
 /// checks row by row).
 fn check_other(path: &Path) -> Result<(), StoreError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite_err(path, "opening"))?;
-    schema::quick_check(&conn, path)
+    schema::integrity_check(&conn, path)
 }
 
 /// One consistent copy of the SQLite file `src` at `dest` (no WAL beside it).
@@ -132,7 +132,7 @@ pub fn check_file(path: &Path) -> Result<BackupSummary, StoreError> {
     }
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite_err(path, "opening"))?;
-    schema::quick_check(&conn, path)?;
+    schema::integrity_check(&conn, path)?;
     let v = schema::user_version(&conn, path)?;
     if v > schema::SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {

@@ -17,7 +17,7 @@
 //! - [`backup`]: `backup` (online, SQLite backup API), `restore`, `--salvage`.
 //!
 //! Start-up refuses a damaged store instead of serving less than was acknowledged:
-//! `PRAGMA quick_check`, the schema version, every row's checksum, and the commit
+//! `PRAGMA integrity_check` (beside the row load, on a second core), the schema version, every row's checksum, and the commit
 //! counter against the file's own (a truncated or damaged WAL loses commits silently
 //! in SQLite; the counter notices). A state dir of the store before SQLite (a `wal/`
 //! folder, `checkpoint.json`) is refused too: there is no migration from it.
@@ -166,7 +166,9 @@ pub struct Store {
 pub struct OpenReport {
     pub nodes: usize,
     pub commits: u64,
-    pub quick_check: Duration,
+    pub integrity_check: Duration,
+    /// `integrity_check` ran beside the row load (on its own read-only connection).
+    pub integrity_check_deferred: bool,
     pub load: Duration,
 }
 
@@ -191,11 +193,14 @@ pub fn lock_dir(dir: &Path) -> Result<std::fs::File, StoreError> {
 }
 
 /// Opens the file read-write after every start-up check: the old format, the commit
-/// counter's file, `quick_check`, the schema version (migrating an older one). Returns
-/// the connection and its commit count.
+/// counter's file, `integrity_check`, the schema version (migrating an older one). Returns
+/// the connection and its commit count. With `defer_integrity_check`, a file of the current
+/// schema is not checked here: the caller must run [`schema::integrity_check`] itself
+/// (`OpenReport::integrity_check_deferred` says so) before believing anything read.
 pub fn open_checked(
     dir: &Path,
     report: &mut OpenReport,
+    defer_integrity_check: bool,
 ) -> Result<(rusqlite::Connection, u64), StoreError> {
     schema::refuse_old_format(dir)?;
     let path = schema::db_path(dir);
@@ -222,11 +227,15 @@ pub fn open_checked(
     )?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(io_err("setting mode 0600 on", &path))?;
+    // An older file is checked before it is migrated (a migration writes); a current
+    // one is checked by the caller while its rows load (see `Store::open`).
     let t0 = Instant::now();
-    if exists {
-        schema::quick_check(&conn, &path)?;
+    let current = exists && schema::user_version(&conn, &path)? == schema::SCHEMA_VERSION;
+    if exists && !(current && defer_integrity_check) {
+        schema::integrity_check(&conn, &path)?;
+        report.integrity_check = t0.elapsed();
     }
-    report.quick_check = t0.elapsed();
+    report.integrity_check_deferred = current && defer_integrity_check;
     schema::migrate(&mut conn, &path)?;
     let commits = schema::commits_in_db(&conn, &path)?;
     if let Some(n) = expected {
@@ -248,10 +257,37 @@ impl Store {
         let dir = &cfg.dir;
         let lock = lock_dir(dir)?;
         let mut report = OpenReport::default();
-        let (conn, commits) = open_checked(dir, &mut report)?;
+        let (conn, commits) = open_checked(dir, &mut report, true)?;
         let path = schema::db_path(dir);
+        // integrity_check (every page, b-tree and index) and the row load (every row's
+        // checksum) each read the whole file; on two connections they run on two cores
+        // at once, so the stronger check costs no wall-clock time over quick_check.
+        // Nothing loaded is served before both have passed.
         let t0 = Instant::now();
-        let loaded = queries::load_all(&conn, false).map_err(|d| StoreError::Damaged {
+        let (checked, loaded) = std::thread::scope(|scope| {
+            let check = report.integrity_check_deferred.then(|| {
+                scope.spawn(|| {
+                    let t = Instant::now();
+                    let ro = schema::connect(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+                    schema::integrity_check(&ro, &path).map(|()| t.elapsed())
+                })
+            });
+            let loaded = queries::load_all(&conn, false);
+            let checked = match check.map(|h| h.join()) {
+                None => Ok(None),
+                Some(Ok(r)) => r.map(Some),
+                Some(Err(_)) => Err(StoreError::Damaged {
+                    path: path.clone(),
+                    problem: "the integrity_check thread panicked".into(),
+                }),
+            };
+            (checked, loaded)
+        });
+        // A structural fault is the better explanation of a failed row load.
+        if let Some(took) = checked? {
+            report.integrity_check = took;
+        }
+        let loaded = loaded.map_err(|d| StoreError::Damaged {
             path: path.clone(),
             problem: d.to_string(),
         })?;
@@ -537,6 +573,74 @@ mod tests {
         }
         tx.commit().unwrap();
         schema::write_commits_file(&dir, 0).unwrap();
+    }
+
+    /// New files have 1 KiB pages and keep the latest snapshot zlib-compressed; a
+    /// version-1 file (JSON text, no `snapshot_bytes`) is migrated and reads the same.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn snapshots_are_stored_compressed_and_version_1_files_still_load() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        let node_id = registered(&store, "a").await;
+        let snap = crate::sim::snapshot("a", "inst", 7, 70_000);
+        let json = serde_json::to_vec(&ReportBatch {
+            protocol: 1,
+            snapshots: vec![snap],
+            dropped_total: 0,
+        })
+        .unwrap();
+        let decoded = report::decode(BodyEncoding::Json, &json).unwrap();
+        store
+            .report(&node_id, BodyEncoding::Json, json.into(), decoded)
+            .await
+            .unwrap()
+            .unwrap();
+        let before = snapshot_of(&store);
+        let text = before[0].latest_json.clone().unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(page, 1024);
+        let (kind, stored, bytes): (String, i64, i64) = conn
+            .query_row(
+                "SELECT typeof(snapshot), length(snapshot), snapshot_bytes FROM latest",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((kind.as_str(), bytes), ("blob", text.len() as i64));
+        assert!(stored * 2 < bytes, "{stored} bytes stored for {bytes}");
+        // Made into a version-1 file: the JSON as text, no length column.
+        conn.execute("UPDATE latest SET snapshot = ?1", [&*text])
+            .unwrap();
+        conn.execute_batch(
+            "ALTER TABLE latest DROP COLUMN snapshot_bytes; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(conn);
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        assert_eq!(snapshot_of(&store), before);
+        // The next report stores its snapshot compressed again.
+        let (b, d) = body("inst", 8..9);
+        store
+            .report(&node_id, BodyEncoding::Json, b, d)
+            .await
+            .unwrap()
+            .unwrap();
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        // A compressed snapshot whose length column lies is damage, not a shorter truth.
+        let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
+        conn.execute("UPDATE latest SET snapshot_bytes = snapshot_bytes - 1", [])
+            .unwrap();
+        drop(conn);
+        let e = Store::open(cfg(tmp.path())).err().unwrap();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! Rows in and out: every read and write of the tables, and the per-row checksum.
 //!
-//! SQLite checks its own structure (`quick_check`) but not the bytes of a value: a
+//! SQLite checks its own structure (`integrity_check`) but not the bytes of a value: a
 //! flipped bit inside a JSON text or a number reads back as a different, valid value.
 //! So every row carries `crc`, a CRC-32 over its other columns, checked as the row is
 //! loaded; a mismatch is damage, never a silently different truth.
