@@ -302,8 +302,12 @@ async fn a_flipped_byte_mid_file_refuses_to_start_and_salvage_keeps_the_rest() {
     let m = start_manager(&c, &state, &["--salvage"]).expect("salvage starts");
     let report = m.stderr.lock().unwrap().clone();
     eprintln!("did: serve --salvage; saw:\n{}", report.trim());
+    // The byte may land in a row (lost, and said so) or in a primary key's index
+    // entry (integrity_check refuses; salvage rebuilds the index from the rows, which
+    // all pass their checksums: nothing is lost, and it says so).
+    let in_index = err.contains("index");
     assert!(
-        report.contains("LOST from"),
+        report.contains("LOST from") || (in_index && report.contains("nothing was found lost")),
         "salvage says what was lost: {report}"
     );
     let aside: Vec<_> = std::fs::read_dir(&state)
