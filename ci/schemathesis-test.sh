@@ -86,7 +86,8 @@ api -o "$WORK/served.json" "$MGR/v1/openapi.json" && pass "served /v1/openapi.js
 # replica; the 1000 cap itself is tested in tests/cockpit.rs).
 jq '.components.schemas.ScaleRequest.properties.replicas.maximum = 3' "$WORK/served.json" >"$WORK/openapi.json"
 t0=$(date +%s)
-nodes_in 1 timeout --kill-after=10 "$TIME_LIMIT" "$venv/bin/schemathesis" run "$WORK/openapi.json" \
+# From $WORK: schemathesis keeps a .schemathesis/ cache in its working directory.
+nodes_in 1 env -C "$WORK" timeout --kill-after=10 "$TIME_LIMIT" "$venv/bin/schemathesis" run "$WORK/openapi.json" \
   --url "$MGR" --tls-verify "$WORK/cluster/ca.pem" \
   --header "Authorization: Bearer $admin" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
