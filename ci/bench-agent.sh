@@ -11,7 +11,7 @@
 #     text), getrusage over cycles 2..N; node_exporter CPU per scrape (utime+stime from
 #     /proc/PID/stat over SCRAPES curl scrapes). Goal: agent <= 1/10 of node_exporter.
 #   - agent RSS after CYCLES (1,000) back-to-back collections. Goal: <= 8 MiB.
-# The agent sees only the bench's own cgroup parent (see scoped()).
+# The agent sees only the bench's own cgroup parent (see SCOPE).
 # Churn: the agent collects every 100 ms while CHURN (1,000) containers are started and
 # removed in batches; its open fds and RSS are sampled after each batch. Goal: flat
 # (fds equal after the first batch; RSS grows by at most 512 KiB).
@@ -55,12 +55,11 @@ curl -fsS -o /dev/null "http://$NE_ADDR/metrics"   # warm-up scrape
 # which each cgroup hierarchy's root is bind-mounted from our cgroup parent. On a shared
 # machine other jobs' containers would otherwise be collected too (and the count check
 # below fails). unshare and sh exec in place, so the agent keeps the PID we sample.
-scoped() { # command...
-  unshare -m --propagation private sh -ec '
+SCOPE=(unshare -m --propagation private sh -ec '
     if [ -f /sys/fs/cgroup/cgroup.controllers ]; then mount --bind "/sys/fs/cgroup/$0" /sys/fs/cgroup
     else for h in /sys/fs/cgroup/*/"$0"; do mount --bind "$h" "${h%/*}"; done; fi
-    exec "$@"' "$MD_NAME" "$@"
-}
+    exec "$@"' "$MD_NAME")
+# (an array, not a function: `"${SCOPE[@]}" cmd &` makes $! the agent's own PID)
 
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
@@ -74,7 +73,14 @@ ne_ticks() { awk '{print $14 + $15}' "/proc/$NE_PID/stat"; }
 measure() { # label
   local n stats t0 t1
   n=$(md_docker ps -q | wc -l)
-  stats=$(scoped "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
+  # On a loaded machine a just-started container may not be in its cgroups yet: wait
+  # (bounded) until one collection sees as many as the engine runs.
+  for _ in $(seq 1 30); do
+    stats=$("${SCOPE[@]}" "$AGENT" metrics --once --no-docker --stats 2>&1 >/dev/null | grep '^cycles=')
+    [ "$(field containers "$stats")" -eq "$n" ] && break
+    sleep 1; n=$(md_docker ps -q | wc -l)
+  done
+  stats=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
   [ "$(field containers "$stats")" -eq "$n" ] || { echo "agent saw $(field containers "$stats") containers, $n are running" >&2; exit 1; }
   t0=$(ne_ticks)
   for _ in $(seq 1 "$SCRAPES"); do curl -fsS -o /dev/null "http://$NE_ADDR/metrics"; done
@@ -84,7 +90,7 @@ measure() { # label
   row_a_rss=$(field rss_kib "$stats")
   row_ne_cpu=$(awk -v d=$((t1 - t0)) -v n="$SCRAPES" -v hz="$hz" 'BEGIN{printf "%.3f", d * 1000 / hz / n}')
   row_ne_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$NE_PID/status")
-  row_a_series=$(scoped "$AGENT" metrics --once --docker-host "$MD_SOCK" | grep -vc '^#')
+  row_a_series=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" | grep -vc '^#')
   row_ne_series=$(curl -fsS "http://$NE_ADDR/metrics" | grep -vc '^#')
   md_log "$1: agent $row_a_cpu ms/collection, $row_a_rss KiB; node_exporter $row_ne_cpu ms/scrape"
 }
@@ -107,7 +113,7 @@ r200=("$row_n" "$row_a_cpu" "$row_ne_cpu" "$row_a_rss" "$row_ne_rss" "$row_a_ser
 
 # --- churn: 1,000 starts and stops while the agent collects every 100 ms ----------
 md_docker ps -aq --filter name=md-idle- | xargs -r docker -H "$MD_SOCK" rm -f >/dev/null
-scoped "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles 100000000 --interval-ms 100 --stats-every 5 \
+"${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles 100000000 --interval-ms 100 --stats-every 5 \
   >/dev/null 2>"$MD_DIR/churn.log" &
 AGENT_PID=$!
 sample() { # prints "fds rss_kib" of the collecting agent
