@@ -589,7 +589,7 @@ async fn backup_while_serving_and_restore_round_trip() {
     eprintln!("saw: the backup holds {members:?}");
     assert_eq!(
         members,
-        ["manager.db", "alerts.sqlite"],
+        ["manager.db", "alerts.sqlite", "cockpit.sqlite"],
         "every database of the state dir"
     );
 
@@ -637,6 +637,8 @@ async fn backup_while_serving_and_restore_round_trip() {
     assert!(state.join("manager.db.before-restore").exists());
     assert!(state.join("alerts.sqlite.before-restore").exists());
     assert!(state.join("alerts.sqlite").exists());
+    assert!(state.join("cockpit.sqlite.before-restore").exists());
+    assert!(state.join("cockpit.sqlite").exists());
 
     let m = start_manager(&c, &state, &[]).expect("the restored store starts");
     for n in &nodes {

@@ -58,6 +58,10 @@ pub const STATE_DATABASES: &[StateDb] = &[
         file: crate::alerts::DB_FILE,
         what: "alerts, their delivery queue and events",
     },
+    StateDb {
+        file: crate::cockpit::events::FILE,
+        what: "the cockpit's event history and audit log",
+    },
 ];
 
 /// What a backup holds.
