@@ -301,7 +301,9 @@ async fn connection(
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let conn = svc_conn.clone();
         let app = app.clone();
-        async move {
+        // Boxed so the connection is Unpin: `poll_without_shutdown` needs it, to get the
+        // stream back for the lingering close.
+        Box::pin(async move {
             conn.request_started(!req.body().is_end_stream());
             let in_flight = InFlight(conn.clone());
             let (mut parts, body) = req.into_parts();
@@ -311,7 +313,7 @@ async fn connection(
             let resp = app.oneshot(hyper::Request::from_parts(parts, body)).await;
             drop(in_flight);
             resp
-        }
+        })
     });
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -326,19 +328,72 @@ async fn connection(
         }),
         service,
     );
-    tokio::pin!(served);
+    let mut served = served;
     tokio::select! {
-        r = served.as_mut() => {
+        r = std::future::poll_fn(|cx| served.poll_without_shutdown(cx)) => {
             if let Err(e) = r {
                 tracing::debug!("connection from {peer}: {e}");
+                return;
+            }
+        }
+        why = closing_time(&conn) => {
+            tracing::debug!("closing the connection from {peer}: {why}");
+            return;
+        }
+        _ = shutdown.changed() => {
+            std::pin::Pin::new(&mut served).graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+            return;
+        }
+    }
+    // hyper is done with the connection (the client closed, or hyper closes it, as
+    // after an answer to a body it did not read, like a 413).
+    let parts = served.into_parts();
+    let already = parts.read_buf.len();
+    let tls = parts.io.into_inner().inner;
+    tokio::select! {
+        r = lingering_close(tls, already) => {
+            if let Err(e) = r {
+                tracing::debug!("closing the connection from {peer}: {e}");
             }
         }
         why = closing_time(&conn) => tracing::debug!("closing the connection from {peer}: {why}"),
-        _ = shutdown.changed() => {
-            served.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), served).await;
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// Bytes of an unread request body discarded after the answer, at most...
+const LINGER_BYTES: usize = 1 << 20;
+/// ...and for at most this long (the connection keeps its slot, counted in the cap).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Ends the TLS session (close_notify, then FIN), then reads and discards what the
+/// client still sends, up to [`LINGER_BYTES`] and [`LINGER_TIME`], before closing.
+/// Why: closing a socket with unread bytes in its receive buffer makes the kernel send
+/// a reset; a client still sending its body (most clients send it whole before reading)
+/// then fails on a write and never reads the answer, a 413 for instance. nginx's
+/// lingering_close does the same.
+async fn lingering_close(
+    mut tls: tokio_rustls::server::TlsStream<TcpStream>,
+    already: usize,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let until = tokio::time::Instant::now() + LINGER_TIME;
+    tokio::time::timeout_at(until, tls.shutdown())
+        .await
+        .map_err(|_| std::io::Error::other("TLS close_notify not sent in 2 s"))??;
+    // The raw socket: what follows is discarded, no need to decrypt it.
+    let (mut tcp, _) = tls.into_inner();
+    let mut buf = [0u8; 16 << 10];
+    let mut left = LINGER_BYTES.saturating_sub(already);
+    while left > 0 {
+        match tokio::time::timeout_at(until, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => left = left.saturating_sub(n),
+            Ok(Err(e)) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// Hands freed heap back to the system every 30 s: a federation scrape of thousands of

@@ -34,13 +34,7 @@ struct Seen {
 /// stopping at the first write error), then reads the answer until it is complete, EOF
 /// or an error.
 /// `pause` between chunks makes a slow sender.
-async fn post(
-    c: &TestCluster,
-    url: &str,
-    head: &str,
-    body_len: usize,
-    pause: Duration,
-) -> Seen {
+async fn post(c: &TestCluster, url: &str, head: &str, body_len: usize, pause: Duration) -> Seen {
     let addr: std::net::SocketAddr = url.trim_start_matches("https://").parse().unwrap();
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
@@ -166,7 +160,14 @@ async fn the_lingering_close_is_bounded_in_bytes_and_time() {
     // A fast sender of 64 MiB: the manager stops reading after about 1 MiB and closes,
     // so the client's writes fail long before the end (socket buffers hold a few MiB).
     let size = 64 << 20;
-    let s = post(&c, &m.url, &scale_head(&c.admin, size), size, Duration::ZERO).await;
+    let s = post(
+        &c,
+        &m.url,
+        &scale_head(&c.admin, size),
+        size,
+        Duration::ZERO,
+    )
+    .await;
     println!(
         "[drain] fast 64 MiB sender: wrote {} body bytes, read {} bytes, closed after {:?}",
         s.written,
