@@ -6,6 +6,9 @@
 //! handshake, then hyper's HTTP/1 connection with a timer, watched until the deadline
 //! of what it is doing (handshake, headers, body, idle) passes. axum::serve applies no
 //! timeout at all, so the connections are served here through hyper directly.
+//! When hyper is done with a connection, a bounded lingering close (at most 1 MiB and
+//! 2 s of what the client still sends, discarded) lets an early answer such as a 413
+//! reach a client that is still sending its body.
 //! SIGTERM or SIGINT stops accepting, lets requests in flight finish (at most 5 s),
 //! closes the store (WAL checkpointed) and returns, with an error if it was not
 //! closed cleanly.
