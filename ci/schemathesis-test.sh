@@ -79,9 +79,9 @@ ntasks=$(api -H "Authorization: Bearer $admin" "$MGR/v1/cluster" | grep -o '"des
 
 # The document as served (public), then schemathesis over every operation.
 api -o "$WORK/served.json" "$MGR/v1/openapi.json" && pass "served /v1/openapi.json" || fail "openapi.json"
-# Phases: fuzzing only. The coverage phase (seed 13) ends one POST /v1/services/{id}/scale
-# case with the TLS connection closed before an answer (an unfixed finding, see
-# /work/notes/ckapi.md); run it by hand with ARMADA_SCHEMATHESIS_PHASES=coverage,fuzzing.
+# Phases: coverage, then fuzzing. The coverage phase sends oversized bodies (a 100,000-byte
+# scale body got a closed connection instead of its 413 until the manager's lingering
+# close; manager/tests/refused_bodies.rs). It costs about 18 s more than fuzzing alone.
 # The one change to the document: generated scales stay small (this machine runs every
 # replica; the 1000 cap itself is tested in tests/cockpit.rs).
 jq '.components.schemas.ScaleRequest.properties.replicas.maximum = 3' "$WORK/served.json" >"$WORK/openapi.json"
@@ -91,7 +91,7 @@ nodes_in 1 env -C "$WORK" timeout --kill-after=10 "$TIME_LIMIT" "$venv/bin/schem
   --url "$MGR" --tls-verify "$WORK/cluster/ca.pem" \
   --header "Authorization: Bearer $admin" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-  --phases "${ARMADA_SCHEMATHESIS_PHASES:-fuzzing}" --max-examples "$MAX_EXAMPLES" --seed 13 --workers 1 --request-timeout 20 \
+  --phases "${ARMADA_SCHEMATHESIS_PHASES:-coverage,fuzzing}" --max-examples "$MAX_EXAMPLES" --seed 13 --workers 1 --request-timeout 20 \
   --no-color >"$WORK/schemathesis.log" 2>&1
 rc=$?
 t1=$(date +%s)
