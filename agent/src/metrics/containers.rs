@@ -10,10 +10,19 @@
 //! task ([`refresh_loop`]): a container list (bounded by [`ENGINE_TIMEOUT_S`]) when the
 //! cgroup tree shows a start or stop and at least every `list_every`; an inspect (for the
 //! restart count and start time) of each new container, of each whose state or health
-//! changed, and of all every [`REINSPECT_EVERY`] (a restart between two cycles shows
-//! nowhere else).
+//! changed, of each whose cgroup folder was made anew (a restart), and of all every
+//! [`REINSPECT_EVERY`].
+//!
+//! A container that crash-loops under `--restart=always` is "running" at every list, so
+//! its restart count would wait for [`REINSPECT_EVERY`]. But every restart makes a new
+//! cgroup folder (the engine's runtime deletes the old one when the task exits): the
+//! collector notes each folder's inode, and a folder with a new inode (or seen anew, after
+//! a cycle without it) for an id the cache already inspected puts that id on the cache's
+//! `recheck` list and rings the cache's task. Kernfs gives every cgroup its own inode
+//! number (not reused at once), so a changed inode is a new cgroup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -85,6 +94,9 @@ pub struct EngineCache {
     pub by_id: HashMap<String, EngineView>,
     pub listed: bool,
     pub last_error: Option<String>,
+    /// Ids whose cgroup folder was made anew since their last inspect (a restart): the
+    /// next refresh inspects them. Filled by the collector, emptied by a list that worked.
+    pub recheck: HashSet<String>,
 }
 
 /// The background side: the cache, and the bell the collector rings on a change.
@@ -118,6 +130,9 @@ struct Known {
     limits_at: Option<u64>,
     /// The cycle that last read `cgroup.procs` for `net`'s pid.
     pid_at: Option<u64>,
+    /// Inode of the cgroup folder at the last look (`None`: not looked at yet). A new
+    /// inode under the same path is a new cgroup: the container restarted.
+    dir_ino: Option<u64>,
 }
 
 impl Known {
@@ -139,6 +154,8 @@ pub struct Containers {
     walked_at: Option<Instant>,
     scratch_ids: Vec<String>,
     net_scratch: Vec<NetDev>,
+    /// Ids this cycle found in a new cgroup folder, for the cache's `recheck`.
+    restarted: Vec<String>,
     cycles: u64,
 }
 
@@ -159,6 +176,7 @@ impl Containers {
             walked_at: None,
             scratch_ids: Vec::new(),
             net_scratch: Vec::new(),
+            restarted: Vec::new(),
             cycles: 0,
         }
     }
@@ -214,7 +232,14 @@ impl Containers {
         let cache = cache.as_ref().map(|c| lock(c));
         let mut gone = false;
         let cycle = self.cycles;
+        self.restarted.clear();
         for k in &mut self.known {
+            if let Some(c) = &cache {
+                // One stat a container; only worth it with an engine to ask.
+                if let Some(id) = restarted(k, c) {
+                    self.restarted.push(id);
+                }
+            }
             let mut warn_read = |e: ReadError| warn(e.to_string());
             let refresh_limits = Known::due(k.limits_at, cycle);
             if refresh_limits {
@@ -260,6 +285,12 @@ impl Containers {
             out.push(m);
         }
         drop(cache);
+        if !self.restarted.is_empty() {
+            if let Some(e) = &self.engine {
+                lock(&e.cache).recheck.extend(self.restarted.drain(..));
+                e.wake.notify_one();
+            }
+        }
         if gone {
             // A container stopped: look again next cycle, and have the engine asked.
             self.walked_at = None;
@@ -314,6 +345,7 @@ impl Containers {
                         limits: cgroup::Limits::default(),
                         limits_at: None,
                         pid_at: None,
+                        dir_ino: None,
                         id: f.id,
                     },
                 }
@@ -336,6 +368,23 @@ impl Containers {
         }
         self.parent_ids.sort_unstable();
     }
+}
+
+/// Notes the inode of `k`'s cgroup folder; returns its id when that folder is new (first
+/// look, or another inode) while the cache already inspected the container: it
+/// restarted, and its restart count is stale. A folder that cannot be stat'ed (gone this
+/// instant) is left to the cgroup read, which reports it gone.
+fn restarted(k: &mut Known, cache: &EngineCache) -> Option<String> {
+    let ino = std::fs::symlink_metadata(k.dirs.procs_dir()).ok()?.ino();
+    let before = k.dir_ino.replace(ino);
+    if before == Some(ino) {
+        return None;
+    }
+    let inspected = cache
+        .by_id
+        .get(&k.id)
+        .is_some_and(|v| v.inspected_at.is_some());
+    inspected.then(|| k.id.clone())
 }
 
 /// The cache's task: list (and inspect what needs it) now, then whenever the collector
@@ -397,7 +446,9 @@ async fn refresh_once(
     let mut fresh: HashMap<String, EngineView> = HashMap::with_capacity(listed.len());
     let mut to_inspect = Vec::new();
     {
-        let old = lock(cache);
+        let mut old = lock(cache);
+        // Taken only once the list worked: with the engine away, they wait for it.
+        let recheck = std::mem::take(&mut old.recheck);
         for s in listed {
             let Some(id) = s.id else { continue };
             let labels = s.labels.unwrap_or_default();
@@ -419,7 +470,7 @@ async fn refresh_once(
                 inspected_at: prev.and_then(|p| p.inspected_at),
             };
             let moved = prev.is_none_or(|p| p.state != view.state || p.health != view.health);
-            if full || moved || view.inspected_at.is_none() {
+            if full || moved || view.inspected_at.is_none() || recheck.contains(&id) {
                 view.inspected_at = None;
                 to_inspect.push(id.clone());
             }
@@ -701,6 +752,95 @@ mod tests {
             Some(20),
             "re-read after LIMITS_EVERY cycles"
         );
+    }
+
+    /// A restart makes a new cgroup folder under the same path, and the list still says
+    /// "running": the id goes on the cache's recheck list (inspected at the next
+    /// refresh), both when the folder is replaced between two cycles and when a cycle saw
+    /// it gone. An unchanged folder, or one the cache never inspected, is not rechecked.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_container_whose_cgroup_is_made_anew_is_inspected_again() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        let dir_of = |id: &str| {
+            root.path()
+                .join(format!("sys/fs/cgroup/sw/docker-{id}.scope"))
+        };
+        add_container(root.path(), A, 1_000_000);
+        add_container(root.path(), B, 1_000_000);
+        // A socket nobody listens on (refused): lists fail, so the recheck list stays for
+        // the test to read.
+        let sock = root.path().join("refused.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let absent = connect_docker(sock.to_str().unwrap()).unwrap();
+        let mut c = Containers::new(Some(absent));
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        let mut collect = async |c: &mut Containers| {
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |_| {},
+                &mut out,
+            )
+            .await;
+            file.end_cycle();
+            out.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+        };
+        let cache = c.engine.as_ref().unwrap().cache.clone();
+        let recheck = |cache: &Mutex<EngineCache>| {
+            let mut ids: Vec<String> = lock(cache).recheck.drain().collect();
+            ids.sort();
+            ids
+        };
+
+        assert_eq!(collect(&mut c).await, [A, B]);
+        assert!(
+            recheck(&cache).is_empty(),
+            "not inspected yet: nothing to recheck"
+        );
+        {
+            let mut cc = lock(&cache);
+            for id in [A, B] {
+                let view = EngineView {
+                    state: Some("running".into()),
+                    restart_count: Some(0),
+                    inspected_at: Some(Instant::now()),
+                    ..EngineView::default()
+                };
+                cc.by_id.insert(id.to_string(), view);
+            }
+        }
+        assert_eq!(collect(&mut c).await, [A, B]);
+        assert!(
+            recheck(&cache).is_empty(),
+            "same folders: nothing to recheck"
+        );
+
+        // Replaced between two cycles (the new folder made before the old one goes, so
+        // the filesystem cannot hand the old inode back).
+        let old = root.path().join("old-a");
+        std::fs::rename(dir_of(A), &old).unwrap();
+        add_container(root.path(), A, 10_000);
+        std::fs::remove_dir_all(&old).unwrap();
+        assert_eq!(collect(&mut c).await, [A, B]);
+        assert_eq!(recheck(&cache), [A], "A's folder replaced: A rechecked");
+        assert_eq!(collect(&mut c).await, [A, B]);
+        assert!(recheck(&cache).is_empty(), "once per new folder");
+
+        // Gone for a cycle (a longer restart back-off), then back.
+        std::fs::remove_dir_all(dir_of(B)).unwrap();
+        assert_eq!(collect(&mut c).await, [A]);
+        assert_eq!(collect(&mut c).await, [A]);
+        add_container(root.path(), B, 10_000);
+        assert_eq!(collect(&mut c).await, [A, B]);
+        assert_eq!(recheck(&cache), [B], "B back in a new folder: B rechecked");
     }
 
     #[tokio::test(flavor = "current_thread")]
