@@ -277,22 +277,25 @@ fi
 log "a container on node3 that keeps exiting"
 t2=$(date +%s.%N)
 nodes_docker 3 run -d --name crashy --restart always "$IMAGE" sh -c 'sleep 2; exit 1' >/dev/null
-reports_restarts() {
+node3_containers() {
   local id
   id=$(api /v1/nodes -f | jq -r '.[] | select(.hostname == "al-node3") | .node_id')
-  api "/v1/nodes/$id" -f | jq -e '[.latest.containers[]? | select(.name == "crashy" and .restart_count != null)] | length > 0'
+  api "/v1/nodes/$id" -f | jq -c '[.latest.containers[]? | {name, state, restart_count}]'
+}
+reports_restarts() {
+  node3_containers | jq -e '[.[] | select(.name == "crashy" and .restart_count != null)] | length > 0'
 }
 # The engine's back-off doubles from 0.1 s, so the 3 restarts the rule asks for after
 # the first reported count come within ~70 s; the agent sees each restart at its next
 # cycle (a new cgroup folder) and the manager evaluates every 2 s.
 if ! wait_until 40 reports_restarts; then
-  fail "node3's agent reports crashy's restart_count within 40 s" "$WORK/node3/agent.log"
+  fail "node3's agent reports crashy's restart_count within 40 s (it reports: $(node3_containers))" "$WORK/node3/agent.log"
 elif wait_until 150 delivered ArmadaContainerRestartLoop firing al-node3; then
   at=$(first_at ArmadaContainerRestartLoop firing al-node3)
   latency=$(awk -v a="$at" -v b="$t2" 'BEGIN {printf "%.1f", a - b}')
   pass "ArmadaContainerRestartLoop delivered for the crashing container on node3 ${latency}s after it started ($(nodes_docker 3 inspect crashy --format '{{.RestartCount}}') restarts so far; limit 150 s after its count was first reported)"
 else
-  fail "ArmadaContainerRestartLoop delivered within 150 s (crashy restarted $(nodes_docker 3 inspect crashy --format '{{.RestartCount}}') times)" "$WORK/manager.log" "$WORK/node3/agent.log" "$HOOKS"
+  fail "ArmadaContainerRestartLoop delivered within 150 s (crashy restarted $(nodes_docker 3 inspect crashy --format '{{.RestartCount}}') times; node3 reports $(node3_containers))" "$WORK/manager.log" "$WORK/node3/agent.log" "$HOOKS"
 fi
 
 api /v1/alerts -f | jq -r '.alerts[] | "  \(.state)\t\(.labels.alertname)\t\(.labels.hostname // "-")"' || true

@@ -20,6 +20,13 @@
 //! a cycle without it) for an id the cache already inspected puts that id on the cache's
 //! `recheck` list and rings the cache's task. Kernfs gives every cgroup its own inode
 //! number (not reused at once), so a changed inode is a new cgroup.
+//!
+//! Between two runs such a container has no cgroup at all (the engine's back-off grows
+//! to a minute): the engine lists it as `restarting`, and it is reported so, from the
+//! cache alone (no cgroup figures: absent, never zero), while the last list worked. Its
+//! 2-s runs can fall between two cycles and two lists (restarting at both), so while
+//! one is reported the collector rings the cache's task every cycle, and every list
+//! inspects each restarting container again: its restart count is one cycle old at most.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -93,6 +100,9 @@ pub struct EngineView {
 pub struct EngineCache {
     pub by_id: HashMap<String, EngineView>,
     pub listed: bool,
+    /// Whether the last list worked: a container that has no cgroup (restarting) is
+    /// reported only from a current view.
+    pub list_ok: bool,
     pub last_error: Option<String>,
     /// Ids whose cgroup folder was made anew since their last inspect (a restart): the
     /// next refresh inspects them. Filled by the collector, emptied by a list that worked.
@@ -200,12 +210,13 @@ impl Containers {
     ) {
         out.clear();
         self.cycles += 1;
-        let changed = self.cgroups_changed();
+        let mut changed = self.cgroups_changed();
         let stale = self
             .walked_at
             .is_none_or(|t| t.elapsed() >= self.list_every.max(Duration::from_secs(1)));
         if changed || stale {
-            self.rediscover(layout);
+            // A walk that finds other containers than the last one is a change too.
+            changed |= self.rediscover(layout);
         }
         if let Some(engine) = &mut self.engine {
             if engine.task.is_none() {
@@ -284,7 +295,23 @@ impl Containers {
             }
             out.push(m);
         }
+        let mut any_restarting = false;
+        if let Some(c) = cache.as_ref().filter(|c| c.list_ok) {
+            // Between two runs of a restart loop: no cgroup, but the engine has it.
+            for (id, v) in &c.by_id {
+                if v.state.as_deref() == Some("restarting") && !out.iter().any(|m| m.id == *id) {
+                    out.push(restarting(id, v));
+                    any_restarting = true;
+                }
+            }
+        }
         drop(cache);
+        if any_restarting {
+            // Have its restart count asked again before the next cycle (module doc).
+            if let Some(e) = &self.engine {
+                e.wake.notify_one();
+            }
+        }
         if !self.restarted.is_empty() {
             if let Some(e) = &self.engine {
                 lock(&e.cache).recheck.extend(self.restarted.drain(..));
@@ -324,14 +351,15 @@ impl Containers {
     }
 
     /// Walks the hierarchy: every container-like cgroup is a container (kept ones keep
-    /// their network pid).
-    fn rediscover(&mut self, layout: &Layout) {
+    /// their network pid). Returns whether the set of ids changed.
+    fn rediscover(&mut self, layout: &Layout) -> bool {
         let top = discover::walk_root(layout);
         let found = discover::find_all(&top);
         self.walked_at = Some(Instant::now());
         self.set_parents(&top, found.iter());
         let mut old: HashMap<String, Known> =
             self.known.drain(..).map(|k| (k.id.clone(), k)).collect();
+        let before = old.len();
         self.known = found
             .into_iter()
             .map(|f| {
@@ -351,11 +379,15 @@ impl Containers {
                 }
             })
             .collect();
+        let kept = before - old.len();
+        kept != before || kept != self.known.len()
     }
 
     /// Remembers the folders holding the containers we report, and what they hold now.
     fn set_parents<'f>(&mut self, top: &Path, found: impl Iterator<Item = &'f discover::Found>) {
-        self.parents.clear();
+        // A folder that held containers stays watched while it exists: the only
+        // container of a --cgroup-parent that crash-loops leaves it empty between runs.
+        self.parents.retain(|p| p.is_dir());
         for f in found {
             let parent = top.join(f.rel.parent().unwrap_or(Path::new("")));
             if !self.parents.contains(&parent) {
@@ -367,6 +399,22 @@ impl Containers {
             let _ = discover::ids_in(p, &mut self.parent_ids);
         }
         self.parent_ids.sort_unstable();
+    }
+}
+
+/// A container the engine lists as restarting: no process, so no cgroup figures.
+fn restarting(id: &str, v: &EngineView) -> ContainerMetrics {
+    ContainerMetrics {
+        id: id.to_string(),
+        name: v.name.clone(),
+        image: v.image.clone(),
+        service: v.service.clone(),
+        task: v.task.clone(),
+        state: v.state.clone(),
+        health: v.health.clone(),
+        restart_count: v.restart_count,
+        started_at_seconds: v.started_at_seconds,
+        ..ContainerMetrics::default()
     }
 }
 
@@ -441,8 +489,15 @@ async fn refresh_once(
             "listing containers on the Docker engine: no answer within {}s (containers are named by id meanwhile)",
             bound.as_secs()
         )
-    })?
-    .map_err(|e| format!("listing containers on the Docker engine: {e}"))?;
+    })
+    .and_then(|r| r.map_err(|e| format!("listing containers on the Docker engine: {e}")));
+    let listed = match listed {
+        Ok(listed) => listed,
+        Err(e) => {
+            lock(cache).list_ok = false;
+            return Err(e);
+        }
+    };
     let mut fresh: HashMap<String, EngineView> = HashMap::with_capacity(listed.len());
     let mut to_inspect = Vec::new();
     {
@@ -470,7 +525,9 @@ async fn refresh_once(
                 inspected_at: prev.and_then(|p| p.inspected_at),
             };
             let moved = prev.is_none_or(|p| p.state != view.state || p.health != view.health);
-            if full || moved || view.inspected_at.is_none() || recheck.contains(&id) {
+            // A restarting container may have run in between: its count is asked again.
+            let restarting = view.state.as_deref() == Some("restarting");
+            if full || moved || restarting || view.inspected_at.is_none() || recheck.contains(&id) {
                 view.inspected_at = None;
                 to_inspect.push(id.clone());
             }
@@ -513,6 +570,7 @@ async fn refresh_once(
     let mut c = lock(cache);
     c.by_id = fresh;
     c.listed = true;
+    c.list_ok = true;
     match first_error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -841,6 +899,85 @@ mod tests {
         add_container(root.path(), B, 10_000);
         assert_eq!(collect(&mut c).await, [A, B]);
         assert_eq!(recheck(&cache), [B], "B back in a new folder: B rechecked");
+    }
+
+    /// Between two runs of a restart loop the container has no cgroup: it is reported
+    /// from the engine's view (state, restart count; no cgroup figures), but only while
+    /// the last list worked, and never twice.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_restarting_container_is_reported_from_a_current_engine_view() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        let sock = root.path().join("refused.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let mut c = Containers::new(Some(connect_docker(sock.to_str().unwrap()).unwrap()));
+        // The cache is filled by the test alone: no refresh task.
+        c.engine.as_mut().unwrap().task = Some(tokio::spawn(std::future::pending()));
+        let cache = c.engine.as_ref().unwrap().cache.clone();
+        let view = |name: &str, state: &str, restarts: u64| EngineView {
+            name: name.into(),
+            state: Some(state.into()),
+            restart_count: Some(restarts),
+            inspected_at: Some(Instant::now()),
+            ..EngineView::default()
+        };
+        {
+            let mut cc = lock(&cache);
+            cc.by_id.insert(A.into(), view("a", "restarting", 4));
+            cc.by_id.insert(B.into(), view("crashy", "restarting", 7));
+            cc.list_ok = true;
+        }
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |_| {},
+            &mut out,
+        )
+        .await;
+        let seen: Vec<_> = out
+            .iter()
+            .map(|m| (m.name.as_str(), m.restart_count, m.cpu.is_some()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("a", Some(4), true), ("crashy", Some(7), false)],
+            "A from its cgroup (once), B from the engine alone"
+        );
+        assert_eq!(out[1].state.as_deref(), Some("restarting"));
+        assert!(out[1].memory.is_none() && out[1].pids.is_none() && out[1].network.is_empty());
+        let wake = c.engine.as_ref().unwrap().wake.clone();
+        let rung = |wake: Arc<Notify>| async move {
+            tokio::time::timeout(Duration::from_millis(20), wake.notified())
+                .await
+                .is_ok()
+        };
+        assert!(
+            rung(wake.clone()).await,
+            "a restarting container has the engine asked again"
+        );
+
+        lock(&cache).list_ok = false;
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |_| {},
+            &mut out,
+        )
+        .await;
+        let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, [A], "no current list: only what the cgroup tree shows");
+        assert!(!rung(wake).await, "nothing restarting reported: no ring");
     }
 
     #[tokio::test(flavor = "current_thread")]
