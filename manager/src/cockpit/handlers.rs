@@ -383,16 +383,7 @@ async fn history(
             u64::from(e.record.report_interval_seconds.max(1)),
         )
     };
-    let recent: Vec<super::recent::RecentPoint> = {
-        let r = s.cockpit.recent.lock().unwrap_or_else(|p| p.into_inner());
-        r.nodes
-            .get(&id)
-            .map(|n| n.points.iter().copied().collect())
-            .unwrap_or_default()
-    };
-    Ok(Json(super::series::build(
-        &tiers, &recent, total, w, interval,
-    )))
+    Ok(Json(super::series::build(&tiers, total, w, interval)))
 }
 
 /// `GET /v1/nodes/{id}/containers`: one row per container of the latest snapshot.

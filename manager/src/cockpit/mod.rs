@@ -8,12 +8,10 @@
 //! - [`engine`]: the engine's node/service/task lists behind a short cache, and the
 //!   actions that change them (availability, scale, force update).
 //! - [`views`]: the cluster, service and task shapes made from the store and the engine.
-//! - [`series`]: a node's charts over a time range from the history tiers.
-//! - [`recent`]: the figures the tiers do not keep (load, network, disk writes,
-//!   filesystem), sampled in memory from the latest snapshots.
+//! - [`series`]: a node's charts over a time range from the store's history tiers.
 //! - [`events`]: the durable event history and audit log (`cockpit.sqlite`).
 //! - [`watch`]: the loop turning liveness, failed tasks and alert transitions into
-//!   events, and sampling [`recent`].
+//!   events.
 //! - [`handlers`]: the HTTP handlers and their routes.
 //! - [`openapi`]: the OpenAPI 3 description of the whole API, served as is.
 
@@ -21,7 +19,6 @@ pub mod engine;
 pub mod events;
 pub mod handlers;
 pub mod openapi;
-pub mod recent;
 pub mod series;
 pub mod session;
 pub mod views;
@@ -45,7 +42,6 @@ pub struct Cockpit {
     /// parsed once, not once per cluster view.
     badges: Mutex<HashMap<String, (u64, views::Badges)>>,
     pub events: Arc<events::EventLog>,
-    pub recent: Mutex<recent::Recent>,
     stopping: AtomicBool,
 }
 
@@ -61,7 +57,6 @@ impl Cockpit {
             engine: engine::Engine::new(swarm),
             badges: Mutex::new(HashMap::new()),
             events: Arc::new(events::EventLog::open(state_dir)?),
-            recent: Mutex::new(recent::Recent::default()),
             stopping: AtomicBool::new(false),
         })
     }
@@ -128,36 +123,6 @@ impl Cockpit {
             dedupe: None,
         }])
         .await;
-    }
-
-    /// Samples each node's latest snapshot it has not sampled yet into [`recent`].
-    pub fn sample_recent(&self, app: &crate::api::AppState) {
-        let fresh: Vec<(String, u64, Arc<str>)> = {
-            let rec = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            let st = app.store.read();
-            st.nodes
-                .values()
-                .filter_map(|e| {
-                    let at = e.last_report_ms?;
-                    let seen = rec
-                        .nodes
-                        .get(&e.record.node_id)
-                        .map(|n| n.sampled_report_ms);
-                    (seen != Some(at))
-                        .then(|| Some((e.record.node_id.clone(), at, e.latest_json.clone()?)))
-                        .flatten()
-                })
-                .collect()
-        };
-        let ids: std::collections::HashSet<String> =
-            app.store.read().nodes.keys().cloned().collect();
-        let mut rec = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        rec.nodes.retain(|k, _| ids.contains(k));
-        for (id, at, json) in fresh {
-            let n = rec.nodes.entry(id).or_default();
-            n.add(&json);
-            n.sampled_report_ms = at;
-        }
     }
 
     /// The badges of `node_id`'s latest snapshot (reported at `report_ms`).

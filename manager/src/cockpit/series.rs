@@ -1,13 +1,11 @@
-//! `GET /v1/nodes/{id}/history`: a node's charts over a time range, from the finest
-//! stored history tier that covers it (raw reports, 1 min, 15 min, 2 h), plus the
-//! recent in-memory figures of [`super::recent`] (load, network, disk writes,
-//! filesystem), bucketed to the same step.
+//! `GET /v1/nodes/{id}/history`: a node's charts over a time range, every series from
+//! the finest stored history tier that covers it (raw reports, 1 min, 15 min, 2 h),
+//! bucketed to the step.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::recent::RecentPoint;
 use crate::store::history::TierView;
 
 /// The longest range served.
@@ -125,10 +123,9 @@ fn bucket(points: impl Iterator<Item = (u64, Option<f64>)>, step_ms: u64) -> Ser
     out
 }
 
-/// Builds the view from a node's tiers, its recent figures and its memory total.
+/// Builds the view from a node's tiers and its memory total.
 pub fn build(
     tiers: &[TierView],
-    recent: &[RecentPoint],
     memory_total: Option<u64>,
     (from, to, step): (u64, u64, Option<u64>),
     raw_step_s: u64,
@@ -171,29 +168,24 @@ pub fn build(
         "temperature_celsius".into(),
         stored(&|p| p.temperature_celsius.map(f64::from)),
     );
-    let rec: Vec<&RecentPoint> = recent
-        .iter()
-        .filter(|p| p.t_ms >= from && p.t_ms <= to)
-        .collect();
-    let recent_series = |f: &dyn Fn(&RecentPoint) -> Option<f32>| {
-        bucket(rec.iter().map(|p| (p.t_ms, f(p).map(f64::from))), step_ms)
-    };
-    series.insert("load1".into(), recent_series(&|p| p.load1));
+    let f32_series =
+        |f: &dyn Fn(&crate::store::history::Point) -> Option<f32>| stored(&|p| f(p).map(f64::from));
+    series.insert("load1".into(), f32_series(&|p| p.load1));
     series.insert(
         "net_rx_bytes_per_s".into(),
-        recent_series(&|p| p.net_rx_bytes_per_s),
+        f32_series(&|p| p.net_rx_bytes_per_s),
     );
     series.insert(
         "net_tx_bytes_per_s".into(),
-        recent_series(&|p| p.net_tx_bytes_per_s),
+        f32_series(&|p| p.net_tx_bytes_per_s),
     );
     series.insert(
         "disk_write_bytes_per_s".into(),
-        recent_series(&|p| p.disk_write_bytes_per_s),
+        f32_series(&|p| p.disk_write_bytes_per_s),
     );
     series.insert(
         "fs_used_ratio_max".into(),
-        recent_series(&|p| p.fs_used_ratio_max),
+        f32_series(&|p| p.fs_used_ratio_max),
     );
     HistoryView {
         step_s,
@@ -219,6 +211,8 @@ mod tests {
                     memory_used_bytes: Some(100),
                     temperature_celsius: None,
                     containers: Some(1),
+                    load1: Some(0.25),
+                    ..Default::default()
                 })
                 .collect(),
         }
@@ -276,29 +270,69 @@ mod tests {
             choose_tier(&young, 0, None, 10).map(|i| young[i].resolution_seconds),
             Some(60)
         );
-        let v = build(&young, &[], Some(400), (0, 100_000, None), 10);
+        let v = build(&young, Some(400), (0, 100_000, None), 10);
         assert_eq!(v.step_s, 60);
         assert_eq!(v.series["cpu_busy_ratio"], vec![(0, Some(0.5))]);
         assert_eq!(v.series["memory_total_bytes"], vec![(0, Some(400.0))]);
         assert_eq!(v.series["temperature_celsius"], vec![(0, None)]);
-        assert!(v.series["load1"].is_empty());
+        assert_eq!(v.series["load1"], vec![(0, Some(0.25))]);
+        assert_eq!(
+            v.series["net_rx_bytes_per_s"],
+            vec![(0, None)],
+            "absent, not 0"
+        );
     }
 
     #[test]
-    fn recent_points_are_bucketed_to_the_step() {
-        let rec: Vec<RecentPoint> = (0..6)
-            .map(|i| RecentPoint {
-                t_ms: i * 10_000,
-                load1: Some(i as f32),
+    fn every_figure_comes_from_the_chosen_tier_bucketed_to_the_step() {
+        let raw = TierView {
+            resolution_seconds: 0,
+            points: (0..6)
+                .map(|i| Point {
+                    t_ms: i * 10_000,
+                    load1: Some(i as f32),
+                    net_rx_bytes_per_s: (i > 0).then_some(100.0),
+                    disk_write_bytes_per_s: Some(8.0 * i as f32),
+                    fs_used_ratio_max: Some(0.5),
+                    ..Default::default()
+                })
+                .collect(),
+        };
+        // The 2 h tier reaches back a week: a 7-day chart of load comes from it.
+        let coarse = TierView {
+            resolution_seconds: 7200,
+            points: vec![Point {
+                t_ms: 0,
+                load1: Some(3.0),
+                net_tx_bytes_per_s: Some(50.0),
                 ..Default::default()
-            })
-            .collect();
-        let v = build(&[tier(0, &[0])], &rec, None, (0, 60_000, Some(30)), 10);
+            }],
+        };
+        let v = build(std::slice::from_ref(&raw), None, (0, 60_000, Some(30)), 10);
         assert_eq!(v.step_s, 30);
         assert_eq!(v.series["load1"], vec![(0, Some(1.0)), (30_000, Some(4.0))]);
         assert_eq!(
             v.series["net_rx_bytes_per_s"],
+            vec![(0, Some(100.0)), (30_000, Some(100.0))],
+            "the report without a rate is left out of the mean"
+        );
+        assert_eq!(
+            v.series["disk_write_bytes_per_s"],
+            vec![(0, Some(8.0)), (30_000, Some(32.0))]
+        );
+        assert_eq!(v.series["fs_used_ratio_max"][0], (0, Some(0.5)));
+        assert_eq!(
+            v.series["net_tx_bytes_per_s"],
             vec![(0, None), (30_000, None)]
         );
+        let week = build(
+            &[tier(0, &[6 * 86_400_000]), coarse],
+            None,
+            (0, 7 * 86_400_000, None),
+            10,
+        );
+        assert_eq!(week.step_s, 7200);
+        assert_eq!(week.series["load1"], vec![(0, Some(3.0))]);
+        assert_eq!(week.series["net_tx_bytes_per_s"], vec![(0, Some(50.0))]);
     }
 }

@@ -1,5 +1,5 @@
 //! The cockpit's background loop, every [`WATCH_SECONDS`]: turns what changed into
-//! events, and samples the figures the store's history tiers do not keep.
+//! events.
 //!
 //! - node_down / node_up: from the store's liveness status (the same one `/v1/nodes`
 //!   shows), on a change to or from `down`. The first pass after start only learns the
@@ -8,8 +8,6 @@
 //!   once per task id.
 //! - alert_firing / alert_resolved: copied from the alerts' own transition log (its
 //!   `seq` is the cursor, kept in `cockpit.sqlite`, and the dedupe key).
-//! - Recent figures ([`super::recent`]): load, network and disk-write rates and the
-//!   fullest filesystem, from each new latest snapshot.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,7 +40,6 @@ pub fn spawn(app: Arc<AppState>) {
             let prev = statuses.take();
             let (next, evs) = tokio::task::spawn_blocking(move || {
                 let now = crate::now_ms();
-                a.cockpit.sample_recent(&a);
                 let (next, mut evs) = liveness(&a, prev, now);
                 evs.extend(alert_events(&a));
                 (next, evs)

@@ -1,10 +1,13 @@
 //! A node's summary history with bounded retention and downsampling.
 //!
 //! Every report adds one [`Point`] (CPU busy share, memory used, hottest temperature,
-//! container count). The raw tier keeps the last few points; each coarser tier keeps
-//! means over fixed buckets. Points are kept packed in 16 bytes ([`Packed`]: seconds,
-//! KiB, 1/10000 of CPU, 1/100 °C), so a node's history is bounded at [`MAX_POINTS`]
-//! points, about 6 KiB, whatever the report rate or uptime.
+//! container count, 1-minute load, network receive/transmit and disk-write rates, the
+//! fullest filesystem's used share). The raw tier keeps the last few points; each
+//! coarser tier keeps means over fixed buckets. Points are kept packed in 24 bytes
+//! ([`Packed`]: seconds, KiB, 1/10000 of CPU and of a filesystem, 1/100 °C and of a
+//! load, rates as bfloat16), so a node's history is bounded at [`MAX_POINTS`] points,
+//! about 7.7 KiB, whatever the report rate or uptime. A figure a report lacks is absent
+//! (never zero) in every tier.
 //!
 //! Every tier also counts the points ever pushed to it ([`History::pushed`]): point
 //! `n` of a tier is the store's row `(node, tier, n)`, so the writer inserts only the
@@ -27,9 +30,25 @@ pub struct Point {
     pub memory_used_bytes: Option<u64>,
     pub temperature_celsius: Option<f32>,
     pub containers: Option<u32>,
+    /// 1-minute load average.
+    #[serde(default)]
+    pub load1: Option<f32>,
+    /// Receive/transmit rate over every interface but `lo`, between two reports; absent
+    /// for the first report after a (manager or agent) restart and when a counter went
+    /// down.
+    #[serde(default)]
+    pub net_rx_bytes_per_s: Option<f32>,
+    #[serde(default)]
+    pub net_tx_bytes_per_s: Option<f32>,
+    /// Bytes written to every disk per second, between two reports (same rules).
+    #[serde(default)]
+    pub disk_write_bytes_per_s: Option<f32>,
+    /// Used share of the fullest filesystem (used / (used + available to users)).
+    #[serde(default)]
+    pub fs_used_ratio_max: Option<f32>,
 }
 
-/// A [`Point`] in 16 bytes; the `NONE_*` values stand for a missing figure.
+/// A [`Point`] in 24 bytes; the `NONE_*` values stand for a missing figure.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Packed {
     t_s: u32,
@@ -37,11 +56,53 @@ pub struct Packed {
     containers: u16,
     cpu_e4: u16,
     temp_e2: i16,
+    load_e2: u16,
+    fs_e4: u16,
+    /// Rates as bfloat16 (the top half of an f32): 8 bits of precision (0.4 %), any
+    /// magnitude, in two bytes: a chart needs no more.
+    rx_bf16: u16,
+    tx_bf16: u16,
+    disk_bf16: u16,
 }
 
 const NONE_U32: u32 = u32::MAX;
 const NONE_U16: u16 = u16::MAX;
 const NONE_I16: i16 = i16::MIN;
+
+/// A non-negative finite rate as bfloat16, rounded to nearest; `NONE_U16` (a NaN
+/// pattern no rate packs to) when absent.
+fn to_bf16(v: Option<f32>) -> u16 {
+    match v.filter(|v| v.is_finite()) {
+        Some(v) => {
+            // `max` may keep -0.0; a rate is never negative.
+            let bits = if v > 0.0 { v.to_bits() } else { 0 };
+            // Round half up on the dropped 16 bits; the largest finite f32 would round
+            // into infinity, so it is capped at the largest finite bfloat16.
+            let r = (bits as u64 + 0x8000) >> 16;
+            r.min(0x7F7F) as u16
+        }
+        None => NONE_U16,
+    }
+}
+
+fn from_bf16(b: u16) -> Option<f32> {
+    (b != NONE_U16).then(|| f32::from_bits(u32::from(b) << 16))
+}
+
+/// `v` (clamped to `0..=max`) times `scale`, rounded; `NONE_U16` when absent.
+fn to_fixed_u16(v: Option<f32>, scale: f32, max: f32) -> u16 {
+    v.filter(|v| v.is_finite())
+        .map(|v| {
+            (v.clamp(0.0, max) * scale)
+                .round()
+                .min(NONE_U16 as f32 - 1.0) as u16
+        })
+        .unwrap_or(NONE_U16)
+}
+
+fn from_fixed_u16(v: u16, scale: f32) -> Option<f32> {
+    (v != NONE_U16).then(|| v as f32 / scale)
+}
 
 impl From<&Point> for Packed {
     fn from(p: &Point) -> Self {
@@ -67,6 +128,11 @@ impl From<&Point> for Packed {
                         .clamp(NONE_I16 as f32 + 1.0, i16::MAX as f32) as i16
                 })
                 .unwrap_or(NONE_I16),
+            load_e2: to_fixed_u16(p.load1, 100.0, f32::MAX),
+            fs_e4: to_fixed_u16(p.fs_used_ratio_max, 10_000.0, 1.0),
+            rx_bf16: to_bf16(p.net_rx_bytes_per_s),
+            tx_bf16: to_bf16(p.net_tx_bytes_per_s),
+            disk_bf16: to_bf16(p.disk_write_bytes_per_s),
         }
     }
 }
@@ -79,11 +145,17 @@ impl From<&Packed> for Point {
             memory_used_bytes: (p.mem_kib != NONE_U32).then(|| p.mem_kib as u64 * 1024),
             temperature_celsius: (p.temp_e2 != NONE_I16).then(|| p.temp_e2 as f32 / 100.0),
             containers: (p.containers != NONE_U16).then_some(p.containers as u32),
+            load1: from_fixed_u16(p.load_e2, 100.0),
+            net_rx_bytes_per_s: from_bf16(p.rx_bf16),
+            net_tx_bytes_per_s: from_bf16(p.tx_bf16),
+            disk_write_bytes_per_s: from_bf16(p.disk_bf16),
+            fs_used_ratio_max: from_fixed_u16(p.fs_e4, 10_000.0),
         }
     }
 }
 
-/// Running sums of one open bucket.
+/// Running sums of one open bucket (stored as JSON in `latest.open_buckets`: the
+/// fields added in schema version 3 default to empty, so an older row still loads).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct Bucket {
     start_ms: u64,
@@ -91,6 +163,16 @@ struct Bucket {
     mem: (f64, u32),
     temp: (f64, u32),
     containers: (f64, u32),
+    #[serde(default)]
+    load1: (f64, u32),
+    #[serde(default)]
+    rx: (f64, u32),
+    #[serde(default)]
+    tx: (f64, u32),
+    #[serde(default)]
+    disk: (f64, u32),
+    #[serde(default)]
+    fs: (f64, u32),
 }
 
 impl Bucket {
@@ -110,6 +192,11 @@ impl Bucket {
         acc(&mut self.mem, p.memory_used_bytes.map(|m| m as f64));
         acc(&mut self.temp, p.temperature_celsius);
         acc(&mut self.containers, p.containers);
+        acc(&mut self.load1, p.load1);
+        acc(&mut self.rx, p.net_rx_bytes_per_s);
+        acc(&mut self.tx, p.net_tx_bytes_per_s);
+        acc(&mut self.disk, p.disk_write_bytes_per_s);
+        acc(&mut self.fs, p.fs_used_ratio_max);
     }
 
     fn mean(&self) -> Point {
@@ -122,6 +209,11 @@ impl Bucket {
             memory_used_bytes: m(self.mem).map(|v| v.round() as u64),
             temperature_celsius: m(self.temp).map(|v| v as f32),
             containers: m(self.containers).map(|v| v.round() as u32),
+            load1: m(self.load1).map(|v| v as f32),
+            net_rx_bytes_per_s: m(self.rx).map(|v| v as f32),
+            net_tx_bytes_per_s: m(self.tx).map(|v| v as f32),
+            disk_write_bytes_per_s: m(self.disk).map(|v| v as f32),
+            fs_used_ratio_max: m(self.fs).map(|v| v as f32),
         }
     }
 }
@@ -327,13 +419,18 @@ mod tests {
 
     #[test]
     fn packing_keeps_figures_to_their_resolution() {
-        assert_eq!(std::mem::size_of::<Packed>(), 16);
+        assert_eq!(std::mem::size_of::<Packed>(), 24);
         let p = Point {
             t_ms: 1_764_000_000_123,
             cpu_busy_ratio: Some(0.12345),
             memory_used_bytes: Some(512 << 20),
             temperature_celsius: Some(-5.25),
             containers: Some(7),
+            load1: Some(1.237),
+            net_rx_bytes_per_s: Some(12_345_678.0),
+            net_tx_bytes_per_s: Some(0.0),
+            disk_write_bytes_per_s: Some(409.6),
+            fs_used_ratio_max: Some(0.91234),
         };
         let back = Point::from(&Packed::from(&p));
         assert_eq!(back.t_ms, 1_764_000_000_000);
@@ -341,6 +438,29 @@ mod tests {
         assert_eq!(back.memory_used_bytes, Some(512 << 20));
         assert_eq!(back.temperature_celsius, Some(-5.25));
         assert_eq!(back.containers, Some(7));
+        assert_eq!(back.load1, Some(1.24));
+        assert!((back.fs_used_ratio_max.unwrap() - 0.9123).abs() < 1e-6);
+        // bfloat16: within 0.4 % of the rate; zero stays zero (not absent).
+        let rx = back.net_rx_bytes_per_s.unwrap();
+        assert!((rx / 12_345_678.0 - 1.0).abs() < 0.004, "{rx}");
+        assert_eq!(back.net_tx_bytes_per_s, Some(0.0));
+        let disk = back.disk_write_bytes_per_s.unwrap();
+        assert!((disk / 409.6 - 1.0).abs() < 0.004, "{disk}");
+        // Out-of-range figures are clamped, not wrapped or turned into "absent".
+        let odd = Point::from(&Packed::from(&Point {
+            t_ms: 0,
+            load1: Some(1e9),
+            net_rx_bytes_per_s: Some(f32::MAX),
+            net_tx_bytes_per_s: Some(-3.0),
+            fs_used_ratio_max: Some(1.5),
+            disk_write_bytes_per_s: Some(f32::NAN),
+            ..Default::default()
+        }));
+        assert_eq!(odd.load1, Some(655.34));
+        assert!(odd.net_rx_bytes_per_s.unwrap() > 3e38);
+        assert_eq!(odd.net_tx_bytes_per_s, Some(0.0));
+        assert_eq!(odd.fs_used_ratio_max, Some(1.0));
+        assert_eq!(odd.disk_write_bytes_per_s, None);
         let none = Point::from(&Packed::from(&Point {
             t_ms: 5000,
             ..Default::default()
@@ -368,6 +488,56 @@ mod tests {
         let v = h.view();
         assert_eq!(v[1].points[0].cpu_busy_ratio, None);
         assert_eq!(v[1].points[0].memory_used_bytes, None);
+        assert_eq!(v[1].points[0].load1, None);
+        assert_eq!(v[1].points[0].net_rx_bytes_per_s, None);
+        assert_eq!(v[1].points[0].fs_used_ratio_max, None);
+    }
+
+    #[test]
+    fn new_figures_average_over_the_reports_that_have_them() {
+        let mut h = History::default();
+        // Six reports in one minute: the first has no rates (nothing to diff yet).
+        for i in 0..6u64 {
+            h.push(Point {
+                t_ms: 60_000 + i * 10_000,
+                load1: Some(i as f32),
+                net_rx_bytes_per_s: (i > 0).then_some(1000.0 * i as f32),
+                net_tx_bytes_per_s: (i > 0).then_some(10.0),
+                disk_write_bytes_per_s: (i > 0).then_some(512.0),
+                fs_used_ratio_max: Some(0.5),
+                ..Default::default()
+            });
+        }
+        h.push(Point {
+            t_ms: 120_000,
+            ..Default::default()
+        });
+        let m = h.view()[1].points[0];
+        assert_eq!(m.t_ms, 60_000);
+        assert_eq!(m.load1, Some(2.5));
+        // Mean of 1000..5000 over the five reports with a rate, not over six.
+        // (Kept as bfloat16: 3000 reads back as 3008, within 0.4 %.)
+        let rx = m.net_rx_bytes_per_s.unwrap();
+        assert!((rx / 3000.0 - 1.0).abs() < 0.004, "{rx}");
+        assert_eq!(m.net_tx_bytes_per_s, Some(10.0));
+        assert_eq!(m.disk_write_bytes_per_s, Some(512.0));
+        assert_eq!(m.fs_used_ratio_max, Some(0.5));
+        // The next bucket has none of them: absent, not zero.
+        let open = h.view()[1].points[1];
+        assert_eq!(open.load1, None);
+        assert_eq!(open.net_rx_bytes_per_s, None);
+    }
+
+    #[test]
+    fn open_buckets_stored_before_version_3_still_restore() {
+        // `latest.open_buckets` as a version-2 manager wrote it: no new sums.
+        let old = r#"[null,{"start_ms":60000,"cpu":[0.5,2],"mem":[0.0,0],"temp":[0.0,0],"containers":[4.0,2]},null,null]"#;
+        let h = History::restore(Vec::new(), old, [0; TIERS.len()]).unwrap();
+        let open = h.view()[1].points[0];
+        assert_eq!(open.cpu_busy_ratio, Some(0.25));
+        assert_eq!(open.containers, Some(2));
+        assert_eq!(open.load1, None);
+        assert_eq!(open.net_rx_bytes_per_s, None);
     }
 
     #[test]

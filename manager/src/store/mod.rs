@@ -564,6 +564,11 @@ mod tests {
                     memory_used_bytes: Some(1 << 30),
                     temperature_celsius: Some(50.0),
                     containers: Some(3),
+                    load1: Some(0.5),
+                    net_rx_bytes_per_s: Some(2000.0),
+                    net_tx_bytes_per_s: Some(1000.0),
+                    disk_write_bytes_per_s: Some(4096.0),
+                    fs_used_ratio_max: Some(0.4),
                 });
             }
             e.seen = vec![("inst".into(), 7 * 24 * 360)];
@@ -617,13 +622,32 @@ mod tests {
         // Made into a version-1 file: the JSON as text, no length column.
         conn.execute("UPDATE latest SET snapshot = ?1", [&*text])
             .unwrap();
+        downgrade_history_to_version_2(&conn);
         conn.execute_batch(
             "ALTER TABLE latest DROP COLUMN snapshot_bytes; PRAGMA user_version = 1;",
         )
         .unwrap();
         drop(conn);
         let (store, _) = Store::open(cfg(tmp.path())).unwrap();
-        assert_eq!(snapshot_of(&store), before);
+        // The same but for the figures stored from version 3 on (absent in older rows).
+        let after = snapshot_of(&store);
+        let but_history = |v: &[state::NodeEntry]| -> Vec<state::NodeEntry> {
+            v.iter()
+                .map(|e| state::NodeEntry {
+                    history: history::History::default(),
+                    ..e.clone()
+                })
+                .collect()
+        };
+        assert_eq!(but_history(&after), but_history(&before));
+        assert_eq!(
+            after[0].history.view()[0].points,
+            before[0].history.view()[0]
+                .points
+                .iter()
+                .map(old_figures_only)
+                .collect::<Vec<_>>()
+        );
         // The next report stores its snapshot compressed again.
         let (b, d) = body("inst", 8..9);
         store
@@ -638,6 +662,188 @@ mod tests {
         let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
         conn.execute("UPDATE latest SET snapshot_bytes = snapshot_bytes - 1", [])
             .unwrap();
+        drop(conn);
+        let e = Store::open(cfg(tmp.path())).err().unwrap();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+    }
+
+    /// A point with only the figures a version-2 row holds.
+    fn old_figures_only(p: &history::Point) -> history::Point {
+        history::Point {
+            t_ms: p.t_ms,
+            cpu_busy_ratio: p.cpu_busy_ratio,
+            memory_used_bytes: p.memory_used_bytes,
+            temperature_celsius: p.temperature_celsius,
+            containers: p.containers,
+            ..Default::default()
+        }
+    }
+
+    /// Makes the history table as a version-2 manager wrote it: without the columns of
+    /// version 3, each row's CRC over the older columns only. The CRC is spelled out
+    /// here (not taken from `queries`), so a change to the stored rule is caught.
+    fn downgrade_history_to_version_2(conn: &rusqlite::Connection) {
+        type Row = (
+            String,
+            i64,
+            i64,
+            i64,
+            Option<f64>,
+            Option<i64>,
+            Option<f64>,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = conn
+            .prepare("SELECT node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers FROM history")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!rows.is_empty());
+        for (node, tier, n, t, cpu, mem, temp, cont) in rows {
+            let mut c = flate2::Crc::new();
+            c.update(b"T");
+            c.update(&(node.len() as u64).to_le_bytes());
+            c.update(node.as_bytes());
+            for i in [Some(tier), Some(n), Some(t)] {
+                c.update(b"I");
+                c.update(&i.unwrap().to_le_bytes());
+            }
+            let real = |c: &mut flate2::Crc, v: Option<f64>| match v {
+                Some(v) => {
+                    c.update(b"R");
+                    c.update(&v.to_bits().to_le_bytes());
+                }
+                None => c.update(b"N"),
+            };
+            let int = |c: &mut flate2::Crc, v: Option<i64>| match v {
+                Some(v) => {
+                    c.update(b"I");
+                    c.update(&v.to_le_bytes());
+                }
+                None => c.update(b"N"),
+            };
+            real(&mut c, cpu);
+            int(&mut c, mem);
+            real(&mut c, temp);
+            int(&mut c, cont);
+            conn.execute(
+                "UPDATE history SET crc = ?1 WHERE node_id = ?2 AND tier = ?3 AND n = ?4",
+                rusqlite::params![c.sum() as i64, node, tier, n],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "ALTER TABLE history DROP COLUMN load1;
+             ALTER TABLE history DROP COLUMN net_rx_bytes_per_s;
+             ALTER TABLE history DROP COLUMN net_tx_bytes_per_s;
+             ALTER TABLE history DROP COLUMN disk_write_bytes_per_s;
+             ALTER TABLE history DROP COLUMN fs_used_ratio_max;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+
+    /// Load, network and disk-write rates and the fullest filesystem are kept in the
+    /// history tiers (schema version 3). A version-2 file's points read back with them
+    /// absent; after a restart the next report's rates are made against the stored
+    /// latest snapshot; a damaged version-2 row is still refused.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn version_2_history_rows_migrate_with_the_new_figures_absent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        let node_id = registered(&store, "a").await;
+        let send = |seq: u64| {
+            let json = serde_json::to_vec(&ReportBatch {
+                protocol: 1,
+                snapshots: vec![crate::sim::snapshot("a", "inst", seq, seq * 10_000)],
+                dropped_total: 0,
+            })
+            .unwrap();
+            let decoded = report::decode(BodyEncoding::Json, &json).unwrap();
+            (axum::body::Bytes::from(json), decoded)
+        };
+        for seq in 1..=3 {
+            let (b, d) = send(seq);
+            store
+                .report(&node_id, BodyEncoding::Json, b, d)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let raw = |store: &Store| snapshot_of(store)[0].history.view()[0].points.clone();
+        let before = raw(&store);
+        assert_eq!(before.len(), 3);
+        assert_eq!(
+            before[0].net_rx_bytes_per_s, None,
+            "no rate from one report"
+        );
+        assert!(before[0].load1.is_some() && before[0].fs_used_ratio_max.is_some());
+        for p in &before[1..] {
+            assert!(p.net_rx_bytes_per_s.is_some(), "{p:?}");
+            assert!(p.disk_write_bytes_per_s.is_some(), "{p:?}");
+        }
+        store.shutdown().await.unwrap();
+        drop(store);
+        // The v3 rows read back as they were written.
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        assert_eq!(raw(&store), before);
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
+        downgrade_history_to_version_2(&conn);
+        drop(conn);
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        let migrated = raw(&store);
+        assert_eq!(
+            migrated,
+            before.iter().map(old_figures_only).collect::<Vec<_>>(),
+            "old figures kept, new ones absent"
+        );
+        // A report after the restart: its rates come from the stored latest snapshot.
+        let (b, d) = send(4);
+        store
+            .report(&node_id, BodyEncoding::Json, b, d)
+            .await
+            .unwrap()
+            .unwrap();
+        let p = *raw(&store).last().unwrap();
+        let expect = before[2].net_rx_bytes_per_s.unwrap();
+        assert!(
+            p.net_rx_bytes_per_s
+                .is_some_and(|r| (r / expect - 1.0).abs() < 0.01),
+            "{p:?} vs {expect}"
+        );
+        assert!(p.load1.is_some());
+        store.shutdown().await.unwrap();
+        drop(store);
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        assert_eq!(*raw(&store).last().unwrap(), p);
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        // A changed figure in a version-2 row is damage, as before.
+        let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
+        let changed = conn
+            .execute(
+                "UPDATE history SET containers = containers + 1 WHERE tier = 0 AND n = 0",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
         drop(conn);
         let e = Store::open(cfg(tmp.path())).err().unwrap();
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");

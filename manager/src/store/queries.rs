@@ -118,7 +118,7 @@ const DEDUPE: Table = Table {
 const HISTORY: Table = Table {
     name: "history",
     key: &["node_id", "tier", "n"],
-    cols: "node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc",
+    cols: "node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc, load1, net_rx_bytes_per_s, net_tx_bytes_per_s, disk_write_bytes_per_s, fs_used_ratio_max",
 };
 
 /// A table's rows in key order. Strict: the first error is returned. Salvage: after an
@@ -554,7 +554,28 @@ fn history_crc(node_id: &str, tier: i64, n: i64, p: &Point) -> RowCrc {
         .opt_int(p.memory_used_bytes.map(|v| v as i64))
         .opt_real(p.temperature_celsius.map(f64::from))
         .opt_int(p.containers.map(i64::from));
+    // Columns added in schema version 3 count only when one is set, so a version-2 row
+    // (all NULL) checks against the CRC it was written with; a set value changed, or
+    // turned NULL, still fails.
+    let added = history_added(p);
+    if added.iter().any(Option::is_some) {
+        for v in added {
+            c.opt_real(v);
+        }
+    }
     c
+}
+
+/// The schema-3 columns of a point, in column order.
+fn history_added(p: &Point) -> [Option<f64>; 5] {
+    [
+        p.load1,
+        p.net_rx_bytes_per_s,
+        p.net_tx_bytes_per_s,
+        p.disk_write_bytes_per_s,
+        p.fs_used_ratio_max,
+    ]
+    .map(|v| v.map(f64::from))
 }
 
 pub fn put_history(
@@ -565,9 +586,10 @@ pub fn put_history(
     p: &Point,
 ) -> rusqlite::Result<()> {
     let crc = history_crc(node_id, tier as i64, n as i64, p).sum();
+    let added = history_added(p);
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO history (node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT OR REPLACE INTO history (node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc, load1, net_rx_bytes_per_s, net_tx_bytes_per_s, disk_write_bytes_per_s, fs_used_ratio_max)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         node_id,
@@ -578,7 +600,12 @@ pub fn put_history(
         p.memory_used_bytes.map(|v| v as i64),
         p.temperature_celsius.map(f64::from),
         p.containers.map(i64::from),
-        crc
+        crc,
+        added[0],
+        added[1],
+        added[2],
+        added[3],
+        added[4],
     ])?;
     Ok(())
 }
@@ -605,6 +632,11 @@ fn parse_history(v: &[Value]) -> Result<(String, usize, u64, Point), String> {
         memory_used_bytes: opt_int(&v[5])?.map(|x| x as u64),
         temperature_celsius: opt_real(&v[6])?.map(|x| x as f32),
         containers: opt_int(&v[7])?.map(|x| x as u32),
+        load1: opt_real(&v[9])?.map(|x| x as f32),
+        net_rx_bytes_per_s: opt_real(&v[10])?.map(|x| x as f32),
+        net_tx_bytes_per_s: opt_real(&v[11])?.map(|x| x as f32),
+        disk_write_bytes_per_s: opt_real(&v[12])?.map(|x| x as f32),
+        fs_used_ratio_max: opt_real(&v[13])?.map(|x| x as f32),
     };
     check(&history_crc(&node_id, tier, n, &p), &v[8])?;
     if !(0..TIERS.len() as i64).contains(&tier) || n < 0 {
@@ -835,7 +867,7 @@ pub fn load_node(conn: &Connection, node_id: &str) -> Result<Option<NodeEntry>, 
             .map_err(|e| e.to_string())?;
         let mut rows = stmt.query(params![node_id]).map_err(|e| e.to_string())?;
         while let Some(r) = rows.next().map_err(|e| e.to_string())? {
-            let v: Vec<Value> = (0..9)
+            let v: Vec<Value> = (0..HISTORY.cols.split(',').count())
                 .map(|i| r.get::<_, Value>(i))
                 .collect::<Result<_, _>>()
                 .map_err(|e| e.to_string())?;

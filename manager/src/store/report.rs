@@ -6,7 +6,7 @@
 
 use std::io::Read;
 
-use protocol::snapshot::{CpuTimes, Memory, Snapshot};
+use protocol::snapshot::{CpuTimes, LoadAverage, Memory, Snapshot};
 use serde::de::IgnoredAny;
 
 /// Largest report body accepted on the wire (compressed).
@@ -60,6 +60,83 @@ pub struct SnapshotDigest {
     pub memory_total_bytes: Option<u64>,
     pub temperature_celsius: Option<f64>,
     pub containers: u32,
+    pub load1: Option<f64>,
+    /// Used share of the fullest filesystem.
+    pub fs_used_ratio_max: Option<f64>,
+    /// The counters a rate is made of, between this snapshot and the one before.
+    pub counters: Counters,
+}
+
+/// Cumulative counters of one snapshot: network bytes received/transmitted over every
+/// interface but `lo` (absent when the snapshot lists no interface) and bytes written
+/// to every disk (absent when it lists no disk).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Counters {
+    pub t_ms: u64,
+    pub net: Option<(u64, u64)>,
+    pub disk_written: Option<u64>,
+}
+
+/// Bytes per second between two counters; absent when either is, when time did not
+/// advance, or when a counter went down (an agent or board restart, a wrap).
+fn rate(now: Option<u64>, before: Option<u64>, dt_ms: u64) -> Option<f32> {
+    match (now, before) {
+        (Some(n), Some(b)) if n >= b && dt_ms > 0 => {
+            Some(((n - b) as f64 * 1000.0 / dt_ms as f64) as f32)
+        }
+        _ => None,
+    }
+}
+
+/// Rates from `before` to `now`: (rx, tx, disk written), bytes per second.
+pub fn rates(now: &Counters, before: Option<&Counters>) -> (Option<f32>, Option<f32>, Option<f32>) {
+    let Some(b) = before.filter(|b| b.t_ms < now.t_ms) else {
+        return (None, None, None);
+    };
+    let dt = now.t_ms - b.t_ms;
+    (
+        rate(now.net.map(|n| n.0), b.net.map(|n| n.0), dt),
+        rate(now.net.map(|n| n.1), b.net.map(|n| n.1), dt),
+        rate(now.disk_written, b.disk_written, dt),
+    )
+}
+
+/// The counters of a stored snapshot's JSON (the node's latest, after a restart: the
+/// next report's rates are made against it); `None` when it does not parse.
+pub fn counters_of_json(json: &str) -> Option<Counters> {
+    #[derive(serde::Deserialize)]
+    struct C {
+        collected_at_ms: u64,
+        host: LeanHost,
+    }
+    let c: C = serde_json::from_str(json).ok()?;
+    Some(c.host.counters(c.collected_at_ms))
+}
+
+fn net_totals<'a>(it: impl Iterator<Item = (&'a str, u64, u64)>) -> Option<(u64, u64)> {
+    let mut any = false;
+    let mut sum = (0u64, 0u64);
+    for (interface, rx, tx) in it {
+        any = true;
+        if interface != "lo" {
+            sum = (sum.0.saturating_add(rx), sum.1.saturating_add(tx));
+        }
+    }
+    any.then_some(sum)
+}
+
+fn disk_written(it: impl Iterator<Item = u64>) -> Option<u64> {
+    it.reduce(|a, b| a.saturating_add(b))
+}
+
+/// used / (used + available to users) of the fullest filesystem, like `df`'s Use%.
+fn fs_used_max(it: impl Iterator<Item = (u64, u64, u64)>) -> Option<f64> {
+    it.filter_map(|(size, free, avail)| {
+        let used = size.saturating_sub(free);
+        let denom = used.saturating_add(avail);
+        (size > 0 && denom > 0).then(|| used as f64 / denom as f64)
+    })
+    .reduce(f64::max)
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +244,46 @@ struct LeanHost {
     #[serde(default)]
     cpu: Vec<CpuTimes>,
     memory: Option<Memory>,
+    load: Option<LoadAverage>,
+    #[serde(default)]
+    disks: Vec<LeanDisk>,
+    #[serde(default)]
+    filesystems: Vec<LeanFs>,
+    #[serde(default)]
+    network: Vec<LeanNet>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanDisk {
+    written_bytes: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanFs {
+    size_bytes: u64,
+    free_bytes: u64,
+    avail_bytes: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanNet {
+    interface: String,
+    rx_bytes: u64,
+    tx_bytes: u64,
+}
+
+impl LeanHost {
+    fn counters(&self, t_ms: u64) -> Counters {
+        Counters {
+            t_ms,
+            net: net_totals(
+                self.network
+                    .iter()
+                    .map(|n| (n.interface.as_str(), n.rx_bytes, n.tx_bytes)),
+            ),
+            disk_written: disk_written(self.disks.iter().map(|d| d.written_bytes)),
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -183,7 +300,16 @@ struct LeanZone {
 impl LeanSnapshot {
     fn digest(self) -> SnapshotDigest {
         let (used, total) = memory_used_total(self.host.memory.as_ref());
+        let counters = self.host.counters(self.collected_at_ms);
         SnapshotDigest {
+            load1: self.host.load.as_ref().map(|l| l.one),
+            fs_used_ratio_max: fs_used_max(
+                self.host
+                    .filesystems
+                    .iter()
+                    .map(|f| (f.size_bytes, f.free_bytes, f.avail_bytes)),
+            ),
+            counters,
             instance: self.instance,
             seq: self.seq,
             collected_at_ms: self.collected_at_ms,
@@ -230,7 +356,23 @@ fn memory_used_total(memory: Option<&Memory>) -> (Option<u64>, Option<u64>) {
 
 pub fn digest(s: &Snapshot) -> SnapshotDigest {
     let (used, total) = memory_used_total(s.host.memory.as_ref());
+    let h = &s.host;
     SnapshotDigest {
+        load1: h.load.as_ref().map(|l| l.one),
+        fs_used_ratio_max: fs_used_max(
+            h.filesystems
+                .iter()
+                .map(|f| (f.size_bytes, f.free_bytes, f.avail_bytes)),
+        ),
+        counters: Counters {
+            t_ms: s.collected_at_ms,
+            net: net_totals(
+                h.network
+                    .iter()
+                    .map(|n| (n.interface.as_str(), n.rx_bytes, n.tx_bytes)),
+            ),
+            disk_written: disk_written(h.disks.iter().map(|d| d.written_bytes)),
+        },
         instance: s.instance.clone(),
         seq: s.seq,
         collected_at_ms: s.collected_at_ms,
@@ -303,6 +445,85 @@ mod tests {
         assert_eq!(d.containers, 3);
         let no_host = json.replace("\"host\":", "\"hosts\":");
         assert!(serde_json::from_str::<LeanSnapshot>(&no_host).is_err());
+    }
+
+    #[test]
+    fn counters_rates_and_resets() {
+        let snap = |t: u64, rx: u64, written: u64| {
+            let mut s = crate::sim::snapshot("h", "i", 1, t);
+            s.host.load = Some(LoadAverage {
+                one: 0.5,
+                five: 0.4,
+                fifteen: 0.3,
+            });
+            s.host.disks = vec![protocol::snapshot::DiskIo {
+                written_bytes: written,
+                ..Default::default()
+            }];
+            s.host.filesystems = [(100, 50, 40), (100, 10, 10)]
+                .iter()
+                .map(
+                    |&(size_bytes, free_bytes, avail_bytes)| protocol::snapshot::Filesystem {
+                        size_bytes,
+                        free_bytes,
+                        avail_bytes,
+                        ..Default::default()
+                    },
+                )
+                .collect();
+            s.host.network = vec![
+                protocol::snapshot::NetDev {
+                    interface: "lo".into(),
+                    rx_bytes: 999_999,
+                    tx_bytes: 999_999,
+                    ..Default::default()
+                },
+                protocol::snapshot::NetDev {
+                    interface: "eth0".into(),
+                    rx_bytes: rx,
+                    ..Default::default()
+                },
+            ];
+            s
+        };
+        let a = digest(&snap(10_000, 1_000, 0));
+        assert_eq!(a.load1, Some(0.5));
+        assert!((a.fs_used_ratio_max.unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(
+            rates(&a.counters, None),
+            (None, None, None),
+            "nothing to diff"
+        );
+        let b = digest(&snap(20_000, 11_000, 4_096));
+        assert_eq!(
+            rates(&b.counters, Some(&a.counters)),
+            (Some(1_000.0), Some(0.0), Some(409.6)),
+            "lo left out"
+        );
+        let c = digest(&snap(30_000, 5, 4_096));
+        assert_eq!(
+            rates(&c.counters, Some(&b.counters)).0,
+            None,
+            "a counter that went down gives no rate"
+        );
+        assert_eq!(
+            rates(&a.counters, Some(&b.counters)),
+            (None, None, None),
+            "time back"
+        );
+        // The lean read and the stored-JSON read agree with the full one.
+        let json = serde_json::to_string(&snap(20_000, 11_000, 4_096)).unwrap();
+        let lean: LeanSnapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(lean.digest(), b);
+        assert_eq!(counters_of_json(&json), Some(b.counters));
+        assert_eq!(counters_of_json("{}"), None);
+        // No interface, no disk: absent, not zero.
+        let mut bare = snap(40_000, 0, 0);
+        bare.host.network.clear();
+        bare.host.disks.clear();
+        let d = digest(&bare);
+        assert_eq!(d.counters.net, None);
+        assert_eq!(rates(&d.counters, Some(&c.counters)), (None, None, None));
     }
 
     #[test]

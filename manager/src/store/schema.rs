@@ -23,7 +23,7 @@ pub const COMMITS_FILE: &str = "manager.db.commits";
 pub const PAGE_SIZE: u32 = 1024;
 
 /// The schema version this manager writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// `MIGRATIONS[v]` takes a file from version `v` to `v + 1`; version 0 is a new file.
 const MIGRATIONS: &[&str] = &[
@@ -110,6 +110,17 @@ CREATE TABLE history (
     // it. A version-1 row (TEXT, no length) still reads as it is.
     r#"
 ALTER TABLE latest ADD COLUMN snapshot_bytes INTEGER;
+"#,
+    // Version 3: history points also keep the 1-minute load, the network and disk-write
+    // rates and the fullest filesystem's used share (the cockpit's 24 h / 7 d charts).
+    // A version-2 row has them NULL, i.e. absent; its CRC still checks (see
+    // `queries::history_crc`: the new columns count only when one is set).
+    r#"
+ALTER TABLE history ADD COLUMN load1 REAL;
+ALTER TABLE history ADD COLUMN net_rx_bytes_per_s REAL;
+ALTER TABLE history ADD COLUMN net_tx_bytes_per_s REAL;
+ALTER TABLE history ADD COLUMN disk_write_bytes_per_s REAL;
+ALTER TABLE history ADD COLUMN fs_used_ratio_max REAL;
 "#,
 ];
 

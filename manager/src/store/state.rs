@@ -9,7 +9,7 @@ use protocol::wire::{NodeFacts, NodeStatus, NodeSummary};
 use serde::{Deserialize, Serialize};
 
 use super::history::{History, Point};
-use super::report::DecodedReport;
+use super::report::{Counters, DecodedReport};
 
 /// Per node, the last `seq` stored for each of its most recent agent instances.
 const INSTANCES_REMEMBERED: usize = 8;
@@ -53,6 +53,21 @@ pub struct NodeEntry {
     pub history: History,
     pub reports_total: u64,
     pub agent_dropped_total: u64,
+    /// The last snapshot's counters, for the next one's rates.
+    pub prev_counters: PrevCounters,
+}
+
+/// The counters of the node's latest snapshot, kept so a report need not parse
+/// `latest_json` again. Not stored: after a load it is empty and taken from
+/// `latest_json` at the next report, so it never differs from what is stored, and two
+/// entries compare equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+pub struct PrevCounters(pub Option<Counters>);
+
+impl PartialEq for PrevCounters {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl NodeEntry {
@@ -67,6 +82,7 @@ impl NodeEntry {
             history: History::default(),
             reports_total: 0,
             agent_dropped_total: 0,
+            prev_counters: PrevCounters::default(),
         }
     }
 
@@ -255,6 +271,12 @@ impl State {
         let e = self.nodes.get_mut(node_id)?;
         let mut out = ReportOutcome::default();
         let last = report.snapshots.len().saturating_sub(1);
+        if e.prev_counters.0.is_none() {
+            e.prev_counters.0 = e
+                .latest_json
+                .as_deref()
+                .and_then(super::report::counters_of_json);
+        }
         for (i, s) in report.snapshots.iter().enumerate() {
             if !e.is_new(&s.instance, s.seq) {
                 out.duplicates += 1;
@@ -281,15 +303,20 @@ impl State {
                 temperature_celsius: s.temperature_celsius,
                 containers: s.containers,
             };
+            let (rx, tx, disk) = super::report::rates(&s.counters, e.prev_counters.0.as_ref());
+            e.prev_counters.0 = Some(s.counters);
+            let finite = |v: Option<f64>| v.map(|v| v as f32).filter(|v| v.is_finite());
             e.history.push(Point {
                 t_ms: s.collected_at_ms,
                 cpu_busy_ratio: cpu.map(|c| c as f32),
                 memory_used_bytes: s.memory_used_bytes,
-                temperature_celsius: s
-                    .temperature_celsius
-                    .map(|t| t as f32)
-                    .filter(|t| t.is_finite()),
+                temperature_celsius: finite(s.temperature_celsius),
                 containers: Some(s.containers),
+                load1: finite(s.load1),
+                net_rx_bytes_per_s: rx.filter(|v| v.is_finite()),
+                net_tx_bytes_per_s: tx.filter(|v| v.is_finite()),
+                disk_write_bytes_per_s: disk.filter(|v| v.is_finite()),
+                fs_used_ratio_max: finite(s.fs_used_ratio_max),
             });
             e.latest = Some(summary);
             if i == last {
@@ -427,6 +454,13 @@ pub(crate) mod tests {
                     memory_total_bytes: Some(1000),
                     temperature_celsius: Some(50.0),
                     containers: 2,
+                    load1: Some(0.5),
+                    fs_used_ratio_max: Some(0.25),
+                    counters: Counters {
+                        t_ms: seq * 10_000,
+                        net: Some((seq * 1000, seq * 10)),
+                        disk_written: Some(seq * 4096),
+                    },
                 })
                 .collect(),
             dropped_total: 0,
@@ -534,6 +568,17 @@ pub(crate) mod tests {
         // CPU share between reports: (4-3)/(16-12) = 0.25.
         let cpu = e.history.view()[0].points[3].cpu_busy_ratio.unwrap();
         assert!((cpu - 0.25).abs() < 1e-6, "{cpu}");
+        // Rates between successive snapshots, none for the first one nor across a
+        // counter that went back (the restarted agent's snapshot is older).
+        let raw = &e.history.view()[0].points;
+        assert_eq!(raw[0].net_rx_bytes_per_s, None);
+        assert_eq!(raw[1].net_rx_bytes_per_s, Some(100.0));
+        assert_eq!(raw[1].net_tx_bytes_per_s, Some(1.0));
+        assert!((raw[1].disk_write_bytes_per_s.unwrap() - 409.6).abs() < 2.0);
+        assert_eq!(raw[4].net_rx_bytes_per_s, None);
+        assert_eq!(raw[4].disk_write_bytes_per_s, None);
+        assert!(raw.iter().all(|p| p.load1 == Some(0.5)));
+        assert!(raw.iter().all(|p| p.fs_used_ratio_max == Some(0.25)));
         assert!(s.apply_report("n-9", 1, &r).is_none());
     }
 
