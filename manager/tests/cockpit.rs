@@ -455,3 +455,94 @@ async fn history_containers_events_audit_and_bounds() {
     m.stop().await;
     println!("cockpit history/events test: {:?}", t0.elapsed());
 }
+
+/// Load, network and disk-write rates and the fullest filesystem are charted from the
+/// store's durable tiers: every report of a batch has its point, a rate needs the
+/// report before (the first has none), and after a manager restart the same figures
+/// are served and the next report's rate is made against the stored latest snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_figures_are_durable_and_rates_span_a_restart() {
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let c = make_cluster(&tmp.path().join("cluster"));
+    let state = tmp.path().join("state");
+    let http = client(&c);
+    let get = |url: String| {
+        let (http, admin) = (http.clone(), c.admin.clone());
+        async move {
+            let r = http.get(url).bearer_auth(admin).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()
+        }
+    };
+    let from = 1_700_000_000_000u64;
+    let range = |url: &str, id: &str| {
+        format!(
+            "{url}/v1/nodes/{id}/history?from_ms={from}&to_ms={}",
+            from + 400_000
+        )
+    };
+    let m = start(config(&c, &state)).await;
+    let reg = register(&http, &m.url, &c.token, facts("pine-01", "m1")).await;
+    let id = reg.node_id.clone();
+    let r = post_report(
+        &http,
+        &m.url,
+        &reg.credential,
+        batch("pine-01", "i1", 0..20),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let before = get(range(&m.url, &id)).await;
+    assert_eq!(before["step_s"], 10);
+    let series = |h: &Value, k: &str| -> Vec<Option<f64>> {
+        h["series"][k]
+            .as_array()
+            .unwrap_or_else(|| panic!("series {k} missing: {h}"))
+            .iter()
+            .map(|p| p[1].as_f64())
+            .collect()
+    };
+    // The simulated board receives 150,000 bytes and writes 40,960 per 10 s report.
+    let rx = series(&before, "net_rx_bytes_per_s");
+    assert_eq!(rx.len(), 20, "{rx:?}");
+    assert_eq!(rx[0], None, "no rate from the first report");
+    for v in &rx[1..] {
+        let v = v.expect("a rate for every later report");
+        assert!((v / 15_000.0 - 1.0).abs() < 0.005, "{v}");
+    }
+    let disk = series(&before, "disk_write_bytes_per_s");
+    assert!(
+        disk[1..]
+            .iter()
+            .all(|v| v.is_some_and(|v| (v / 4096.0 - 1.0).abs() < 0.005)),
+        "{disk:?}"
+    );
+    for k in ["load1", "fs_used_ratio_max", "net_tx_bytes_per_s"] {
+        let s = series(&before, k);
+        assert!(s[1..].iter().all(Option::is_some), "{k}: {s:?}");
+    }
+    m.stop().await;
+
+    let m = start(config(&c, &state)).await;
+    let after = get(range(&m.url, &id)).await;
+    assert_eq!(
+        after["series"], before["series"],
+        "the same after a restart"
+    );
+    let r = post_report(
+        &http,
+        &m.url,
+        &reg.credential,
+        batch("pine-01", "i1", 20..21),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let next = get(range(&m.url, &id)).await;
+    let rx = series(&next, "net_rx_bytes_per_s");
+    assert_eq!(rx.len(), 21);
+    let last = rx[20].expect("the first report after a restart has a rate");
+    assert!((last / 15_000.0 - 1.0).abs() < 0.005, "{last}");
+    m.stop().await;
+    println!("cockpit durable history test: {:?}", t0.elapsed());
+}
