@@ -27,6 +27,9 @@
 //! 2-s runs can fall between two cycles and two lists (restarting at both), so while
 //! one is reported the collector rings the cache's task every cycle, and every list
 //! inspects each restarting container again: its restart count is one cycle old at most.
+//! A container the engine lists as running that the cgroup tree we know does not show
+//! (it started in a folder not watched yet, or it exited since the list) has the tree
+//! walked and the engine listed again at the next cycle.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -295,19 +298,32 @@ impl Containers {
             }
             out.push(m);
         }
-        let mut any_restarting = false;
+        let mut ask = false;
         if let Some(c) = cache.as_ref().filter(|c| c.list_ok) {
-            // Between two runs of a restart loop: no cgroup, but the engine has it.
-            for (id, v) in &c.by_id {
-                if v.state.as_deref() == Some("restarting") && !out.iter().any(|m| m.id == *id) {
-                    out.push(restarting(id, v));
-                    any_restarting = true;
+            let seen: HashSet<&str> = out.iter().map(|m| m.id.as_str()).collect();
+            let mut extra = Vec::new();
+            for (id, v) in c.by_id.iter().filter(|(id, _)| !seen.contains(id.as_str())) {
+                match v.state.as_deref() {
+                    // Between two runs of a restart loop: no cgroup, but the engine has
+                    // it; have its restart count asked again before the next cycle.
+                    Some("restarting") => {
+                        extra.push(restarting(id, v));
+                        ask = true;
+                    }
+                    // Running for the engine, not in the tree we know (started in a
+                    // folder not watched yet, or gone since the list): walk again next
+                    // cycle and have the engine asked.
+                    Some("running") => {
+                        self.walked_at = None;
+                        ask = true;
+                    }
+                    _ => {}
                 }
             }
+            out.append(&mut extra);
         }
         drop(cache);
-        if any_restarting {
-            // Have its restart count asked again before the next cycle (module doc).
+        if ask {
             if let Some(e) = &self.engine {
                 e.wake.notify_one();
             }
