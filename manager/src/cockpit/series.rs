@@ -62,8 +62,8 @@ pub fn window(q: &HistoryQuery, now_ms: u64) -> Result<(u64, u64, Option<u64>), 
 }
 
 /// The tier to serve: among those at least as coarse as the step asked, the finest
-/// whose oldest point reaches back to `from`; if none does, the one reaching back
-/// furthest (the finest of equals). `raw_step_s` stands for the raw tier's resolution.
+/// whose oldest point reaches back to `from` and that holds two points at least; if
+/// none does, the one with the most points (then reaching back furthest, then finest). `raw_step_s` stands for the raw tier's resolution.
 pub fn choose_tier(
     tiers: &[TierView],
     from: u64,
@@ -81,18 +81,23 @@ pub fn choose_tier(
         .filter(|i| step.is_none_or(|s| res(&tiers[*i]) >= s) || *i == tiers.len() - 1)
         .collect();
     let first = |i: usize| tiers[i].points.first().map(|p| p.t_ms);
+    let len = |i: usize| tiers[i].points.len();
+    // A coarse tier's buckets are aligned (2 h), so its one bucket can "reach back" to a
+    // young node's range and draw a single dot, or none: covering needs two points.
     if let Some(i) = usable
         .iter()
         .copied()
-        .find(|i| first(*i).is_some_and(|t| t <= from))
+        .find(|i| first(*i).is_some_and(|t| t <= from) && len(*i) >= 2)
     {
         return Some(i);
     }
+    // Else the tier with the most points (a line), then the one reaching furthest, then
+    // the finest.
     usable
         .iter()
         .copied()
         .filter(|i| first(*i).is_some())
-        .min_by_key(|i| (first(*i).unwrap_or(u64::MAX), *i))
+        .min_by_key(|i| (usize::MAX - len(*i), first(*i).unwrap_or(u64::MAX), *i))
         .or(usable.first().copied())
 }
 
@@ -253,7 +258,8 @@ mod tests {
         assert_eq!(choose_tier(&tiers, 9_000_000, None, 10), Some(0));
         assert_eq!(choose_tier(&tiers, 6_000_000, None, 10), Some(1));
         assert_eq!(choose_tier(&tiers, 1_000_000, None, 10), Some(2));
-        assert_eq!(choose_tier(&tiers, 100, None, 10), Some(3));
+        // Only the 2 h tier reaches back, with one point: the tier with most points wins.
+        assert_eq!(choose_tier(&tiers, 100, None, 10), Some(2));
         assert_eq!(
             choose_tier(&tiers, 9_000_000, Some(300), 10),
             Some(2),
