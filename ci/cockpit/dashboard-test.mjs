@@ -132,8 +132,19 @@ try {
       return p.find((x) => x[0] === "CPU busy")[1] > 0 && p.find((x) => x[0] === "Memory used")[1] > 0 ? p : null;
     }, 2000);
     check(points, "node view charts have points (" + (points ? points.map((p) => p[0] + " " + p[1]).join(", ") : "none") + ")");
+    // The page polls every 10 s; the agent reports every 2 s and finds a new container at
+    // its next cycle. On a miss, print what the API answered (the rows the page drew from).
+    const tRows = Date.now();
     const containers = await until(20, async () => { const n = (await page.$$("#containers tbody tr")).length; return n >= tasksBefore && n > 0 ? n : null; }, 1000);
-    check(containers, "node view lists the node's containers (" + containers + " rows, " + tasksBefore + " swarm tasks on it)");
+    let apiRows = "";
+    if (!containers) {
+      apiRows = await page.evaluate(async (id) => {
+        const [c, d] = await Promise.all(["/containers", ""].map((p) => fetch("/v1/nodes/" + encodeURIComponent(id) + p).then((r) => r.text())));
+        const node = JSON.parse(d), now = Date.now();
+        return "GET /v1/nodes/" + id + "/containers at " + now + " (last report " + (node.summary ? node.summary.last_report_ms : node.last_report_ms) + "): " + c.slice(0, 3000);
+      }, drainId).catch((e) => "GET /v1/nodes/" + drainId + "/containers failed: " + e);
+    }
+    check(containers, "node view lists the node's containers (" + containers + " rows after " + ((Date.now() - tRows) / 1000).toFixed(1) + " s, " + tasksBefore + " swarm tasks on it)", apiRows);
     const facts = await page.textContent("#facts");
     check(facts.includes("Docker") && facts.includes(drainId), "node view shows the facts");
     await shot(page, "node");

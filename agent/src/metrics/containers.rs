@@ -30,6 +30,13 @@
 //! A container the engine lists as running that the cgroup tree we know does not show
 //! (it started in a folder not watched yet, or it exited since the list) has the tree
 //! walked and the engine listed again at the next cycle.
+//!
+//! Between walks, the folders watched each cycle are those that held containers at the
+//! last walk and every folder right under the hierarchy's root, even empty ones, plus
+//! the root's own list of folders: the engine's parent (`/docker`, `--cgroup-parent=/x`,
+//! systemd's `system.slice`) is one of those, so the first container of an engine, or of
+//! a second engine sharing the tree, is found at the next cycle, not at the next 30-s
+//! walk (a node that had no container when the agent started used to wait that long).
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -160,8 +167,15 @@ pub struct Containers {
     engine: Option<Engine>,
     list_every: Duration,
     known: Vec<Known>,
-    /// Absolute cgroup folders that held containers at the last walk.
+    /// Absolute cgroup folders watched between walks: those that held containers at the
+    /// last walk, and every folder right under the root.
     parents: Vec<PathBuf>,
+    /// The hierarchy root of the last walk, and the sorted names of the folders right
+    /// under it then: a new one (an engine's parent made for its first container) is a
+    /// change.
+    top: Option<PathBuf>,
+    top_dirs: Vec<String>,
+    scratch_dirs: Vec<String>,
     /// Sorted container ids those folders held at the last look.
     parent_ids: Vec<String>,
     walked_at: Option<Instant>,
@@ -185,6 +199,9 @@ impl Containers {
             list_every: LIST_EVERY,
             known: Vec::new(),
             parents: Vec::new(),
+            top: None,
+            top_dirs: Vec::new(),
+            scratch_dirs: Vec::new(),
             parent_ids: Vec::new(),
             walked_at: None,
             scratch_ids: Vec::new(),
@@ -344,9 +361,19 @@ impl Containers {
         out.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
     }
 
-    /// Whether the known parent folders now hold a different set of containers than
-    /// at the last look (one `getdents` per parent folder).
+    /// Whether the root now holds other folders, or the watched parent folders another
+    /// set of containers, than at the last look (one `getdents` per folder).
     fn cgroups_changed(&mut self) -> bool {
+        let Some(top) = &self.top else {
+            return false; // never walked: the first walk is due anyway
+        };
+        self.scratch_dirs.clear();
+        if discover::dirs_in(top, &mut self.scratch_dirs).is_ok() {
+            self.scratch_dirs.sort_unstable();
+            if self.scratch_dirs != self.top_dirs {
+                return true;
+            }
+        }
         if self.parents.is_empty() {
             return false;
         }
@@ -410,6 +437,18 @@ impl Containers {
                 self.parents.push(parent);
             }
         }
+        // The folders right under the root are watched too, even empty: an engine's
+        // parent is one of them, and its first container must not wait for a walk.
+        self.top_dirs.clear();
+        let _ = discover::dirs_in(top, &mut self.top_dirs);
+        self.top_dirs.sort_unstable();
+        for d in &self.top_dirs {
+            let p = top.join(d);
+            if !self.parents.contains(&p) {
+                self.parents.push(p);
+            }
+        }
+        self.top = Some(top.to_path_buf());
         self.parent_ids.clear();
         for p in &self.parents {
             let _ = discover::ids_in(p, &mut self.parent_ids);
@@ -667,8 +706,14 @@ mod tests {
     const B: &str = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
     fn add_container(base: &Path, id: &str, usage_usec: u64) {
+        add_container_in(base, "sw", id, usage_usec);
+    }
+
+    /// A systemd-style container cgroup under `sys/fs/cgroup/<parent>`.
+    fn add_container_in(base: &Path, parent: &str, id: &str, usage_usec: u64) {
         let dir = base
-            .join("sys/fs/cgroup/sw")
+            .join("sys/fs/cgroup")
+            .join(parent)
             .join(format!("docker-{id}.scope"));
         std::fs::create_dir_all(&dir).unwrap();
         for (name, text) in [
@@ -1058,6 +1103,68 @@ mod tests {
             ids(&out),
             [B],
             "a removed container disappears without a warning"
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_first_container_of_an_engine_is_found_at_the_next_cycle() {
+        // The agent started on a node with no container: its walk found none. The
+        // engine's parent folder is then made for its first container (or exists,
+        // empty); a second engine sharing the tree does the same elsewhere. Each must
+        // be found at the next cycle, not at the next walk (30 s later).
+        const C: &str = "cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("sys/fs/cgroup");
+        std::fs::create_dir_all(base.join("init.scope")).unwrap();
+        std::fs::create_dir_all(base.join("empty-parent")).unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base,
+            memory_enabled: false,
+        };
+        let mut c = Containers::new(None);
+        let mut file = PseudoFile::new();
+        let mut warnings = Vec::new();
+        let mut out = Vec::new();
+        let mut cycle = async |c: &mut Containers, out: &mut Vec<ContainerMetrics>| {
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |w| warnings.push(w),
+                out,
+            )
+            .await;
+            out.iter().map(|m| m.id.clone()).collect::<Vec<_>>()
+        };
+        assert!(cycle(&mut c, &mut out).await.is_empty(), "no container yet");
+
+        add_container_in(root.path(), "engine-one", A, 1_000_000);
+        assert_eq!(
+            cycle(&mut c, &mut out).await,
+            [A],
+            "a container in a folder made after the walk is found at the next cycle"
+        );
+
+        add_container_in(root.path(), "empty-parent", B, 1_000_000);
+        assert_eq!(
+            cycle(&mut c, &mut out).await,
+            [A, B],
+            "a container in a folder that was empty at the walk is found at the next cycle"
+        );
+
+        add_container_in(root.path(), "engine-two", C, 1_000_000);
+        assert_eq!(
+            cycle(&mut c, &mut out).await,
+            [A, B, C],
+            "a second engine's first container is found while the first one's are known"
+        );
+        assert_eq!(
+            cycle(&mut c, &mut out).await,
+            [A, B, C],
+            "and nothing changes without a change"
         );
         assert!(warnings.is_empty(), "{warnings:?}");
     }

@@ -1,8 +1,9 @@
 //! Finding each container's cgroup without asking Docker for it: walk the hierarchy
 //! once for folders named like a container (`<64 hex>` with the cgroupfs driver,
 //! `docker-<64 hex>.scope` with systemd), wherever `--cgroup-parent` put them. The
-//! result is cached by the caller; afterwards only the few parent folders that hold
-//! containers are listed each cycle, to notice containers starting and stopping.
+//! result is cached by the caller; afterwards only the root and a few folders (those
+//! holding containers, and those right under the root) are listed each cycle, to notice
+//! containers starting and stopping.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,22 @@ pub fn ids_in(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)?.filter_map(Result::ok) {
         if let Some(id) = e.file_name().to_str().and_then(container_id) {
             out.push(id.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Names of the folders directly inside `dir` that are not containers (one `getdents`),
+/// appended to `out`.
+pub fn dirs_in(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+    for e in fs::read_dir(dir)?.filter_map(Result::ok) {
+        if !e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            continue;
+        }
+        if let Some(name) = e.file_name().to_str() {
+            if container_id(name).is_none() {
+                out.push(name.to_string());
+            }
         }
     }
     Ok(())
