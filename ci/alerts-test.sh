@@ -118,6 +118,7 @@ token = "$(boot_token)"
 
 [agent]
 metrics_listen = "$(nodes_ip "$n"):9101"
+cgroup_parent = "$(nodes_cgroup_parent "$n")"
 EOF
 }
 

@@ -146,6 +146,7 @@ zone = "shelf-$n"
 
 [agent]
 metrics_listen = "$(nodes_ip "$n"):9101"
+cgroup_parent = "$(nodes_cgroup_parent "$n")"
 backlog_reports = ${BACKLOG[$n]}
 EOF
 }

@@ -98,7 +98,7 @@ for n in 1 2 3; do
   ln -sfn /sys "$r/sys"
   printf '%s\n' "hostname = \"ui-node$n\"" "role = \"${ROLE[$n]}\"" "board = \"${BOARD[$n]}\"" '' \
     '[manager]' "address = \"$MGR_IP\"" "token = \"$boot_token\"" '' '[labels]' "zone = \"shelf-$n\"" \
-    >"$WORK/node$n/armada.toml"
+    '' '[agent]' "cgroup_parent = \"$(nodes_cgroup_parent "$n")\"" >"$WORK/node$n/armada.toml"
   nodes_bg_in "$n" "$WORK/node$n/agent.log" "$BIN/armada-agent" run --config "$WORK/node$n/armada.toml" \
     --state-dir "$WORK/node$n/state" --docker-host "$(nodes_sock "$n")" --root "$r"
 done

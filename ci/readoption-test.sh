@@ -114,6 +114,7 @@ rack = "node-says-$n"
 
 [agent]
 metrics_listen = ""
+cgroup_parent = "$(nodes_cgroup_parent "$n")"
 EOF
 }
 

@@ -149,6 +149,7 @@ $([ -n "${HADB[$n]}" ] && echo "ha-db = \"${HADB[$n]}\"")
 
 [agent]
 metrics_listen = "$(nodes_ip "$n"):9101"
+cgroup_parent = "$(nodes_cgroup_parent "$n")"
 EOT
 }
 declare -A AGENT_PID

@@ -18,6 +18,9 @@ const CONTROL_ENGINE_TIMEOUT_S: u64 = 60;
 /// Runs until SIGTERM or Ctrl-C.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (cfg_path, cfg) = load_config(&args.cfg)?;
+    // Validated with the file; said again here so a bad value names its key.
+    let cgroup_parent = protocol::config::cgroup_parent_dir(&cfg.agent.cgroup_parent)
+        .map_err(|e| anyhow::anyhow!("{}: `agent.cgroup_parent`: {e}", cfg_path.display()))?;
     let state = StateDir::new(&args.state_dir);
     // The engine may be down, absent or hung: nothing is asked of it here.
     let engine = swarm::Engine::new(&args.docker_host, CONTROL_ENGINE_TIMEOUT_S)?;
@@ -53,7 +56,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         cfg.agent.backlog_reports,
         cfg.agent.backlog_bytes
     );
-    let source = MetricsSource::new(args.cfg.root.clone(), names_engine);
+    if let Some(dir) = &cgroup_parent {
+        tracing::info!("containers only from the cgroup subtree /{dir} (agent.cgroup_parent)");
+    }
+    let source = MetricsSource::new(args.cfg.root.clone(), names_engine, cgroup_parent);
     // The collector runs in this task (select! below), not a spawned one.
     let collect = report::collect_loop(source, shared.clone(), instance);
 
@@ -89,18 +95,22 @@ struct MetricsSource {
     engine: Option<swarm::Engine>,
     next_look: tokio::time::Instant,
     warned: bool,
+    cgroup_parent: Option<String>,
 }
 
 const ENGINE_LOOK_EVERY: Duration = Duration::from_secs(10);
 
 impl MetricsSource {
-    fn new(root: std::path::PathBuf, engine: swarm::Engine) -> Self {
+    fn new(root: std::path::PathBuf, engine: swarm::Engine, cgroup_parent: Option<String>) -> Self {
+        let mut collector = metrics::Collector::new(root.clone(), None);
+        collector.set_container_cgroup_parent(cgroup_parent.as_deref());
         let mut source = MetricsSource {
-            collector: metrics::Collector::new(root.clone(), None),
+            collector,
             root,
             engine: Some(engine),
             next_look: tokio::time::Instant::now(),
             warned: false,
+            cgroup_parent,
         };
         source.look_for_engine();
         source
@@ -114,6 +124,8 @@ impl MetricsSource {
         match engine.client() {
             Ok(docker) => {
                 self.collector = metrics::Collector::new(self.root.clone(), Some(docker));
+                self.collector
+                    .set_container_cgroup_parent(self.cgroup_parent.as_deref());
                 self.engine = None;
             }
             Err(e) => {

@@ -2,7 +2,8 @@
 //! (captured), v1 with the systemd driver (derived), v2 with both drivers (constructed).
 
 mod metrics_common;
-use metrics_common::{close, container, snapshot};
+use metrics_common::{close, command, container, copy_fixture, fixture, run_with, snapshot};
+use protocol::snapshot::Snapshot;
 
 const BURN: &str = "b06bf6a3b7e8";
 const MEM: &str = "2a9ae2c2c1ab";
@@ -136,4 +137,108 @@ fn v2_both_drivers_parse_to_known_values() {
         plain.network.is_empty(),
         "its pid has no /proc entry in the fixture: no network, no crash"
     );
+}
+
+/// The fixture's snapshot with containers only from `--cgroup-parent value`
+/// (armada.toml's `agent.cgroup_parent`), as (id prefix, cpu seconds) pairs.
+fn scoped(root: &std::path::Path, value: &str) -> Vec<(String, f64)> {
+    let s: Snapshot =
+        serde_json::from_str(&run_with(root, true, &["--cgroup-parent", value])).unwrap();
+    s.containers
+        .iter()
+        .map(|c| {
+            (
+                c.id[..8].to_string(),
+                c.cpu.as_ref().map_or(-1.0, |c| c.usage_seconds),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn cgroup_parent_scopes_discovery_on_v2_for_both_drivers() {
+    let v2 = fixture("v2");
+    assert_eq!(
+        scoped(&v2, "/docker"),
+        [("0a1b2c3d".to_string(), 2.5)],
+        "cgroupfs driver: /docker only"
+    );
+    let got = scoped(&v2, "system.slice");
+    assert_eq!(got.len(), 1, "systemd driver: system.slice only: {got:?}");
+    assert_eq!(got[0].0, "5f1e0c9a");
+    assert!(close(got[0].1, 0.710531));
+    assert!(
+        scoped(&v2, "/user.slice").is_empty(),
+        "a subtree without containers has none"
+    );
+    assert!(
+        scoped(&v2, "/no-such-parent").is_empty(),
+        "a parent the engine has not made yet: none, no failure"
+    );
+    assert_eq!(scoped(&v2, "").len(), 2, "empty: the whole hierarchy");
+
+    // A nested slice is where systemd puts it: arm-st.slice is arm.slice/arm-st.slice.
+    let root = copy_fixture("v2");
+    let cg = root.path().join("sys/fs/cgroup");
+    std::fs::create_dir_all(cg.join("arm.slice/arm-st.slice")).unwrap();
+    let scope = std::fs::read_dir(cg.join("system.slice"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .find(|n| n.to_string_lossy().starts_with("docker-"))
+        .unwrap();
+    std::fs::rename(
+        cg.join("system.slice").join(&scope),
+        cg.join("arm.slice/arm-st.slice").join(&scope),
+    )
+    .unwrap();
+    let got = scoped(root.path(), "arm-st.slice");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "5f1e0c9a");
+    assert!(scoped(root.path(), "system.slice").is_empty());
+}
+
+#[test]
+fn cgroup_parent_scopes_discovery_on_v1_in_every_controller() {
+    // cgroupfs driver (captured): each controller's copy of /arm-fx is read, so the
+    // memory and pids figures are the same as with the whole hierarchy.
+    let root = fixture("v1-cgroupfs");
+    let s: Snapshot =
+        serde_json::from_str(&run_with(&root, true, &["--cgroup-parent", "/arm-fx/"])).unwrap();
+    assert_eq!(s.containers.len(), 2);
+    let m = container(&s, MEM).memory.as_ref().expect("memory");
+    assert_eq!(
+        (m.usage_bytes, m.limit_bytes),
+        (210_526_208, Some(536_870_912))
+    );
+    let burn = container(&s, BURN);
+    assert!(close(burn.cpu.as_ref().unwrap().usage_seconds, 2.362171070));
+    assert_eq!(burn.pids.as_ref().map(|p| p.current), Some(1));
+    assert!(
+        scoped(&root, "/arm-other").is_empty(),
+        "another engine's parent"
+    );
+
+    // systemd driver: the scope in system.slice, nothing in user.slice.
+    let root = fixture("v1-systemd");
+    let got = scoped(&root, "system.slice");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, &BURN[..8]);
+    assert!(scoped(&root, "user.slice").is_empty());
+}
+
+#[test]
+fn a_bad_cgroup_parent_is_refused_with_what_to_write() {
+    for (value, says) in [
+        ("docker", "`/docker`"),
+        ("/a/../b", "`..` is not allowed"),
+        ("a--b.slice", "not a valid systemd slice name"),
+    ] {
+        let out = command(&fixture("v2"), true, &["--cgroup-parent", value])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{value} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--cgroup-parent"), "{value}: {err}");
+        assert!(err.contains(says), "{value}: {err}");
+    }
 }

@@ -39,6 +39,11 @@
 #                                     iptables and forwarding inside its own netns
 #                                     (swarm's embedded DNS and host-mode ports need
 #                                     them; nothing outside the namespace changes)
+#   nodes_cgroup_parent N             print node N's engine's --cgroup-parent (/P-nodeN):
+#                                     every agent's armada.toml sets [agent]
+#                                     cgroup_parent to it, so that an agent reports its
+#                                     own engine's containers only, as on a board, not
+#                                     every engine's on this machine
 #   nodes_wait_dockerd N [SECONDS]    wait until node N's engine answers (default 60)
 #   nodes_dockerd_pid N               print node N's dockerd PID
 #   nodes_kill_dockerd N [SIGNAL]     signal node N's dockerd (default TERM), wait for it
@@ -78,6 +83,7 @@ nodes_ns() { echo "$NODES_PREFIX-node$1"; }
 nodes_ip() { echo "$NODES_SUBNET.$1"; }
 nodes_dir() { echo "$NODES_WORK/node$1"; }
 nodes_sock() { echo "unix://$NODES_WORK/node$1/docker.sock"; }
+nodes_cgroup_parent() { echo "/$(nodes_ns "$1")"; }
 
 nodes_in() { local n=$1; shift; nsenter --net="/run/netns/$(nodes_ns "$n")" "$@"; }
 nodes_in_hub() { nsenter --net="/run/netns/$(nodes_hub_ns)" "$@"; }
@@ -166,7 +172,7 @@ nodes_start_dockerd() {
     "hostname $host && exec dockerd --config-file '$d/daemon.json' --data-root '$d/data' \
       --exec-root '$d/exec' --pidfile '$d/dockerd.pid' -H 'unix://$d/docker.sock' \
       --bridge=none $net --ip-masq=false \
-      --cgroup-parent=/$ns --log-level=warn"
+      --cgroup-parent=$(nodes_cgroup_parent "$n") --log-level=warn"
   # nsenter, unshare and sh all exec: the PID started is dockerd's.
   echo "$NODES_LAST_PID" >"$d/dockerd.started-pid"
 }

@@ -135,6 +135,13 @@ pub struct AgentConfig {
     /// containers make a snapshot ~20 times larger than none).
     #[serde(default = "default_backlog_bytes")]
     pub backlog_bytes: usize,
+    /// The cgroup subtree the agent looks for containers in: dockerd's `--cgroup-parent`
+    /// as an absolute path (`/docker`, cgroupfs driver) or a systemd slice name
+    /// (`system.slice`, systemd driver). Empty (the default): the whole hierarchy, right
+    /// for a board with one engine; a machine with several engines (each with its own
+    /// `--cgroup-parent`) gives each agent its own engine's. See [`cgroup_parent_dir`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgroup_parent: String,
 }
 
 /// Upper limits of the backlog: a day at a 10 s interval, and a quarter of a Pi 3's RAM.
@@ -161,8 +168,66 @@ impl Default for AgentConfig {
             metrics_listen: default_metrics_listen(),
             backlog_reports: default_backlog(),
             backlog_bytes: default_backlog_bytes(),
+            cgroup_parent: String::new(),
         }
     }
+}
+
+/// The folder `agent.cgroup_parent` names, relative to a cgroup hierarchy's root (the v2
+/// tree, or each v1 controller's), with `/` between components; `None` is the whole
+/// hierarchy. An absolute path is taken as written (`/arm-cl-node1` -> `arm-cl-node1`);
+/// a systemd slice name is expanded as systemd nests slices (`a-b.slice` ->
+/// `a.slice/a-b.slice`, and `-.slice`, the root slice, is the whole hierarchy). The
+/// error says what is wrong and what to write instead.
+pub fn cgroup_parent_dir(value: &str) -> Result<Option<String>, String> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "`{}` holds a space or control character: cgroup folder names have none",
+            value.escape_debug()
+        ));
+    }
+    if let Some(abs) = value.strip_prefix('/') {
+        let mut parts = Vec::new();
+        for part in abs.split('/').filter(|p| !p.is_empty()) {
+            if part == "." || part == ".." {
+                return Err(format!(
+                    "`{value}`: `{part}` is not allowed; write the folder's path from the hierarchy's root, as dockerd's --cgroup-parent (`/docker`)"
+                ));
+            }
+            parts.push(part);
+        }
+        return Ok((!parts.is_empty()).then(|| parts.join("/")));
+    }
+    if let Some(unit) = value
+        .strip_suffix(".slice")
+        .filter(|u| !value.contains('/') && !u.is_empty())
+    {
+        if unit == "-" {
+            return Ok(None);
+        }
+        // systemd.slice(5): the name's dashes are its parents; an empty part is invalid.
+        if unit.split('-').any(str::is_empty) {
+            return Err(format!(
+                "`{value}` is not a valid systemd slice name (a `-` at either end or two in a row)"
+            ));
+        }
+        let mut parts = Vec::new();
+        let mut prefix = String::new();
+        for piece in unit.split('-') {
+            if !prefix.is_empty() {
+                prefix.push('-');
+            }
+            prefix.push_str(piece);
+            parts.push(format!("{prefix}.slice"));
+        }
+        return Ok(Some(parts.join("/")));
+    }
+    Err(format!(
+        "`{value}` is neither an absolute cgroup path (`/{value}`, as dockerd's --cgroup-parent with the cgroupfs driver) nor a systemd slice name (`system.slice`, systemd driver): write one of those, or leave it empty for the whole hierarchy"
+    ))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -295,6 +360,9 @@ impl FirstBootConfig {
                     self.agent.backlog_reports
                 ),
             ));
+        }
+        if let Err(message) = cgroup_parent_dir(&self.agent.cgroup_parent) {
+            return Err(invalid("agent.cgroup_parent", message));
         }
         if !(64 << 10..=MAX_BACKLOG_BYTES).contains(&self.agent.backlog_bytes) {
             return Err(invalid(
@@ -668,6 +736,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn cgroup_parent_is_a_path_or_a_slice() {
+        for (value, dir) in [
+            ("", None),
+            ("/", None),
+            ("-.slice", None),
+            ("/arm-cl-node1", Some("arm-cl-node1")),
+            ("//docker/", Some("docker")),
+            ("/kubepods/burstable", Some("kubepods/burstable")),
+            ("system.slice", Some("system.slice")),
+            (
+                "arm-st-node1.slice",
+                Some("arm.slice/arm-st.slice/arm-st-node1.slice"),
+            ),
+        ] {
+            assert_eq!(
+                cgroup_parent_dir(value),
+                Ok(dir.map(String::from)),
+                "{value}"
+            );
+        }
+        for (value, says) in [
+            ("docker", "neither an absolute cgroup path"),
+            ("a/b.slice", "neither an absolute cgroup path"),
+            ("/a/../b", "`..` is not allowed"),
+            ("/a/./b", "`.` is not allowed"),
+            ("-a.slice", "not a valid systemd slice name"),
+            ("a--b.slice", "not a valid systemd slice name"),
+            ("/a b", "space or control character"),
+        ] {
+            let err = cgroup_parent_dir(value).unwrap_err();
+            assert!(err.contains(says), "{value}: {err}");
+        }
+        let err =
+            FirstBootConfig::parse("[agent]\ncgroup_parent = \"docker\"", "/boot/armada.toml")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("/boot/armada.toml"), "{err}");
+        assert!(err.contains("`agent.cgroup_parent`"), "{err}");
+        assert!(err.contains("`/docker`"), "{err}");
+        let ok = FirstBootConfig::parse("[agent]\ncgroup_parent = \"/arm-st-node1\"", "f").unwrap();
+        assert_eq!(ok.agent.cgroup_parent, "/arm-st-node1");
+        // Round trip: written by to_toml only when set.
+        assert_eq!(FirstBootConfig::parse(&ok.to_toml(), "f").unwrap(), ok);
+        assert!(!FirstBootConfig::default()
+            .to_toml()
+            .contains("cgroup_parent"));
     }
 
     #[test]

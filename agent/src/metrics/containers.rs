@@ -184,7 +184,16 @@ pub struct Containers {
     /// Ids this cycle found in a new cgroup folder, for the cache's `recheck`.
     restarted: Vec<String>,
     cycles: u64,
+    /// The subtree walked (`agent.cgroup_parent`), relative to the hierarchy's root;
+    /// `None`: all of it.
+    scope: Option<PathBuf>,
+    /// Cycles in a row in which the engine ran containers the scoped tree did not show.
+    unseen_cycles: u32,
 }
+
+/// Cycles in a row the engine may run containers the scoped tree does not show before
+/// the snapshot says so (a container started just after a walk is found at the next).
+const UNSEEN_WARN_AFTER: u32 = 3;
 
 impl Containers {
     pub fn new(docker: Option<Docker>) -> Self {
@@ -208,7 +217,18 @@ impl Containers {
             net_scratch: Vec::new(),
             restarted: Vec::new(),
             cycles: 0,
+            scope: None,
+            unseen_cycles: 0,
         }
+    }
+
+    /// Looks for containers only below `dir` (relative to the hierarchy's root, as
+    /// [`protocol::config::cgroup_parent_dir`] gives it): the engine's `--cgroup-parent`,
+    /// so that on a machine with several engines each agent reports its own engine's
+    /// containers only. `None` (the default) walks the whole hierarchy.
+    pub fn set_cgroup_parent(&mut self, dir: Option<&str>) {
+        self.scope = dir.map(PathBuf::from);
+        self.walked_at = None;
     }
 
     /// How long the engine's view is kept before it is asked again (default 30 s); a
@@ -316,6 +336,7 @@ impl Containers {
             out.push(m);
         }
         let mut ask = false;
+        let mut unseen = 0usize;
         if let Some(c) = cache.as_ref().filter(|c| c.list_ok) {
             let seen: HashSet<&str> = out.iter().map(|m| m.id.as_str()).collect();
             let mut extra = Vec::new();
@@ -333,6 +354,7 @@ impl Containers {
                     Some("running") => {
                         self.walked_at = None;
                         ask = true;
+                        unseen += 1;
                     }
                     _ => {}
                 }
@@ -340,6 +362,22 @@ impl Containers {
             out.append(&mut extra);
         }
         drop(cache);
+        self.unseen_cycles = if unseen > 0 {
+            self.unseen_cycles.saturating_add(1)
+        } else {
+            0
+        };
+        if let Some(scope) = self
+            .scope
+            .as_ref()
+            .filter(|_| self.unseen_cycles >= UNSEEN_WARN_AFTER)
+        {
+            // A wrong `agent.cgroup_parent` would otherwise be a silent zero.
+            warn(format!(
+                "the engine runs {unseen} container(s) that are not under the cgroup folder {} (armada.toml agent.cgroup_parent): they are not reported; set it to the engine's --cgroup-parent",
+                discover::walk_root(layout).join(scope).display()
+            ));
+        }
         if ask {
             if let Some(e) = &self.engine {
                 e.wake.notify_one();
@@ -397,7 +435,18 @@ impl Containers {
     /// their network pid). Returns whether the set of ids changed.
     fn rediscover(&mut self, layout: &Layout) -> bool {
         let top = discover::walk_root(layout);
-        let found = discover::find_all(&top);
+        let found = match &self.scope {
+            None => discover::find_all(&top),
+            // Paths stay relative to the hierarchy's root (each v1 controller has its
+            // own copy of the subtree).
+            Some(scope) => {
+                let mut found = discover::find_all(&top.join(scope));
+                for f in &mut found {
+                    f.rel = scope.join(&f.rel);
+                }
+                found
+            }
+        };
         self.walked_at = Some(Instant::now());
         self.set_parents(&top, found.iter());
         let mut old: HashMap<String, Known> =
@@ -1039,6 +1088,95 @@ mod tests {
         let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, [A], "no current list: only what the cgroup tree shows");
         assert!(!rung(wake).await, "nothing restarting reported: no ring");
+    }
+
+    /// With `agent.cgroup_parent` set, only that subtree is walked: another engine's
+    /// containers elsewhere are not reported. A container the engine runs that the
+    /// subtree never shows (a wrong setting) is said in a warning naming the key, after
+    /// [`UNSEEN_WARN_AFTER`] cycles, not at the first (a start just after a walk).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cgroup_parent_scopes_discovery_and_a_wrong_one_is_said() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        // B belongs to another engine, under its own parent.
+        let other = root.path().join(format!("sys/fs/cgroup/other/{B}"));
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(other.join("cpu.stat"), "usage_usec 5\n").unwrap();
+        let sock = root.path().join("refused.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let mut c = Containers::new(Some(connect_docker(sock.to_str().unwrap()).unwrap()));
+        c.set_cgroup_parent(Some("sw"));
+        // The cache is filled by the test alone: no refresh task.
+        c.engine.as_mut().unwrap().task = Some(tokio::spawn(std::future::pending()));
+        let cache = c.engine.as_ref().unwrap().cache.clone();
+        {
+            let mut cc = lock(&cache);
+            cc.by_id.insert(
+                A.into(),
+                EngineView {
+                    name: "mine".into(),
+                    state: Some("running".into()),
+                    ..EngineView::default()
+                },
+            );
+            cc.list_ok = true;
+        }
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        for _ in 0..UNSEEN_WARN_AFTER + 1 {
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |w| warnings.push(w),
+                &mut out,
+            )
+            .await;
+            file.end_cycle();
+            let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(ids, [A], "only the subtree's container");
+            assert_eq!(out[0].name, "mine");
+        }
+        assert!(warnings.is_empty(), "{warnings:?}");
+
+        // The engine runs one the subtree does not hold: said after a few cycles.
+        lock(&cache).by_id.insert(
+            B.into(),
+            EngineView {
+                state: Some("running".into()),
+                ..EngineView::default()
+            },
+        );
+        let mut said_at = None;
+        for cycle in 1..=UNSEEN_WARN_AFTER + 1 {
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |w| warnings.push(w),
+                &mut out,
+            )
+            .await;
+            file.end_cycle();
+            assert_eq!(out.len(), 1, "B is not reported from another subtree");
+            if said_at.is_none() && !warnings.is_empty() {
+                said_at = Some(cycle);
+            }
+        }
+        assert_eq!(said_at, Some(UNSEEN_WARN_AFTER), "{warnings:?}");
+        assert!(
+            warnings[0].contains("agent.cgroup_parent") && warnings[0].contains("sw"),
+            "{}",
+            warnings[0]
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -195,6 +195,12 @@ impl Collector {
         self.containers.set_list_interval(every);
     }
 
+    /// Containers only from this cgroup subtree (`agent.cgroup_parent`, already turned
+    /// into a folder by [`protocol::config::cgroup_parent_dir`]); `None`: everywhere.
+    pub fn set_container_cgroup_parent(&mut self, dir: Option<&str>) {
+        self.containers.set_cgroup_parent(dir);
+    }
+
     /// One snapshot. Never fails: what cannot be read is absent and named in `warnings`.
     pub async fn collect(&mut self, instance: &str, seq: u64) -> Snapshot {
         let now = SystemTime::now()
@@ -467,6 +473,10 @@ pub struct MetricsArgs {
     /// Do not ask any Docker Engine: containers are named by cgroup id only.
     #[arg(long, conflicts_with = "docker_host")]
     pub no_docker: bool,
+    /// Look for containers only in this cgroup subtree, as armada.toml's
+    /// `agent.cgroup_parent` (`/docker`, `system.slice`); default: the whole hierarchy.
+    #[arg(long, default_value = "")]
+    pub cgroup_parent: String,
     /// Collect this many times back to back and print the last (benchmarking).
     #[arg(long, hide = true, default_value_t = 1)]
     pub cycles: u64,
@@ -508,6 +518,8 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
             None => None,
         }
     };
+    let cgroup_parent = protocol::config::cgroup_parent_dir(&args.cgroup_parent)
+        .map_err(|e| anyhow::anyhow!("--cgroup-parent: {e}"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -515,6 +527,7 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
     let cycles = args.cycles.max(1);
     let (snap, stats) = runtime.block_on(async {
         let mut collector = Collector::new(args.root.clone(), docker);
+        collector.set_container_cgroup_parent(cgroup_parent.as_deref());
         if args.list_every_cycle {
             collector.set_container_list_interval(std::time::Duration::ZERO);
         }

@@ -20,20 +20,33 @@ pub fn run(name: &str, json: bool) -> String {
 
 /// The same against any root folder (a fixture copy a test changed).
 pub fn run_at(root: &Path, json: bool) -> String {
+    run_with(root, json, &[])
+}
+
+/// The same with more arguments (`--cgroup-parent /docker`).
+pub fn run_with(root: &Path, json: bool, extra: &[&str]) -> String {
+    let out = command(root, json, extra)
+        .output()
+        .expect("running armada-agent");
     let name = root.display();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_armada-agent"));
-    cmd.args(["metrics", "--once", "--no-docker", "--root"])
-        .arg(root);
-    if json {
-        cmd.arg("--json");
-    }
-    let out = cmd.output().expect("running armada-agent");
     assert!(
         out.status.success(),
         "armada-agent failed on {name}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// `armada-agent metrics --once --no-docker --root <root> [--json] <extra>`, not run.
+pub fn command(root: &Path, json: bool, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_armada-agent"));
+    cmd.args(["metrics", "--once", "--no-docker", "--root"])
+        .arg(root);
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.args(extra);
+    cmd
 }
 
 pub fn snapshot(name: &str) -> Snapshot {
