@@ -187,6 +187,10 @@ pub struct Containers {
     /// The subtree walked (`agent.cgroup_parent`), relative to the hierarchy's root;
     /// `None`: all of it.
     scope: Option<PathBuf>,
+    /// `scope` as an absolute folder (known after the first walk): always watched, even
+    /// before it exists, so the engine's first container in it is seen at the next
+    /// cycle, not at the next periodic walk.
+    scope_dir: Option<PathBuf>,
     /// Cycles in a row in which the engine ran containers the scoped tree did not show.
     unseen_cycles: u32,
 }
@@ -218,6 +222,7 @@ impl Containers {
             restarted: Vec::new(),
             cycles: 0,
             scope: None,
+            scope_dir: None,
             unseen_cycles: 0,
         }
     }
@@ -228,6 +233,8 @@ impl Containers {
     /// containers only. `None` (the default) walks the whole hierarchy.
     pub fn set_cgroup_parent(&mut self, dir: Option<&str>) {
         self.scope = dir.map(PathBuf::from);
+        self.scope_dir = None;
+        self.parents.clear();
         self.walked_at = None;
     }
 
@@ -417,10 +424,17 @@ impl Containers {
         }
         self.scratch_ids.clear();
         for p in &self.parents {
-            // A vanished parent (e.g. a removed --cgroup-parent) is a change too.
-            if discover::ids_in(p, &mut self.scratch_ids).is_err() {
-                self.parents.clear();
-                return true;
+            match discover::ids_in(p, &mut self.scratch_ids) {
+                Ok(()) => {}
+                // The scope folder the engine has not made yet holds no containers.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && self.scope_dir.as_ref() == Some(p) => {}
+                // A vanished parent (e.g. a removed --cgroup-parent) is a change too.
+                Err(_) => {
+                    self.parents.clear();
+                    return true;
+                }
             }
         }
         self.scratch_ids.sort_unstable();
@@ -440,6 +454,7 @@ impl Containers {
             // Paths stay relative to the hierarchy's root (each v1 controller has its
             // own copy of the subtree).
             Some(scope) => {
+                self.scope_dir = Some(top.join(scope));
                 let mut found = discover::find_all(&top.join(scope));
                 for f in &mut found {
                     f.rel = scope.join(&f.rel);
@@ -480,6 +495,13 @@ impl Containers {
         // A folder that held containers stays watched while it exists: the only
         // container of a --cgroup-parent that crash-loops leaves it empty between runs.
         self.parents.retain(|p| p.is_dir());
+        if let Some(d) = self
+            .scope_dir
+            .as_ref()
+            .filter(|d| !self.parents.contains(d))
+        {
+            self.parents.push(d.clone());
+        }
         for f in found {
             let parent = top.join(f.rel.parent().unwrap_or(Path::new("")));
             if !self.parents.contains(&parent) {
@@ -1177,6 +1199,44 @@ mod tests {
             "{}",
             warnings[0]
         );
+    }
+
+    /// The engine makes its --cgroup-parent folder with its first container: a scoped
+    /// collector watches the folder before it exists and sees that container at the
+    /// next cycle, not at the next periodic walk (30 s later).
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_first_container_of_a_scope_not_made_yet_is_seen_at_the_next_cycle() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        std::fs::create_dir_all(root.path().join("sys/fs/cgroup")).unwrap();
+        let mut c = Containers::new(None);
+        c.set_cgroup_parent(Some("sw"));
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        let mut warnings = Vec::new();
+        for round in 0..3 {
+            if round == 1 {
+                add_container(root.path(), A, 1_000_000);
+            }
+            c.collect(
+                root.path(),
+                &layout,
+                &mut file,
+                100.0,
+                &mut |w| warnings.push(w),
+                &mut out,
+            )
+            .await;
+            file.end_cycle();
+            let want: &[&str] = if round == 0 { &[] } else { &[A] };
+            let ids: Vec<&str> = out.iter().map(|m| m.id.as_str()).collect();
+            assert_eq!(ids, want, "round {round}");
+        }
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]
