@@ -11,7 +11,9 @@
 # (schemathesis over the whole OpenAPI document against a manager with a real engine),
 # then ci/resilience-test.sh (examples/ha-stack deployed from its stack file under
 # steady load while a worker's engine, a worker's link and the database primary's board
-# are lost). Run as root.
+# are lost), then ci/bench-stress.sh (the seed's stress: STRESS_N=100 containers
+# through the swarm, up to STRESS_WINDOW=4 waiting to run at once; the manager's count
+# against the engines', the agents' footprint, nothing left behind). Run as root.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,9 +24,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 cargo build --locked -p armada -p armada-agent -p armada-manager || { echo "cluster tier: build failed" >&2; exit 1; }
 
+# The stress bench's size in this tier (by hand it defaults to the seed's 1,000, one
+# at a time); 4 in flight keeps it within its ~150 s share of the tier.
+export STRESS_N=${STRESS_N:-100} STRESS_WINDOW=${STRESS_WINDOW:-4}
 rc=0
 summary=()
-for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh ci/schemathesis-test.sh ci/resilience-test.sh; do
+for script in ci/cluster-test.sh ci/cluster-metrics-test.sh ci/manager-swarm-test.sh ci/readoption-test.sh ci/dashboard-test.sh ci/alerts-test.sh ci/schemathesis-test.sh ci/resilience-test.sh ci/bench-stress.sh; do
   echo "== $script"
   t0=$(date +%s)
   if bash "$script"; then
