@@ -463,7 +463,9 @@ impl Containers {
             }
         };
         self.walked_at = Some(Instant::now());
-        self.set_parents(&top, found.iter());
+        // A scoped collector watches its own subtree's folders, not every engine's.
+        let watch = self.scope_dir.clone().unwrap_or_else(|| top.clone());
+        self.set_parents(&top, &watch, found.iter());
         let mut old: HashMap<String, Known> =
             self.known.drain(..).map(|k| (k.id.clone(), k)).collect();
         let before = old.len();
@@ -491,7 +493,14 @@ impl Containers {
     }
 
     /// Remembers the folders holding the containers we report, and what they hold now.
-    fn set_parents<'f>(&mut self, top: &Path, found: impl Iterator<Item = &'f discover::Found>) {
+    /// `top` is the hierarchy's root (`found` is relative to it); `watch` the folder
+    /// whose own folders are watched too: the root, or the `cgroup_parent` subtree.
+    fn set_parents<'f>(
+        &mut self,
+        top: &Path,
+        watch: &Path,
+        found: impl Iterator<Item = &'f discover::Found>,
+    ) {
         // A folder that held containers stays watched while it exists: the only
         // container of a --cgroup-parent that crash-loops leaves it empty between runs.
         self.parents.retain(|p| p.is_dir());
@@ -511,15 +520,15 @@ impl Containers {
         // The folders right under the root are watched too, even empty: an engine's
         // parent is one of them, and its first container must not wait for a walk.
         self.top_dirs.clear();
-        let _ = discover::dirs_in(top, &mut self.top_dirs);
+        let _ = discover::dirs_in(watch, &mut self.top_dirs);
         self.top_dirs.sort_unstable();
         for d in &self.top_dirs {
-            let p = top.join(d);
+            let p = watch.join(d);
             if !self.parents.contains(&p) {
                 self.parents.push(p);
             }
         }
-        self.top = Some(top.to_path_buf());
+        self.top = Some(watch.to_path_buf());
         self.parent_ids.clear();
         for p in &self.parents {
             let _ = discover::ids_in(p, &mut self.parent_ids);
@@ -1199,6 +1208,41 @@ mod tests {
             "{}",
             warnings[0]
         );
+    }
+
+    /// A scoped collector watches its own subtree only: another engine's new parent
+    /// folder or containers elsewhere in the tree are no change for it (no walk, no
+    /// engine list), its own subtree's are.
+    #[tokio::test(flavor = "current_thread")]
+    async fn other_engines_churn_is_no_change_for_a_scoped_collector() {
+        let root = tempfile::tempdir().unwrap();
+        let layout = Layout {
+            version: Version::V2,
+            base: root.path().join("sys/fs/cgroup"),
+            memory_enabled: false,
+        };
+        add_container(root.path(), A, 1_000_000);
+        let mut c = Containers::new(None);
+        c.set_cgroup_parent(Some("sw"));
+        let mut file = PseudoFile::new();
+        let mut out = Vec::new();
+        c.collect(
+            root.path(),
+            &layout,
+            &mut file,
+            100.0,
+            &mut |_| {},
+            &mut out,
+        )
+        .await;
+        assert!(!c.cgroups_changed());
+        add_container_in(root.path(), "other-engine", B, 5);
+        assert!(
+            !c.cgroups_changed(),
+            "another engine's first container is not ours"
+        );
+        add_container_in(root.path(), "sw", B, 5);
+        assert!(c.cgroups_changed(), "a container in our subtree is");
     }
 
     /// The engine makes its --cgroup-parent folder with its first container: a scoped
