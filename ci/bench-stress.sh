@@ -252,7 +252,8 @@ all_gone() {
   local n
   for n in "${NODES[@]}"; do [ "$(nodes_docker "$n" ps -aq | wc -l)" = 0 ] || return 1; done
 }
-wait_until 300 all_gone || fail "every container removed within 300 s"
+rm_wait=$((N > 600 ? N / 2 : 300))
+wait_until "$rm_wait" all_gone || fail "every container removed within $rm_wait s"
 manager_zero() {
   local n
   for n in "${NODES[@]}"; do [ "$(api "/v1/nodes/${NID[$n]}" -f | jq '.latest.containers | length')" = 0 ] || return 1; done
