@@ -12,7 +12,9 @@
 #   - a 6-replica service constrained on node.labels.armada.board lands only there;
 #   - the manager SIGKILLed mid-stream and restarted loses no node and no report, the
 #     agents deliver their backlog, and a full backlog drops its oldest and counts it;
-#   - an agent restarted (a reboot) reuses its credential and does not register again;
+#   - an agent restarted (a reboot) reuses its credential and does not register again,
+#     and the [labels] edited in its armada.toml meanwhile reach the manager and its
+#     swarm node (a changed value, a new key, a dropped key), shown by `status`;
 #   - a worker's dockerd killed: the manager marks it down while swarm moves its tasks;
 #   - a wrong token, a token of another CA, a swarm join token the swarm rejects, and a
 #     removed node's credential are refused, each with a message that says so.
@@ -143,6 +145,7 @@ token = "$token"
 
 [labels]
 zone = "shelf-$n"
+spare = "cl-$n"
 
 [agent]
 metrics_listen = "$(nodes_ip "$n"):9101"
@@ -384,16 +387,39 @@ done
 
 # ---------------------------------------------------------------- a reboot reuses the credential
 
-log "agent on node2 restarted (a reboot)"
+# Before the reboot, node2's [labels] is edited as on the card: zone changed, spare
+# dropped, rack added. The restarted agent sends the new set (PUT /v1/labels) without
+# registering again.
+log "agent on node2 restarted (a reboot), its armada.toml [labels] edited"
 id2=$(node_id_of 2)
+sid2=$(nodes_docker 2 info --format '{{.Swarm.NodeID}}')
 reg_before=$(detail 2 | jq -r .summary.registered_at_ms)
 nodes_stop_pid "${AGENT_PID[2]}" 10
+sed -i -e 's/^zone = "shelf-2"$/zone = "shelf-2b"/' -e '/^spare = /d' -e '/^zone = /a rack = "r2"' "$WORK/node2/armada.toml"
 start_agent 2 2
 reused() { grep -q "registered as node $id2 with" "$(agent_log 2)" && [ "$(agent_metric 2 armada_agent_reports_delivered_total)" -ge 1 ]; }
 if wait_until 30 reused && [ "$(nodes_json | jq length)" = 3 ] && [ "$(detail 2 | jq -r .summary.registered_at_ms)" = "$reg_before" ]; then
   pass "restarted agent reuses its credential: same node $id2, no second registration, reports again"
 else
   fail "restarted agent reuses its credential" "$(agent_log 2)" "$(mgr_log)"
+fi
+swarm_labels2() { nodes_docker 1 node inspect "$sid2" --format '{{json .Spec.Labels}}'; }
+labels_moved() {
+  swarm_labels2 | jq -e '.zone == "shelf-2b" and .rack == "r2" and (has("spare") | not) and .["armada.hostname"] == "cl-node2"' >/dev/null &&
+    nodes_json | jq -e --arg id "$id2" '.[] | select(.node_id == $id) | .labels == {"zone":"shelf-2b","rack":"r2"}' >/dev/null
+}
+t0=$(date +%s%N)
+if wait_until 30 labels_moved && [ "$(detail 2 | jq -r .summary.registered_at_ms)" = "$reg_before" ]; then
+  pass "edited labels reached the manager and swarm node $sid2 $(( ($(date +%s%N) - t0) / 1000000 )) ms after the restart (zone=shelf-2b, rack=r2, spare gone), no new registration"
+else
+  fail "edited labels reach the manager and the swarm node (swarm: $(swarm_labels2))" "$(agent_log 2)" "$(mgr_log)"
+fi
+"$BIN/armada-agent" status --config "$WORK/node2/armada.toml" --root "$WORK/node2/root" \
+  --state-dir "$WORK/node2/state" --status-file "$WORK/node2/none.json" >"$WORK/node2-status.txt" 2>&1
+if grep -q "^labels: *rack=r2, zone=shelf-2b (acknowledged .* via /v1/labels); on swarm node $sid2; removed spare" "$WORK/node2-status.txt"; then
+  pass "armada-agent status says what was applied: $(grep '^labels:' "$WORK/node2-status.txt" | sed 's/^labels: *//')"
+else
+  fail "armada-agent status shows the labels sent" "$WORK/node2-status.txt"
 fi
 
 # ---------------------------------------------------------------- a worker's engine dies

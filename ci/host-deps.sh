@@ -24,10 +24,14 @@ build_pkgs=(
   # image assembly without mounts
   e2fsprogs dosfstools mtools xz-utils zstd fdisk
   ca-certificates
+  # `armada flash --batch` ejects each card it wrote (util-linux's eject, its own package)
+  eject
 )
 test_pkgs=(
   qemu-user qemu-system-arm ipxe-qemu qemu-utils u-boot-qemu
   docker.io iproute2 util-linux
+  # the flash tests' loop "cards" (losetup) and mounts
+  mount
   prometheus prometheus-node-exporter bmap-tools
   chromium dnsmasq-base
   # the dashboard's browser tests drive chromium with playwright-core (ci/cockpit-npm.sh)
@@ -137,9 +141,10 @@ fi
 # Every tool promised above must now be callable: a package that apt reported installed
 # but whose program is gone (a removal by a later transaction) fails here, not in a tier.
 build_tools=(/usr/bin/rustc /usr/bin/cargo aarch64-linux-gnu-gcc mmdebstrap arch-test
-  mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk)
+  mkfs.ext4 debugfs mkfs.vfat mcopy xz zstd sfdisk eject)
 test_tools=(qemu-aarch64 qemu-system-aarch64 qemu-img dockerd docker ip nsenter unshare
-  promtool prometheus-node-exporter bmaptool chromium dnsmasq node npm jq curl file busybox sqlite3 ssh ssh-keygen wpa_supplicant)
+  promtool prometheus-node-exporter bmaptool chromium dnsmasq node npm jq curl file busybox sqlite3 ssh ssh-keygen wpa_supplicant
+  losetup partx setpriv mount umount fsck.vfat mtype)
 tools=("${build_tools[@]}")
 [ "$want_tests" = 1 ] && tools+=("${test_tools[@]}")
 absent=()

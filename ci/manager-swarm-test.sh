@@ -3,7 +3,8 @@
 # arm-mg-node1, 172.30.3.1/24, via ci/lib/nodes.sh): the manager initialises the swarm
 # with --swarm-advertise-addr, registration replies carry the engine's real join token
 # and manager address, /v1/joined labels the swarm node, a label an operator removes
-# is put back by the poll, and /v1/nodes shows the swarm's view. Run as root; the
+# is put back by the poll, a changed label set (PUT /v1/labels) lands at once with the
+# operator's keys kept and dropped keys taken off, and /v1/nodes shows the swarm's view. Run as root; the
 # cluster tier can call it (x86 debug builds).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,54 @@ code=$(api -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $cred" -H 'C
 nodes_docker 1 node update --label-rm armada.board "$sid" >/dev/null
 for _ in $(seq 1 30); do labels | grep -q armada.board=pine64 && break; sleep 0.5; done
 labels | grep -q armada.board=pine64 && pass "a removed label is put back by the poll" || fail "label not restored: $(labels)"
+
+# A changed label set through PUT /v1/labels (what the agent sends when armada.toml's
+# [labels] changed since registration): operator keys keep the operator's value, keys
+# the node dropped are taken off and stay off across the poll.
+node_id=$(printf '%s' "$reply" | sed -n 's/.*"node_id":"\([^"]*\)".*/\1/p')
+put_labels() { api -o "$WORK/labels.json" -w '%{http_code}' -X PUT -H "Authorization: Bearer $1" -H 'Content-Type: application/json' "$MGR/v1/labels" --data "$2"; }
+label_of() { nodes_docker 1 node inspect "$sid" --format "{{index .Spec.Labels \"$1\"}}"; }
+code=$(api -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
+  "$MGR/v1/nodes/$node_id/labels" --data '{"set":{"rack":"op-rack"}}')
+[ "$code" = 200 ] && pass "operator label rack=op-rack set" || fail "operator label answered $code"
+code=$(put_labels "$cred" '{"labels":{"zone":"shelf-4","rack":"node-rack","extra":"x"}}')
+if [ "$code" = 200 ] && [ "$(label_of zone)" = shelf-4 ] && [ "$(label_of extra)" = x ] && [ "$(label_of rack)" = op-rack ] &&
+  [ "$(jq -c .operator_keys "$WORK/labels.json")" = '["rack"]' ] && [ "$(jq -r .swarm_node_id "$WORK/labels.json")" = "$sid" ]; then
+  pass "PUT /v1/labels: zone=shelf-4 and extra=x on the swarm node at once, the operator's rack=op-rack kept (reply names it)"
+else
+  fail "PUT /v1/labels answered $code: $(cat "$WORK/labels.json"); swarm labels $(labels)"
+fi
+code=$(put_labels "$cred" '{"labels":{"zone":"shelf-4","rack":"node-rack"}}')
+sleep 6   # one manager poll (5 s): it must not put the dropped key back
+if [ "$code" = 200 ] && [ -z "$(label_of extra)" ] && [ "$(jq -c .removed "$WORK/labels.json")" = '["extra"]' ] &&
+  [ "$(label_of rack)" = op-rack ] && [ "$(label_of zone)" = shelf-4 ] && [ "$(label_of armada.board)" = pine64 ]; then
+  pass "a key the node dropped (extra) is taken off and stays off over a poll; rack stays the operator's"
+else
+  fail "dropped label: code $code, reply $(cat "$WORK/labels.json"), swarm labels $(labels)"
+fi
+api -H "Authorization: Bearer $admin" "$MGR/v1/nodes" | jq -e --arg id "$node_id" '.[] | select(.node_id == $id) | .labels == {"zone":"shelf-4","rack":"node-rack"}' >/dev/null &&
+  pass "/v1/nodes shows the node's new label set" || fail "labels in /v1/nodes: $(api -H "Authorization: Bearer $admin" "$MGR/v1/nodes")"
+before=$(labels)
+c1=$(put_labels "$admin" '{"labels":{"zone":"by-admin"}}')
+c2=$(put_labels "$cred" '{"labels":{"armada.board":"fake"}}')
+[ "$c1" = 403 ] && [ "$c2" = 400 ] && [ "$(labels)" = "$before" ] &&
+  pass "PUT /v1/labels refuses the admin token (403) and a reserved armada.* key (400); swarm labels unchanged" ||
+  fail "refusals: admin $c1, reserved key $c2; labels before $before after $(labels)"
+# Another registration (no engine ID, never joined) has no swarm node to label: its
+# labels are stored only, and the manager's own swarm node is untouched.
+other=$(api -H 'Content-Type: application/json' "$MGR/v1/register" --data @- <<JSON
+{"protocol":1,"token":"$token","labels":{},
+ "facts":{"hostname":"mg-other","board":"rpi3","role":"worker","machine_id":"mid-2","arch":"aarch64",
+          "kernel":"6.1.0","cpus":4,"memory_bytes":1073741824,"docker_version":"20.10","agent_version":"test"}}
+JSON
+)
+cred2=$(printf '%s' "$other" | sed -n 's/.*"credential":"\([^"]*\)".*/\1/p')
+c3=$(api -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $cred2" -H 'Content-Type: application/json' \
+  "$MGR/v1/joined" --data "{\"swarm_node_id\":\"$sid\"}")
+c4=$(put_labels "$cred2" '{"labels":{"zone":"hijack"}}')
+{ [ "$c3" = 403 ] || [ "$c3" = 409 ]; } && [ "$c4" = 200 ] && [ "$(jq -r '.swarm_node_id // "none"' "$WORK/labels.json")" = none ] && [ "$(labels)" = "$before" ] &&
+  pass "another node cannot claim the manager's swarm node ($c3); its PUT /v1/labels is stored only; the manager's node unchanged" ||
+  fail "other node: joined $c3, labels $c4 $(cat "$WORK/labels.json"); swarm labels $(labels)"
 
 nodes_json=$(api -H "Authorization: Bearer $admin" "$MGR/v1/nodes")
 printf '%s' "$nodes_json" | grep -q '"swarm_state":"ready"' && pass "/v1/nodes shows swarm_state ready" || fail "swarm state: $nodes_json"

@@ -220,7 +220,19 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     let state = StateDir::new(&args.state_dir);
     match state.load() {
         Err(e) => println!("registered:    ? ({e:#})"),
-        Ok(reg) => print_registration(&state, reg),
+        Ok(reg) => {
+            let registered = reg.is_some();
+            print_registration(&state, reg);
+            let wanted = load_config(&args.cfg).ok().map(|(_, c)| c.labels);
+            if let Some(w) = wanted
+                .filter(|w| registered && crate::labels::pending(w, state.labels_sent().as_ref()))
+            {
+                println!(
+                    "               armada.toml says {}: not acknowledged yet (the agent sends them when it starts)",
+                    crate::labels::format_labels(&w)
+                );
+            }
+        }
     }
     match status::read_file(&args.status_file) {
         Ok(Some(s)) => print_agent_status(&s),
@@ -289,6 +301,10 @@ fn print_registration(state: &StateDir, reg: Option<crate::state::Registration>)
                     .swarm_node_id()
                     .unwrap_or_else(|| "(not acknowledged by the manager yet)".into())
             );
+            match state.labels_sent() {
+                Some(sent) => println!("labels:        {}", crate::labels::describe(&sent)),
+                None => println!("labels:        (none acknowledged by the manager yet)"),
+            }
         }
         None => println!(
             "registered:    no ({} holds no credential)",

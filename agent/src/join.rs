@@ -97,8 +97,17 @@ pub async fn run(cp: ControlPlane) -> String {
             cp.shared.clone(),
             acknowledge_always,
         ));
+        let labels_task = tokio::spawn(crate::labels::sync_until_done(
+            cp.cfg_path.clone(),
+            client.clone(),
+            manager.clone(),
+            reg.credential.clone(),
+            cp.state.clone(),
+            cp.shared.clone(),
+        ));
         let end = report::deliver_loop(&client, &manager, &reg.credential, &cp.shared).await;
         swarm_task.abort();
+        labels_task.abort();
         match end {
             DeliveryEnd::Revoked(message) => {
                 let msg = format!(
@@ -229,12 +238,21 @@ async fn register_from_config(cp: &ControlPlane) -> Result<Registration, Attempt
     )
     .map_err(Attempt::Refused)?;
     cp.state.save(&reg).map_err(Attempt::Refused)?;
+    record_registered_labels(&cp.state, &cfg.labels);
     tracing::info!(
         "registered as node {}; credential stored in {}",
         reg.credential.node_id,
         cp.state.path().display()
     );
     Ok(reg)
+}
+
+/// The labels a registration carried are the acknowledged set (not sent again).
+fn record_registered_labels(state: &StateDir, labels: &std::collections::BTreeMap<String, String>) {
+    if let Err(e) = state.save_labels_sent(&crate::labels::registered(labels)) {
+        // Only costs one more send of the same labels at the next start.
+        tracing::warn!("{e:#}");
+    }
 }
 
 /// A registration from the manager's reply; `info` gives what the reply does not.
@@ -317,10 +335,11 @@ async fn reregister_until_done(
                     new.credential.node_id
                 )));
             }
-            Ok(new)
+            Ok((new, cfg.labels))
         };
         let (msg, delay) = match attempt.await {
-            Ok(new) => {
+            Ok((new, labels)) => {
+                record_registered_labels(&cp.state, &labels);
                 if let Err(e) = cp.state.save(&new) {
                     // Kept in memory: the manager knows us again either way.
                     let msg = format!("{e:#}");

@@ -22,6 +22,8 @@
 //! - `pinning`: TLS to the manager pinned to the token's CA, then to the stored CA.
 //! - `register`: `POST /v1/register` with retry and backoff, manager address, clock step.
 //! - `swarm`: `POST /swarm/join` through the local engine, `POST /v1/joined`.
+//! - `labels`: armada.toml's labels sent again (`PUT /v1/labels`) when they changed
+//!   since the manager acknowledged them.
 //! - `report`: the bounded backlog and the push loop.
 //! - `retry`: the one capped, jittered backoff every retry of the crate waits through.
 //! - `serve`: the Prometheus endpoint.
@@ -38,6 +40,7 @@ pub mod clock;
 pub mod facts;
 pub mod firstboot;
 pub mod join;
+pub mod labels;
 pub mod mdns;
 pub mod metrics;
 pub mod pinning;

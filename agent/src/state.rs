@@ -9,11 +9,15 @@
 //! - `registration.json` (0600): manager address, swarm join token and managers, the
 //!   report interval, so a node that left the swarm can join again without a token.
 //! - `swarm_node_id` (0644): the swarm node id the manager acknowledged.
+//! - `labels.json` (0644): the label set the manager last acknowledged (at registration
+//!   or through `/v1/labels`) and what it did with it; a different `[labels]` in
+//!   armada.toml is sent at the next start.
 //!
 //! Every write goes to a temporary file in the same folder, is fsynced, then renamed
 //! over the target, and the folder is fsynced: a power cut leaves the old or the new
 //! file, never half of one.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -28,6 +32,25 @@ const NODE_ID: &str = "node_id";
 const CA_PEM: &str = "ca.pem";
 const REGISTRATION: &str = "registration.json";
 const SWARM_NODE_ID: &str = "swarm_node_id";
+const LABELS: &str = "labels.json";
+
+/// The label set the manager last acknowledged, and what it did with it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelsSent {
+    pub labels: BTreeMap<String, String>,
+    pub acknowledged_ms: u64,
+    /// `registration` or the path of the labels endpoint.
+    pub via: String,
+    /// The swarm node they were put on (`None`: not joined then; put on at the join).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    /// Keys whose value the operator owns (`nodes label`): ours stored, not applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
+    /// Keys we had sent before and dropped, taken off the swarm node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
+}
 
 /// What registration gave this node, minus the credential (kept in its own file).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -126,6 +149,18 @@ impl StateDir {
         let text = fs::read_to_string(self.dir.join(SWARM_NODE_ID)).ok()?;
         let id = text.trim();
         (!id.is_empty()).then(|| id.to_string())
+    }
+
+    /// The label set the manager last acknowledged; `None` when none was recorded (a
+    /// node registered by an older agent) or the file is unreadable (sent again).
+    pub fn labels_sent(&self) -> Option<LabelsSent> {
+        let text = fs::read_to_string(self.dir.join(LABELS)).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    pub fn save_labels_sent(&self, sent: &LabelsSent) -> anyhow::Result<()> {
+        let json = serde_json::to_vec_pretty(sent).context("encoding labels.json")?;
+        write_file_atomic(&self.dir.join(LABELS), &json, 0o644)
     }
 
     pub fn save_swarm_node_id(&self, id: &str) -> anyhow::Result<()> {

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     Swarm,
     /// Telling the manager our swarm node id.
     Joined,
+    /// Sending armada.toml's changed labels to the manager.
+    Labels,
     /// Delivering reports (manager away, or refusing batches).
     Delivery,
     /// The manager refused the node credential without saying it was revoked.
@@ -41,13 +43,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Registration,
         ErrorKind::Discovery,
         ErrorKind::Token,
         ErrorKind::Engine,
         ErrorKind::Swarm,
         ErrorKind::Joined,
+        ErrorKind::Labels,
         ErrorKind::Delivery,
         ErrorKind::Credential,
         ErrorKind::Revoked,
@@ -61,6 +64,7 @@ impl ErrorKind {
             ErrorKind::Engine => "engine",
             ErrorKind::Swarm => "swarm",
             ErrorKind::Joined => "joined",
+            ErrorKind::Labels => "labels",
             ErrorKind::Delivery => "delivery",
             ErrorKind::Credential => "credential",
             ErrorKind::Revoked => "revoked",

@@ -12,6 +12,7 @@
 //! | `/v1/register` | POST | bootstrap token in the body |
 //! | `/v1/health` | GET | admin or node |
 //! | `/v1/joined`, `/v1/report` | POST | node credential |
+//! | `/v1/labels` | PUT [`NodeLabels`] | node credential |
 //! | `/v1/nodes`, `/v1/nodes/{id}`, `/metrics` | GET | admin |
 //! | `/v1/alerts`, `/v1/alerts/events` | GET | admin |
 //!
@@ -45,9 +46,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use protocol::wire::{
-    ErrorBody, JoinedRequest, NodeFacts, NodeStatus, NodeSummary, RegisterRequest,
-    RegisterResponse, ReportAck, PATH_CA, PATH_HEALTH, PATH_JOINED, PATH_METRICS, PATH_NODES,
-    PATH_REGISTER, PATH_REPORT,
+    ErrorBody, JoinedRequest, NodeFacts, NodeLabels, NodeLabelsReply, NodeStatus, NodeSummary,
+    RegisterRequest, RegisterResponse, ReportAck, PATH_CA, PATH_HEALTH, PATH_JOINED, PATH_LABELS,
+    PATH_METRICS, PATH_NODES, PATH_REGISTER, PATH_REPORT,
 };
 use serde::{Deserialize, Serialize};
 
@@ -295,6 +296,10 @@ pub fn router(state: Shared) -> Router {
             post(joined).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
         )
         .route(
+            PATH_LABELS,
+            axum::routing::put(node_labels).layer(DefaultBodyLimit::max(MAX_SMALL_BODY)),
+        )
+        .route(
             PATH_REPORT,
             post(report).layer(DefaultBodyLimit::max(report::MAX_REPORT_BODY)),
         )
@@ -328,6 +333,7 @@ fn route_label(path: &str) -> &'static str {
         PATH_HEALTH => PATH_HEALTH,
         PATH_REGISTER => PATH_REGISTER,
         PATH_JOINED => PATH_JOINED,
+        PATH_LABELS => PATH_LABELS,
         PATH_REPORT => PATH_REPORT,
         PATH_NODES => PATH_NODES,
         PATH_METRICS => PATH_METRICS,
@@ -634,7 +640,7 @@ async fn tie_swarm_node(
     };
     let want = swarm::wanted_labels(&record);
     match s.swarm.label(&sid, &want).await {
-        Ok(()) => tracing::info!("re-adopted node {node_id} is swarm node {sid} again; labelled"),
+        Ok(_) => tracing::info!("re-adopted node {node_id} is swarm node {sid} again; labelled"),
         Err(e) => tracing::warn!("labelling re-adopted swarm node {sid}: {e}"),
     }
 }
@@ -726,6 +732,100 @@ async fn joined(
         swarm_node_id: sid,
         labels: want,
     }))
+}
+
+/// `PUT /v1/labels`: the node's own label set, changed in its armada.toml since it
+/// registered. Stored, then put on its swarm node when it has joined: only the swarm
+/// node the store ties to it, and only while that node still passes the claim check
+/// (its hostname, not another registration's, the manager's own only for the agent on
+/// the manager's engine). Operator-owned keys keep the operator's value; keys the node
+/// dropped are taken off.
+async fn node_labels(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Result<Json<NodeLabelsReply>, ApiError> {
+    let node_id = s.node(&headers)?;
+    let req: NodeLabels = json(&body(b)?)?;
+    validate_labels(&req.labels)?;
+    let record = s
+        .store
+        .read()
+        .nodes
+        .get(&node_id)
+        .map(|e| e.record.clone())
+        .ok_or_else(|| ApiError::unauthorized("the node was removed"))?;
+    // The claim is checked before anything is stored: a refused node changes nothing.
+    let mut view = None;
+    if let (Some(sid), true) = (record.swarm_node_id.as_deref(), s.swarm.enabled()) {
+        let join = s
+            .swarm
+            .join_info()
+            .await
+            .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        if let Some(v) = s.swarm.inspect(sid).await.map_err(ApiError::unavailable)? {
+            let who = swarm::Claimant {
+                node_id: &node_id,
+                hostname: &record.facts.hostname,
+                engine_id: record.facts.engine_id.as_deref(),
+            };
+            swarm::check_claim(sid, &v, &join, who).map_err(|e| {
+                tracing::warn!("node {node_id} tried to label swarm node {sid}: {e}");
+                ApiError::new(StatusCode::FORBIDDEN, e)
+            })?;
+            view = Some((sid.to_string(), v));
+        }
+    }
+    let stored = s
+        .store
+        .set_labels(&node_id, req.labels)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("the node was removed"))?;
+    let mut reply = NodeLabelsReply {
+        node_id: node_id.clone(),
+        labels: stored.labels.clone(),
+        ..Default::default()
+    };
+    if let Some((sid, v)) = view {
+        let owned = swarm::operator_keys(&v.labels);
+        reply.operator_keys = stored
+            .labels
+            .keys()
+            .filter(|k| owned.contains(k))
+            .cloned()
+            .collect();
+        // Stored already: on an engine error the poll puts them on, and the agent asks again.
+        reply.removed = s
+            .swarm
+            .label(&sid, &swarm::wanted_labels(&stored))
+            .await
+            .map_err(|e| match e {
+                swarm::SwarmError::UnknownSwarmNode(_) => ApiError::new(StatusCode::NOT_FOUND, e),
+                e => ApiError::unavailable(e),
+            })?;
+        reply.swarm_node_id = Some(sid);
+    }
+    tracing::info!(
+        "node {node_id} ({}) sent its labels: {}{}",
+        stored.facts.hostname,
+        fmt_labels(&stored.labels),
+        match &reply.swarm_node_id {
+            Some(sid) => format!("; put on swarm node {sid}"),
+            None => "; put on its swarm node once it joins".into(),
+        }
+    );
+    Ok(Json(reply))
+}
+
+fn fmt_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "none".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn report(

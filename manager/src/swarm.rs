@@ -15,6 +15,10 @@
 //!   set through the admin API are listed in the node's `armada.operator-keys` label
 //!   and win over the node's own labels (kept in the swarm, so they outlive the
 //!   manager's state dir).
+//! - The node's own labels (`[labels]` of its armada.toml, sent at registration and
+//!   through `/v1/labels` when they change): their keys are listed in the node's
+//!   `armada.node-keys` label, so a key the node stops sending is taken off again,
+//!   by the next labelling or poll, unless the operator owns it.
 //! - Operator actions: promote/demote (`Spec.Role`) and removal (`DELETE /nodes`).
 
 use std::collections::{BTreeMap, HashMap};
@@ -74,9 +78,12 @@ pub struct SwarmNodeView {
 /// The label listing the keys the operator owns on a swarm node (comma-separated).
 pub const OPERATOR_KEYS_LABEL: &str = "armada.operator-keys";
 
-/// Keys the operator set or removed on this node through the admin API.
-pub fn operator_keys(have: &HashMap<String, String>) -> Vec<String> {
-    have.get(OPERATOR_KEYS_LABEL)
+/// The label listing the keys of the node's own labels as last put on the swarm node
+/// (comma-separated): what lets a key the node dropped be taken off.
+pub const NODE_KEYS_LABEL: &str = "armada.node-keys";
+
+fn key_list(have: &HashMap<String, String>, label: &str) -> Vec<String> {
+    have.get(label)
         .map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -85,6 +92,29 @@ pub fn operator_keys(have: &HashMap<String, String>) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Keys the operator set or removed on this node through the admin API.
+pub fn operator_keys(have: &HashMap<String, String>) -> Vec<String> {
+    key_list(have, OPERATOR_KEYS_LABEL)
+}
+
+/// Keys the node put on its swarm node earlier and no longer wants, to be taken off:
+/// never an `armada.*` key, never one the operator owns. Pure.
+pub fn stale_node_keys(
+    have: &HashMap<String, String>,
+    want: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let owned = operator_keys(have);
+    key_list(have, NODE_KEYS_LABEL)
+        .into_iter()
+        .filter(|k| {
+            !k.starts_with("armada.")
+                && !want.contains_key(k)
+                && !owned.contains(k)
+                && have.contains_key(k)
+        })
+        .collect()
 }
 
 /// `want` without the keys the operator owns on the node: operator labels win. Pure.
@@ -180,6 +210,13 @@ pub fn wanted_labels(r: &NodeRecord) -> BTreeMap<String, String> {
     m.insert("armada.arch".into(), r.facts.arch.clone());
     m.insert("armada.hostname".into(), r.facts.hostname.clone());
     m.insert("armada.node-id".into(), r.node_id.clone());
+    let own: Vec<&str> = m
+        .keys()
+        .filter(|k| !k.starts_with("armada."))
+        .map(String::as_str)
+        .collect();
+    let own = own.join(",");
+    m.insert(NODE_KEYS_LABEL.into(), own);
     m
 }
 
@@ -458,20 +495,23 @@ impl SwarmLink {
                 let sid = r.swarm_node_id.as_ref()?;
                 let view = nodes.get(sid)?;
                 let want = without_operator_keys(&view.labels, &wanted_labels(r));
-                (!labels_present(&view.labels, &want)).then(|| (sid.clone(), want))
+                let settled = labels_present(&view.labels, &want)
+                    && stale_node_keys(&view.labels, &want).is_empty();
+                (!settled).then(|| (sid.clone(), want))
             })
             .collect()
     }
 
-    /// Puts `want` on the swarm node, keeping its other labels. A node that just joined
-    /// may take a moment to appear on the manager: 404 is retried too.
+    /// Puts `want` on the swarm node, keeping its other labels but for the node's own
+    /// keys it no longer wants ([`stale_node_keys`]). A node that just joined may take a
+    /// moment to appear on the manager: 404 is retried too. Returns the keys taken off.
     pub async fn label(
         &self,
         swarm_node_id: &str,
         want: &BTreeMap<String, String>,
-    ) -> Result<(), SwarmError> {
+    ) -> Result<Vec<String>, SwarmError> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let docker = self.docker().await?;
         let mut last = String::new();
@@ -491,9 +531,13 @@ impl SwarmLink {
             let mut spec = node.spec.unwrap_or_default();
             let labels = spec.labels.get_or_insert_with(HashMap::new);
             let want = &without_operator_keys(labels, want);
-            if labels_present(labels, want) {
+            let stale = stale_node_keys(labels, want);
+            if labels_present(labels, want) && stale.is_empty() {
                 crate::metrics::METRICS.labels_applied.inc();
-                return Ok(());
+                return Ok(stale);
+            }
+            for k in &stale {
+                labels.remove(k);
             }
             labels.extend(want.iter().map(|(k, v)| (k.clone(), v.clone())));
             match docker
@@ -508,7 +552,7 @@ impl SwarmLink {
             {
                 Ok(()) => {
                     crate::metrics::METRICS.labels_applied.inc();
-                    return Ok(());
+                    return Ok(stale);
                 }
                 Err(e) if is_out_of_sequence(&e) => last = e.to_string(),
                 Err(e) => {
@@ -727,6 +771,43 @@ mod tests {
         assert_eq!(apply["rack"], "r1");
         assert_eq!(apply["armada.board"], "pine64");
         assert_eq!(operator_keys(&have), vec!["zone", "gone"]);
+    }
+
+    /// A node's dropped key comes off its swarm node; the operator's keys, armada's own
+    /// and keys nobody armada put there stay.
+    #[test]
+    fn keys_the_node_dropped_are_stale_others_are_not() {
+        let mut r = record("n-1", "pine-01", "m");
+        r.labels.insert("zone".into(), "shelf-1".into());
+        r.labels.insert("spare".into(), "x".into());
+        let w = wanted_labels(&r);
+        assert_eq!(w[NODE_KEYS_LABEL], "spare,zone");
+        let mut have: HashMap<String, String> = w.clone().into_iter().collect();
+        have.insert("by-hand".into(), "docker node update".into());
+        assert!(stale_node_keys(&have, &w).is_empty());
+
+        // armada.toml now: zone changed, spare dropped, rack added; the operator owns rack.
+        r.labels.remove("spare");
+        r.labels.insert("zone".into(), "shelf-2".into());
+        r.labels.insert("rack".into(), "node-rack".into());
+        have.insert("rack".into(), "op-rack".into());
+        have.insert(OPERATOR_KEYS_LABEL.into(), "rack".into());
+        let w2 = without_operator_keys(&have, &wanted_labels(&r));
+        assert_eq!(w2[NODE_KEYS_LABEL], "rack,zone");
+        assert_eq!(stale_node_keys(&have, &w2), vec!["spare"]);
+        assert!(!labels_present(&have, &w2), "zone moved");
+
+        // The operator removed the node's spare itself: it is theirs, never stale.
+        have.insert(OPERATOR_KEYS_LABEL.into(), "rack,spare".into());
+        assert!(stale_node_keys(&have, &w2).is_empty());
+        // Listed but already gone from the swarm node: nothing to take off.
+        have.insert(OPERATOR_KEYS_LABEL.into(), "rack".into());
+        have.remove("spare");
+        assert!(stale_node_keys(&have, &w2).is_empty());
+        // An armada.* key is never the node's to remove, whatever the list says.
+        have.insert(NODE_KEYS_LABEL.into(), "armada.board,zone".into());
+        assert!(stale_node_keys(&have, &BTreeMap::new()).contains(&"zone".to_string()));
+        assert!(!stale_node_keys(&have, &BTreeMap::new()).contains(&"armada.board".to_string()));
     }
 
     #[test]

@@ -344,3 +344,101 @@ async fn token_rotation_and_revocation_spare_joined_nodes() {
     );
     m.stop().await;
 }
+
+/// `PUT /v1/labels`: a node's changed label set replaces the stored one (no engine here:
+/// stored only, no swarm node named), needs the node's own credential, is checked like a
+/// registration's, and is in the store after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_label_set_replaces_the_stored_one_and_survives_a_restart() {
+    use protocol::wire::{NodeLabels, NodeLabelsReply, PATH_LABELS};
+    let tmp = tempfile::tempdir().unwrap();
+    let c = make_cluster(&tmp.path().join("cluster"));
+    let state = tmp.path().join("state");
+    let m = start(config(&c, &state)).await;
+    let http = client(&c);
+    let node = register(&http, &m.url, &c.token, facts("pine-01", "machine-a")).await;
+    let labels = |pairs: &[(&str, &str)]| NodeLabels {
+        labels: pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let put = |bearer: String, body: NodeLabels| {
+        let http = http.clone();
+        let url = m.url.clone();
+        async move {
+            http.put(format!("{url}{PATH_LABELS}"))
+                .bearer_auth(bearer)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let stored = |url: String| {
+        let http = http.clone();
+        let admin = c.admin.clone();
+        let id = node.node_id.clone();
+        async move {
+            let nodes: Vec<NodeSummary> = http
+                .get(format!("{url}/v1/nodes"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            nodes
+                .into_iter()
+                .find(|n| n.node_id == id)
+                .map(|n| n.labels)
+                .unwrap()
+        }
+    };
+    assert!(stored(m.url.clone()).await.is_empty());
+
+    let want = labels(&[("zone", "shelf-2"), ("rack", "a")]);
+    let r = put(node.credential.clone(), want.clone()).await;
+    assert_eq!(r.status(), 200);
+    let reply: NodeLabelsReply = r.json().await.unwrap();
+    assert_eq!(reply.node_id, node.node_id);
+    assert_eq!(reply.labels, want.labels);
+    assert_eq!(
+        reply.swarm_node_id, None,
+        "never joined: nothing put on a swarm node"
+    );
+    assert_eq!(stored(m.url.clone()).await, want.labels);
+
+    // The admin token is not a node; a reserved key is refused; neither changes a thing.
+    assert_eq!(
+        put(c.admin.clone(), labels(&[("zone", "x")]))
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        put(node.credential.clone(), labels(&[("armada.board", "fake")]))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        put("armadanode2.n-0.x.y".into(), want.clone())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(stored(m.url.clone()).await, want.labels);
+
+    // Dropping a key is a change too; the new set is durable.
+    let fewer = labels(&[("zone", "shelf-3")]);
+    assert_eq!(
+        put(node.credential.clone(), fewer.clone()).await.status(),
+        200
+    );
+    m.stop().await;
+    let m = start(config(&c, &state)).await;
+    assert_eq!(stored(m.url.clone()).await, fewer.labels);
+    m.stop().await;
+}

@@ -20,6 +20,7 @@ fn constants() -> BTreeMap<&'static str, &'static str> {
         ("PATH_HEALTH", PATH_HEALTH),
         ("PATH_REGISTER", PATH_REGISTER),
         ("PATH_JOINED", PATH_JOINED),
+        ("PATH_LABELS", PATH_LABELS),
         ("PATH_REPORT", PATH_REPORT),
         ("PATH_NODES", PATH_NODES),
         ("PATH_METRICS", PATH_METRICS),

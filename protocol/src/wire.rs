@@ -24,6 +24,11 @@ pub const PATH_REPORT: &str = "/v1/report";
 /// `POST` [`JoinedRequest`] (node credential): the agent's engine joined the swarm as
 /// this swarm node; the manager then labels it.
 pub const PATH_JOINED: &str = "/v1/joined";
+/// `PUT` [`NodeLabels`] (node credential) -> [`NodeLabelsReply`]: the node's own label
+/// set from `armada.toml`, replacing the one it registered with. The agent sends it at
+/// start when the set differs from the last one the manager acknowledged, so an edited
+/// `[labels]` reaches the manager and the swarm node without a new registration.
+pub const PATH_LABELS: &str = "/v1/labels";
 /// `GET` -> `Vec<NodeSummary>`.
 pub const PATH_NODES: &str = "/v1/nodes";
 /// `GET`: Prometheus text of every node's latest snapshot plus the manager's own metrics.
@@ -151,6 +156,32 @@ pub struct RegisterResponse {
 pub struct JoinedRequest {
     /// The local engine's `Swarm.NodeID` after `POST /swarm/join`.
     pub swarm_node_id: String,
+}
+
+/// The node's whole label set (`[labels]` of `armada.toml`): keys it no longer sends are
+/// taken off its swarm node, unless the operator owns them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabels {
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the manager did with a [`NodeLabels`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLabelsReply {
+    pub node_id: String,
+    /// The node's labels as the manager now stores them (the request's set).
+    pub labels: BTreeMap<String, String>,
+    /// The swarm node they were put on; `None` while the node has not joined (they are
+    /// put on at `/v1/joined`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_node_id: Option<String>,
+    /// Keys the operator set or removed with the admin token (`nodes label`): the
+    /// node's value for them is stored but not put on the swarm node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator_keys: Vec<String>,
+    /// Keys the node sent before and no longer does, taken off the swarm node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// One push: snapshots oldest first.

@@ -375,6 +375,22 @@ impl Store {
         rx.await.map_err(|_| StoreError::Stopped)?
     }
 
+    /// Replaces a node's own labels (`/v1/labels`); `None` when it is not registered.
+    pub async fn set_labels(
+        &self,
+        node_id: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Option<NodeRecord>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Op::SetLabels {
+            node_id: node_id.into(),
+            labels,
+            reply,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Stopped)?
+    }
+
     /// Removes a node and records its revocation.
     pub async fn remove(&self, node_id: &str) -> Result<bool, StoreError> {
         let (reply, rx) = oneshot::channel();

@@ -44,6 +44,11 @@ pub enum Op {
         swarm_node_id: String,
         reply: oneshot::Sender<Result<Result<NodeRecord, JoinedRefusal>, StoreError>>,
     },
+    SetLabels {
+        node_id: String,
+        labels: BTreeMap<String, String>,
+        reply: oneshot::Sender<Result<Option<NodeRecord>, StoreError>>,
+    },
     Remove {
         node_id: String,
         now_ms: u64,
@@ -317,6 +322,9 @@ fn refuse(op: Op, replies: &mut Vec<Reply>) {
         Op::Joined { reply, .. } => replies.push(Box::new(move |e| {
             let _ = reply.send(Err(stopped(e)));
         })),
+        Op::SetLabels { reply, .. } => replies.push(Box::new(move |e| {
+            let _ = reply.send(Err(stopped(e)));
+        })),
         Op::Remove { reply, .. } => replies.push(Box::new(move |e| {
             let _ = reply.send(Err(stopped(e)));
         })),
@@ -424,6 +432,20 @@ fn apply_op(
                 st.nodes[&node_id].record.clone()
             });
             replies.push(answer(reply, result));
+        }
+        Op::SetLabels {
+            node_id,
+            labels,
+            reply,
+        } => {
+            let record = st.nodes.get_mut(&node_id).map(|e| {
+                if e.record.labels != labels {
+                    e.record.labels = labels;
+                    touched.entry(node_id.clone()).or_default().record = true;
+                }
+                e.record.clone()
+            });
+            replies.push(answer(reply, record));
         }
         Op::Remove {
             node_id,
