@@ -9,7 +9,7 @@
 # with playwright-core (pinned, ci/cockpit-npm.sh) inside node1's namespace:
 #   login (wrong token refused; HttpOnly/Secure/SameSite=Strict cookie; no Web Storage),
 #   cluster view placement == `docker service ps` on the engine, node view charts have
-#   points and containers/facts, a cookie POST without the CSRF header is 403, draining
+#   points and containers/facts (a busy container's row shows its CPU), a cookie POST without the CSRF header is 403, draining
 #   the node in the page moves its tasks (page and engine agree), services replicas ==
 #   `docker service ls`, scaling in the page changes the engine, events show an alert
 #   firing and the admin actions newest first and filter by kind, every view fits a
@@ -120,13 +120,17 @@ all_running() {
 }
 wait_until 60 all_running || die "11 tasks running" "$WORK/node1/dockerd.log"
 log "11 tasks running"
+# A busy container (not a swarm task) on the node the browser opens, held to 0.2 CPU by
+# its CFS quota: its row must show a CPU figure.
+nodes_docker 2 run -d --name ui-busy --cpus 0.2 "$IMAGE" sh -c 'while :; do :; done' >/dev/null ||
+  die "busy container on node 2" "$WORK/node2/dockerd.log"
 
 spki=$(openssl x509 -in "$WORK/cluster/manager.pem" -pubkey -noout | openssl pkey -pubin -outform der |
   openssl dgst -sha256 -binary | base64)
 rm -rf "$SHOTS"
 t_browser=$(date +%s)
 COCKPIT_NPM="$npm_dir" COCKPIT_URL="https://$MGR_IP:7443" COCKPIT_ADMIN_FILE="$WORK/cluster/admin-token" \
-  COCKPIT_SPKI="$spki" COCKPIT_DOCKER="$(nodes_sock 1)" COCKPIT_OUT="$SHOTS" COCKPIT_DRAIN=ui-node2 COCKPIT_SCALE=web \
+  COCKPIT_SPKI="$spki" COCKPIT_DOCKER="$(nodes_sock 1)" COCKPIT_OUT="$SHOTS" COCKPIT_DRAIN=ui-node2 COCKPIT_SCALE=web COCKPIT_BUSY=ui-busy \
   timeout 400 nsenter --net="/run/netns/$(nodes_ns 1)" node ci/cockpit/dashboard-test.mjs
 rc=$?
 [ "$rc" = 0 ] || nodes_log_tail "$WORK/manager.log" 30

@@ -6,7 +6,8 @@
 // Env: COCKPIT_NPM (folder with node_modules), COCKPIT_URL (https://IP:PORT),
 // COCKPIT_ADMIN_FILE (the admin-token file), COCKPIT_SPKI (the manager key's pin),
 // COCKPIT_DOCKER (unix://... of the manager's engine), COCKPIT_OUT (screenshots),
-// COCKPIT_DRAIN (hostname of the node to drain), COCKPIT_SCALE (service to scale).
+// COCKPIT_DRAIN (hostname of the node to drain), COCKPIT_SCALE (service to scale),
+// COCKPIT_BUSY (a container on that node held to 0.2 CPU).
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
 import { readFileSync, mkdirSync } from "node:fs";
@@ -15,7 +16,7 @@ const env = (k) => { const v = process.env[k]; if (!v) { console.error("dashboar
 const require = createRequire(env("COCKPIT_NPM") + "/");
 const { chromium } = require("playwright-core");
 const URL = env("COCKPIT_URL"), OUT = env("COCKPIT_OUT"), DOCKER = env("COCKPIT_DOCKER");
-const DRAIN = env("COCKPIT_DRAIN"), SCALE = env("COCKPIT_SCALE");
+const DRAIN = env("COCKPIT_DRAIN"), SCALE = env("COCKPIT_SCALE"), BUSY = env("COCKPIT_BUSY");
 const ADMIN = readFileSync(env("COCKPIT_ADMIN_FILE"), "utf8").split("\n").find((l) => l && !l.startsWith("#")).trim();
 mkdirSync(OUT, { recursive: true });
 
@@ -145,6 +146,21 @@ try {
       }, drainId).catch((e) => "GET /v1/nodes/" + drainId + "/containers failed: " + e);
     }
     check(containers, "node view lists the node's containers (" + containers + " rows after " + ((Date.now() - tRows) / 1000).toFixed(1) + " s, " + tasksBefore + " swarm tasks on it)", apiRows);
+    // The busy container's CPU: a rate between its last two snapshots, in the API and in
+    // its row (its CFS quota holds it to 0.2 CPU; a loaded machine may give it less).
+    let busy = null;
+    const busyOk = await until(25, async () => {
+      const rows = await page.evaluate(async (id) => (await fetch("/v1/nodes/" + encodeURIComponent(id) + "/containers")).json(), drainId);
+      const api = rows.find((c) => c.name === BUSY);
+      const cell = await page.$$eval("#containers tbody tr", (trs, name) => {
+        const tr = trs.find((t) => t.querySelector("b").textContent === name);
+        return tr ? tr.querySelector("td.cpu").textContent : null;
+      }, BUSY);
+      busy = { api: api ? api.cpu_ratio : "absent", page: cell };
+      const shown = cell && /^\d+ %$/.test(cell) ? Number(cell.split(" ")[0]) : null;
+      return api && typeof api.cpu_ratio === "number" && api.cpu_ratio > 0.02 && api.cpu_ratio < 0.3 && shown >= 2 && shown <= 30;
+    }, 1000);
+    check(busyOk, "a busy container's row shows its CPU (" + BUSY + ": API " + JSON.stringify(busy) + ")");
     const facts = await page.textContent("#facts");
     check(facts.includes("Docker") && facts.includes(drainId), "node view shows the facts");
     await shot(page, "node");

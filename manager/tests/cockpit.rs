@@ -302,6 +302,14 @@ async fn history_containers_events_audit_and_bounds() {
     assert!(cs
         .iter()
         .all(|c| c["memory_bytes"].is_u64() && c["name"].is_string()));
+    // Each simulated container uses 1 CPU-second per 10 s report: 0.1 CPU, from the
+    // last (fully parsed) snapshot against the one before it (read lean).
+    for c in cs {
+        let r = c["cpu_ratio"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no cpu_ratio: {c}"));
+        assert!((r - 0.1).abs() < 1e-4, "{c}");
+    }
 
     // Node detail carries uptime and clock where the snapshot has them.
     let (s, d) = get(format!("/v1/nodes/{id}")).await;
@@ -543,6 +551,22 @@ async fn history_figures_are_durable_and_rates_span_a_restart() {
     assert_eq!(rx.len(), 21);
     let last = rx[20].expect("the first report after a restart has a rate");
     assert!((last / 15_000.0 - 1.0).abs() < 0.005, "{last}");
+    // So do the containers' CPU figures: the points are taken again from the stored
+    // latest snapshot.
+    let cs = get(format!("{}/v1/nodes/{id}/containers", m.url)).await;
+    let ratios: Vec<Option<f64>> = cs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["cpu_ratio"].as_f64())
+        .collect();
+    assert_eq!(ratios.len(), 3, "{cs}");
+    assert!(
+        ratios
+            .iter()
+            .all(|r| r.is_some_and(|r| (r - 0.1).abs() < 1e-4)),
+        "the first report after a restart has container CPU rates: {ratios:?}"
+    );
     m.stop().await;
     println!("cockpit durable history test: {:?}", t0.elapsed());
 }

@@ -394,7 +394,9 @@ pub struct ContainerRow {
     pub service: Option<String>,
     pub state: Option<String>,
     pub health: Option<String>,
-    /// Not computed yet (needs two snapshots' CPU counters): always `null` for now.
+    /// CPU seconds per second between the node's last two snapshots (1.0 = one CPU
+    /// busy; `store::container_cpu`); `null` for a container first seen, restarted or
+    /// without a CPU figure.
     pub cpu_ratio: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub restarts: Option<u64>,
@@ -408,10 +410,10 @@ async fn containers(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<ContainerRow>>, ApiError> {
     s.admin(&headers)?;
-    let latest = {
+    let (latest, cpu) = {
         let st = s.store.read();
         let e = st.nodes.get(&id).ok_or_else(|| not_found("node", &id))?;
-        e.latest_json.clone()
+        (e.latest_json.clone(), e.container_cpu.clone())
     };
     let Some(json) = latest else {
         return Ok(Json(Vec::new()));
@@ -422,16 +424,17 @@ async fn containers(
             format!("node {id}'s stored snapshot does not parse: {e}"),
         )
     })?;
+    let t_ms = snap.collected_at_ms;
     let mut rows: Vec<ContainerRow> = snap
         .containers
         .into_iter()
         .map(|c| ContainerRow {
+            cpu_ratio: cpu.ratio(t_ms, &c.id),
             id: c.id,
             name: c.name,
             service: c.service,
             state: c.state,
             health: c.health,
-            cpu_ratio: None,
             memory_bytes: c.memory.as_ref().map(|m| m.usage_bytes),
             restarts: c.restart_count,
             oom_kills: c.memory.as_ref().and_then(|m| m.oom_kills),

@@ -14,6 +14,8 @@
 //! - [`history`]: 4-tier downsampled history per node.
 //! - [`state`]: every decision (registration, swarm claims, dedupe, status), pure.
 //! - [`report`]: decoding report bodies.
+//! - [`container_cpu`]: each container's CPU rate between a node's last two snapshots
+//!   (memory only).
 //! - [`backup`]: `backup` (online, SQLite backup API), `restore`, `--salvage`.
 //!
 //! Start-up refuses a damaged store instead of serving less than was acknowledged:
@@ -24,6 +26,7 @@
 //! `lock` is an exclusive flock: a second manager on the same folder refuses to start.
 
 pub mod backup;
+pub mod container_cpu;
 pub mod history;
 pub mod queries;
 pub mod report;

@@ -65,6 +65,8 @@ pub struct SnapshotDigest {
     pub fs_used_ratio_max: Option<f64>,
     /// The counters a rate is made of, between this snapshot and the one before.
     pub counters: Counters,
+    /// Each container's cumulative CPU seconds, by id key ([`super::container_cpu`]).
+    pub container_cpu: Vec<(u64, f64)>,
 }
 
 /// Cumulative counters of one snapshot: network bytes received/transmitted over every
@@ -235,8 +237,23 @@ struct LeanSnapshot {
     hostname: IgnoredAny,
     host: LeanHost,
     #[serde(default)]
-    containers: Vec<IgnoredAny>,
+    containers: Vec<LeanContainer>,
     health: LeanHealth,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanContainer {
+    id: String,
+    #[allow(dead_code)]
+    name: IgnoredAny,
+    #[allow(dead_code)]
+    image: IgnoredAny,
+    cpu: Option<LeanContainerCpu>,
+}
+
+#[derive(serde::Deserialize)]
+struct LeanContainerCpu {
+    usage_seconds: f64,
 }
 
 #[derive(serde::Deserialize)]
@@ -323,6 +340,11 @@ impl LeanSnapshot {
                 .map(|z| z.celsius)
                 .reduce(f64::max),
             containers: self.containers.len() as u32,
+            container_cpu: super::container_cpu::counters(
+                self.containers
+                    .iter()
+                    .map(|c| (c.id.as_str(), c.cpu.as_ref().map(|c| c.usage_seconds))),
+            ),
         }
     }
 }
@@ -381,6 +403,11 @@ pub fn digest(s: &Snapshot) -> SnapshotDigest {
         memory_total_bytes: total,
         temperature_celsius: s.max_temperature(),
         containers: s.containers.len() as u32,
+        container_cpu: super::container_cpu::counters(
+            s.containers
+                .iter()
+                .map(|c| (c.id.as_str(), c.cpu.as_ref().map(|c| c.usage_seconds))),
+        ),
     }
 }
 

@@ -55,6 +55,8 @@ pub struct NodeEntry {
     pub agent_dropped_total: u64,
     /// The last snapshot's counters, for the next one's rates.
     pub prev_counters: PrevCounters,
+    /// Each container's CPU rate in the latest snapshot (memory only, bounded).
+    pub container_cpu: super::container_cpu::ContainerCpu,
 }
 
 /// The counters of the node's latest snapshot, kept so a report need not parse
@@ -83,6 +85,7 @@ impl NodeEntry {
             reports_total: 0,
             agent_dropped_total: 0,
             prev_counters: PrevCounters::default(),
+            container_cpu: Default::default(),
         }
     }
 
@@ -277,6 +280,16 @@ impl State {
                 .as_deref()
                 .and_then(super::report::counters_of_json);
         }
+        if !e.container_cpu.seeded {
+            // After a restart: the stored latest snapshot is the one before this report.
+            if let Some((t, c)) = e
+                .latest_json
+                .as_deref()
+                .and_then(super::container_cpu::counters_of_json)
+            {
+                e.container_cpu.update(t, &c);
+            }
+        }
         for (i, s) in report.snapshots.iter().enumerate() {
             if !e.is_new(&s.instance, s.seq) {
                 out.duplicates += 1;
@@ -305,6 +318,7 @@ impl State {
             };
             let (rx, tx, disk) = super::report::rates(&s.counters, e.prev_counters.0.as_ref());
             e.prev_counters.0 = Some(s.counters);
+            e.container_cpu.update(s.collected_at_ms, &s.container_cpu);
             let finite = |v: Option<f64>| v.map(|v| v as f32).filter(|v| v.is_finite());
             e.history.push(Point {
                 t_ms: s.collected_at_ms,
@@ -461,6 +475,7 @@ pub(crate) mod tests {
                         net: Some((seq * 1000, seq * 10)),
                         disk_written: Some(seq * 4096),
                     },
+                    container_cpu: Vec::new(),
                 })
                 .collect(),
             dropped_total: 0,

@@ -33,7 +33,7 @@ function containers(list) {
   if (!list.length) return '<p class="muted">No container in the latest report.</p>';
   const rows = list.map((c) => "<tr data-container=\"" + esc(c.id) + "\"><td><b>" + esc(c.name) + '</b><br><span class="muted">' + esc(String(c.id).slice(0, 12)) + "</span></td>" +
     "<td>" + esc(c.service || "–") + "</td><td>" + badge(c.state || "–") + "</td><td>" + (c.health ? badge(c.health) : "–") + "</td>" +
-    '<td class="num">' + pct(c.cpu_ratio) + '</td><td class="num">' + bytes(c.memory_bytes) + '</td><td class="num">' + (c.restarts == null ? "–" : c.restarts) +
+    '<td class="num cpu">' + pct(c.cpu_ratio) + '</td><td class="num">' + bytes(c.memory_bytes) + '</td><td class="num">' + (c.restarts == null ? "–" : c.restarts) +
     '</td><td class="num">' + (c.oom_kills == null ? "–" : c.oom_kills) + "</td><td>" + (c.started_ms == null ? "–" : ago(c.started_ms)) + "</td></tr>").join("");
   return '<div class="scroll"><table id="containers"><thead><tr><th>Container</th><th>Service</th><th>State</th><th>Health</th><th>CPU</th><th>Memory</th>' +
     "<th>Restarts</th><th>OOM kills</th><th>Started</th></tr></thead><tbody>" + rows + "</tbody></table></div>";
