@@ -857,6 +857,72 @@ kernel = "vmlinuz-*"
         );
     }
 
+    /// Every shipped board config loads with its rootfs profile (no download, no build),
+    /// and each Raspberry Pi one (a `config.txt` in its boot files) keeps what that
+    /// board's firmware reads: its firmware files and device tree are not excluded from
+    /// the copy, and config.txt names the staged kernel and initrd.
+    #[test]
+    fn shipped_board_configs_load_and_keep_what_the_firmware_reads() {
+        use crate::build::stage::glob_match;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs");
+        let boards = list(&dir);
+        // The files a Pi's firmware reads from the FAT, per board config (test data).
+        let firmware: BTreeMap<&str, &[&str]> = [
+            (
+                "rpi3",
+                &[
+                    "bootcode.bin",
+                    "start.elf",
+                    "fixup.dat",
+                    "bcm2837-rpi-3-b.dtb",
+                ][..],
+            ),
+            (
+                "rpi4",
+                &["start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb"][..],
+            ),
+            (
+                "rpi-zero2w",
+                &[
+                    "bootcode.bin",
+                    "start.elf",
+                    "fixup.dat",
+                    "bcm2837-rpi-zero-2-w.dtb",
+                ][..],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        for want in firmware.keys().chain(&["pine64", "pine64-longsleep"]) {
+            assert!(boards.iter().any(|(n, _)| n == want), "{want} missing");
+        }
+        for (name, path) in &boards {
+            let b = load(path).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(&b.config.name, name, "{}: name = file name", path.display());
+            assert_eq!(resolve(name, &dir).unwrap(), *path);
+            let Some(cfg) = b.config.boot.files.iter().find(|f| f.path == "config.txt") else {
+                continue;
+            };
+            assert!(
+                cfg.content.contains("kernel={kernel}")
+                    && cfg.content.contains("initramfs {initrd}"),
+                "{name}: config.txt must name the staged kernel and initrd"
+            );
+            let files = firmware
+                .get(name.as_str())
+                .unwrap_or_else(|| panic!("{name}: a Pi config with no firmware list here"));
+            let copied =
+                |f: &str| {
+                    b.config.boot.copy.iter().any(|c| {
+                        c.from.ends_with("/*") && !c.exclude.iter().any(|x| glob_match(x, f))
+                    })
+                };
+            for f in *files {
+                assert!(copied(f), "{name}: {f} is excluded from the boot partition");
+            }
+        }
+    }
+
     #[test]
     fn auto_size_only_last() {
         let text = GOOD.replace("size = \"64MiB\"", "size = \"auto\"");
