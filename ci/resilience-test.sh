@@ -188,6 +188,15 @@ db_states() {
     "select nodename || ':' || reportedstate || '/' || goalstate from pgautofailover.node order by nodename" 2>/dev/null | tr '\n' ' '
 }
 db_in_sync() { [ "$(db_states)" = "$1" ]; }
+# The monitor's own account of a failover: its events since T0 (epoch seconds), each
+# with the seconds after T0 (one clock: every container runs on this machine).
+db_events_since() {
+  local c
+  c=$(d1 ps -q -f name=ha_pgmon. | head -1)
+  [ -n "$c" ] || return 0
+  timeout 20 docker -H "$(nodes_sock 1)" exec "$c" runuser -u postgres -- psql -h 127.0.0.1 -p 5432 -d pg_auto_failover -Atc \
+    "select to_char(extract(epoch from eventtime) - $1, 'FM9990.0') || ' s  ' || nodename || ' ' || reportedstate || '/' || goalstate || '  ' || left(description, 100) from pgautofailover.event where eventtime > to_timestamp($1) order by eventid" 2>/dev/null
+}
 
 # ---------------------------------------------------------------- set-up
 
@@ -332,6 +341,7 @@ event() {
   local name=$1 n=$2 action=$3 t0 t_mgr=- t_alert=no t_swarm=- t_rep=- t_wr=- t_end keep= own=
   log "event $name: $action on rs-node$n"
   t0=$(now)
+  LAST_EVENT_T0=$t0
   case "$action" in
     dockerd) nodes_kill_dockerd "$n" KILL; keep=1 ;;
     link) nodes_in "$n" ip link set eth0 down ;;
@@ -406,6 +416,8 @@ for e in $EVENTS; do
         *) fail "db: the monitor names a primary (states: $(db_states))"; continue ;;
       esac
       event db "$pn" board
+      log "db: the monitor's events after the loss (seconds after it):"
+      db_events_since "$LAST_EVENT_T0" | head -30 | sed 's/^/    /'
       t0=$(now)
       if wait_until 150 db_healthy; then
         log "db: rs-node$pn back; its node rejoined as secondary in $(since "$t0") s ($(db_states))"
