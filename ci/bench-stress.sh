@@ -190,23 +190,31 @@ SAMPLER_PID=$!
 
 # The manager engine's API, for the few calls that need JSON (one call for all tasks).
 d1_api() { nodes_in 1 curl -sS --max-time 10 --unix-socket "$WORK/node1/docker.sock" "http://engine$1"; }
-running_tasks() {
-  d1_api '/tasks?filters=%7B%22desired-state%22%3A%5B%22running%22%5D%7D' 2>/dev/null |
-    jq '[.[] | select(.Status.State == "running")] | length' 2>/dev/null || echo 0
+# "running settled": tasks running, and tasks running or ended for good (failed,
+# rejected, ...: with --restart-condition none a task that did not start stays so).
+task_counts() {
+  d1_api /tasks 2>/dev/null | jq -r '[.[] | .Status.State] |
+    "\([.[] | select(. == "running")] | length) \([.[] | select(. == "running" or . == "failed" or . == "rejected" or . == "complete" or . == "shutdown" or . == "orphaned")] | length)"' 2>/dev/null || echo "0 0"
 }
 # The engines run without a default bridge: the services join an overlay network (its
 # gateway bridge carries the host-mode ports); dnsrr because this kernel has no IPVS.
-d1 network create --driver overlay --subnet 172.30.24.128/25 st-net >/dev/null || { fail "overlay network st-net"; exit 1; }
+# Every task takes an address of it: 172.30.24.128/25 (122 tasks) up to 120 containers;
+# beyond, a /22, 172.31.24.0/22, which exists only inside this script's namespaces (the
+# overlay's own netns and the containers', behind the nodes' vxlan on 172.30.24.0/24).
+overlay=172.30.24.128/25
+[ "$N" -gt 120 ] && overlay=172.31.24.0/22
+d1 network create --driver overlay --subnet "$overlay" st-net >/dev/null || { fail "overlay network st-net ($overlay)"; exit 1; }
 # The seed ran `docker run` in sequence: each create is sent after the previous one
 # returned, and at most WINDOW created services may be waiting for their task to run
 # (1 = the seed's loop: each starts once the last runs). A container's start time is
 # swarm's own: the service's CreatedAt to its task's timestamp of reaching running.
 t0=$(date +%s)
-created=0 running=0 stalled_since=$(date +%s)
+created=0 running=0 settled=0 stalled_since=$(date +%s)
 for ((i = 1; i <= N; i++)); do
-  while [ $((created - running)) -ge "$WINDOW" ]; do
-    r=$(running_tasks)
-    if [ "$r" -gt "$running" ]; then running=$r; stalled_since=$(date +%s); continue; fi
+  while [ $((created - settled)) -ge "$WINDOW" ]; do
+    read -r r st <<<"$(task_counts)"
+    running=$r
+    if [ "$st" -gt "$settled" ]; then settled=$st; stalled_since=$(date +%s); continue; fi
     # Bounded: no task reached running for 60 s.
     [ $(($(date +%s) - stalled_since)) -ge 60 ] && break 2
     sleep 0.1
@@ -220,11 +228,16 @@ for ((i = 1; i <= N; i++)); do
   else
     log "st-$i: service create failed"
   fi
-  [ $((i % 50)) = 0 ] && log "$i created, $running running"
+  [ $((i % 50)) = 0 ] && log "$i created, $running running, $((settled - running)) ended without running"
 done
-all_running() { running=$(running_tasks); [ "$running" -ge "$created" ]; }
-wait_until 60 all_running || log "only $running of $created tasks running 60 s after the last create"
+all_settled() { read -r running settled <<<"$(task_counts)"; [ "$settled" -ge "$created" ]; }
+wait_until 60 all_settled || log "only $settled of $created tasks settled 60 s after the last create"
 started=$running
+# Why any did not run, in swarm's words.
+if [ "$started" -lt "$N" ]; then
+  d1_api /tasks | jq -r '.[] | select(.Status.State != "running") | "\(.Status.State) \(.Status.Err // .Status.Message)"' |
+    sort | uniq -c | sort -rn | head -5 >"$WORK/not-running.txt"
+fi
 t_total=$(($(date +%s) - t0))
 # Swarm's own timestamps, for the start times (before the services are removed).
 d1_api /services >"$WORK/services.json"
@@ -232,7 +245,7 @@ d1_api /tasks >"$WORK/tasks.json"
 sleep $((INTERVAL * 3))
 peak_line=$(tail -1 "$WORK/samples.txt")
 [ "$started" = "$N" ] && pass "$N containers started in sequence through the swarm in ${t_total} s (window $WINDOW)" ||
-  fail "only $started of $N containers reached running" "$WORK/create.err"
+  fail "only $started of $N containers reached running" "$WORK/create.err" "$WORK/not-running.txt"
 # One of them answers on its own port (from node-local curl: host-mode publishing).
 node_of_1=$(d1 service ps st-1 --format '{{.Node}}' | head -1)
 n1=${node_of_1#st-node}
