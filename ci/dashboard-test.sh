@@ -11,7 +11,9 @@
 #   cluster view placement == `docker service ps` on the engine, node view charts have
 #   points and containers/facts (a busy container's row shows its CPU), a cookie POST without the CSRF header is 403, draining
 #   the node in the page moves its tasks (page and engine agree), services replicas ==
-#   `docker service ls`, scaling in the page changes the engine, events show an alert
+#   `docker service ls`, scaling in the page changes the engine, pause / activate /
+#   promote / demote / rebalance / remove pressed in the page each confirmed, audited and
+#   seen in the engine (docker node/service inspect), events show an alert
 #   firing and the admin actions newest first and filter by kind, every view fits a
 #   390 px wide screen, logout ends the session, no CSP violation, no script error.
 # Screenshots of every view (1400 px and 390 px) go to $DASHBOARD_SHOTS (default
@@ -130,7 +132,7 @@ spki=$(openssl x509 -in "$WORK/cluster/manager.pem" -pubkey -noout | openssl pke
 rm -rf "$SHOTS"
 t_browser=$(date +%s)
 COCKPIT_NPM="$npm_dir" COCKPIT_URL="https://$MGR_IP:7443" COCKPIT_ADMIN_FILE="$WORK/cluster/admin-token" \
-  COCKPIT_SPKI="$spki" COCKPIT_DOCKER="$(nodes_sock 1)" COCKPIT_OUT="$SHOTS" COCKPIT_DRAIN=ui-node2 COCKPIT_SCALE=web COCKPIT_BUSY=ui-busy \
+  COCKPIT_SPKI="$spki" COCKPIT_DOCKER="$(nodes_sock 1)" COCKPIT_OUT="$SHOTS" COCKPIT_DRAIN=ui-node2 COCKPIT_SCALE=web COCKPIT_BUSY=ui-busy COCKPIT_OTHER=ui-node3 \
   timeout 400 nsenter --net="/run/netns/$(nodes_ns 1)" node ci/cockpit/dashboard-test.mjs
 rc=$?
 [ "$rc" = 0 ] || nodes_log_tail "$WORK/manager.log" 30

@@ -7,7 +7,8 @@
 // COCKPIT_ADMIN_FILE (the admin-token file), COCKPIT_SPKI (the manager key's pin),
 // COCKPIT_DOCKER (unix://... of the manager's engine), COCKPIT_OUT (screenshots),
 // COCKPIT_DRAIN (hostname of the node to drain), COCKPIT_SCALE (service to scale),
-// COCKPIT_BUSY (a container on that node held to 0.2 CPU).
+// COCKPIT_BUSY (a container on that node held to 0.2 CPU), COCKPIT_OTHER (hostname of
+// the node to pause, activate, promote, demote and remove).
 import { createRequire } from "node:module";
 import { execFileSync } from "node:child_process";
 import { readFileSync, mkdirSync } from "node:fs";
@@ -16,14 +17,14 @@ const env = (k) => { const v = process.env[k]; if (!v) { console.error("dashboar
 const require = createRequire(env("COCKPIT_NPM") + "/");
 const { chromium } = require("playwright-core");
 const URL = env("COCKPIT_URL"), OUT = env("COCKPIT_OUT"), DOCKER = env("COCKPIT_DOCKER");
-const DRAIN = env("COCKPIT_DRAIN"), SCALE = env("COCKPIT_SCALE"), BUSY = env("COCKPIT_BUSY");
+const DRAIN = env("COCKPIT_DRAIN"), SCALE = env("COCKPIT_SCALE"), BUSY = env("COCKPIT_BUSY"), OTHER = env("COCKPIT_OTHER");
 const ADMIN = readFileSync(env("COCKPIT_ADMIN_FILE"), "utf8").split("\n").find((l) => l && !l.startsWith("#")).trim();
 mkdirSync(OUT, { recursive: true });
 
 // The parts of the run, in order. Each needs endpoints of the cockpit API (issue #13):
 // a part joins this list when its endpoints are on main, so the test always covers
 // everything the manager serves and fails on anything that breaks.
-const STAGES = ["login", "cluster", "node", "drain", "services", "scale", "events", "logout"];
+const STAGES = ["login", "cluster", "node", "drain", "services", "scale", "admin", "events", "logout"];
 const on = (stage) => STAGES.includes(stage);
 
 const t0 = Date.now();
@@ -120,6 +121,7 @@ try {
   await shot(page, "cluster");
 
   const drainId = await page.$eval('.col[data-hostname="' + DRAIN + '"]', (e) => e.dataset.node);
+  const otherId = await page.$eval('.col[data-hostname="' + OTHER + '"]', (e) => e.dataset.node);
   const tasksBefore = [...engine.values()].filter((n) => n === DRAIN).length;
 
   if (on("node")) {
@@ -234,6 +236,58 @@ try {
     check(scaled, "scaling " + SCALE + " in the page from " + before + " to " + (before + 1) + " changes the engine's service");
     await until(20, async () => (await page.textContent('#services tr[data-service="' + SCALE + '"] .replicas')).includes("/ " + (before + 1)), 1000);
     await shot(page, "services-scaled");
+  }
+
+  if (on("admin")) {
+    // ---- every other admin action, pressed in the page: each asks for confirmation,
+    // writes an audit entry, and the engine shows its effect (docker node/service inspect).
+    const audit = async () => page.evaluate(async () => (await fetch("/v1/audit?limit=50")).json());
+    const inspect = (what, id, fmt) => { try { return docker(what, "inspect", id, "--format", fmt); } catch (e) { return "absent"; } };
+    /// Presses button `act` (in `scope`), checks the dialog names `name`, confirms, waits
+    /// for `effect()` and for an ok audit entry of `action` on `target` newer than the press.
+    async function press(scope, act, name, action, target, effect, what) {
+      const t = Date.now();
+      await page.click(scope + ' button[data-act="' + act + '"]');
+      await page.waitForSelector("#confirm[open]");
+      const question = await page.textContent("#confirm-text");
+      await page.click("#confirm-ok");
+      const done = await until(30, async () => effect(), 500);
+      const entry = await until(10, async () => (await audit()).find((a) => a.action === action && a.target === target && a.at_ms >= t - 1000 && a.result === "ok"), 500);
+      check(question.includes(name) && done && entry, what + " (" + ((Date.now() - t) / 1000).toFixed(1) + " s; audit " + (entry ? entry.action + " " + JSON.stringify(entry.params) + " by " + entry.actor : "absent") + ")",
+        "dialog: " + question + "; engine: " + done);
+    }
+    const nodeScope = "#nd-actions";
+    await page.goto(URL + "/#/node/" + encodeURIComponent(otherId));
+    await page.waitForSelector(nodeScope + ' button[data-act="pause"]');
+    const avail = () => inspect("node", OTHER, "{{.Spec.Availability}}");
+    const role = () => inspect("node", OTHER, "{{.Spec.Role}}");
+    await press(nodeScope, "pause", OTHER, "availability", otherId, async () => avail() === "pause", "pausing " + OTHER + " in the page pauses it in the engine");
+    await press(nodeScope, "active", OTHER, "availability", otherId, async () => avail() === "active", "activating " + OTHER + " in the page makes it active in the engine");
+    // Promotion goes through the manager's Engine API (operator only); the engine's raft
+    // must count the new manager reachable, then the demotion takes it back.
+    await press(nodeScope, "promote", OTHER, "promote", otherId,
+      async () => role() === "manager" && inspect("node", OTHER, "{{if .ManagerStatus}}{{.ManagerStatus.Reachability}}{{end}}") === "reachable", "promoting " + OTHER + " in the page makes it a reachable swarm manager");
+    await press(nodeScope, "demote", OTHER, "demote", otherId, async () => role() === "worker", "demoting " + OTHER + " in the page makes it a worker again");
+
+    // Rebalance (force update): the service's ForceUpdate counter goes up.
+    await page.click('nav a[data-view="services"]');
+    await page.waitForSelector('#services tr[data-service="' + SCALE + '"] button[data-act="rebalance"]');
+    const svcId = docker("service", "inspect", SCALE, "--format", "{{.ID}}");
+    const force = () => Number(inspect("service", SCALE, "{{.Spec.TaskTemplate.ForceUpdate}}"));
+    const forceBefore = force();
+    await press('#services tr[data-service="' + SCALE + '"]', "rebalance", SCALE, "rebalance", svcId,
+      async () => force() === forceBefore + 1, "rebalancing " + SCALE + " in the page bumps its ForceUpdate " + forceBefore + " -> " + (forceBefore + 1));
+
+    // Remove (revoke) last: the node leaves armada and the swarm.
+    await page.goto(URL + "/#/node/" + encodeURIComponent(otherId));
+    await page.waitForSelector(nodeScope + ' button[data-act="remove"]');
+    await press(nodeScope, "remove", OTHER, "remove", otherId, async () => {
+      const gone = !docker("node", "ls", "--format", "{{.Hostname}}").split("\n").includes(OTHER);
+      const listed = await page.evaluate(async (id) => (await fetch("/v1/nodes/" + encodeURIComponent(id))).status, otherId);
+      return gone && listed === 404 ? "gone" : null;
+    }, "removing " + OTHER + " in the page revokes it and takes it out of the swarm");
+    const col = await until(10, async () => !(await page.$('.col[data-hostname="' + OTHER + '"]')), 500);
+    check(col, "... and the cluster view drops its column");
   }
 
   if (on("events")) {

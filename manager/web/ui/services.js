@@ -43,10 +43,14 @@ export function servicesView(root) {
     }
     if (!stopped) timer = setTimeout(poll, POLL_MS);
   }
-  root.addEventListener("click", async (ev) => {
+  // The listener is on the shared view root: it is removed when the view is left, or
+  // every later visit would add one more (a second rebalance per press, and the node
+  // view's own action buttons reaching this handler).
+  const onClick = async (ev) => {
     const what = ev.target.dataset && ev.target.dataset.act;
     if (!what) return;
-    const tr = ev.target.closest("tr");
+    const tr = ev.target.closest("tr[data-id]");
+    if (!tr) return;
     const s = list.find((x) => x.id === tr.dataset.id);
     if (!s) return;
     const path = "/v1/services/" + encodeURIComponent(s.id) + "/" + what;
@@ -65,7 +69,8 @@ export function servicesView(root) {
     } catch (e) {
       flash(s.name + ": " + what + " failed: " + e.message, true);
     }
-  });
+  };
+  root.addEventListener("click", onClick);
   poll();
-  return () => { stopped = true; clearTimeout(timer); };
+  return () => { stopped = true; clearTimeout(timer); root.removeEventListener("click", onClick); };
 }
