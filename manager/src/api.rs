@@ -1175,7 +1175,6 @@ async fn metrics(
     s.admin(&headers)?;
     let federate = q.federate.unwrap_or(true);
     let now = crate::now_ms();
-    let mut out = String::with_capacity(64 << 10);
     let mut counts = [("registered", 0u64), ("up", 0), ("stale", 0), ("down", 0)];
     // Only cheap copies under the lock (the JSON is shared, not copied): parsing and
     // rendering thousands of snapshots happen after it is released, so reports and
@@ -1207,13 +1206,16 @@ async fn metrics(
     // Off the async workers, on a low-priority thread of its own (see
     // `metrics::render_federation`): at thousands of nodes this takes seconds of CPU.
     let alerts = s.alerts.clone();
-    let out = crate::metrics::render_federation(move || {
+    let body = crate::metrics::stream_federation(move |flush| {
+        let mut out = String::with_capacity(crate::metrics::FEDERATION_CHUNK * 5 / 4);
+        crate::metrics::render_own(&METRICS, &counts, &mut out);
+        alerts.render_metrics(&mut out);
+        // Every snapshot is parsed before the first family: a family's samples of
+        // every node go together. The text itself goes out chunk by chunk.
         let parsed: Vec<(String, String, String, protocol::snapshot::Snapshot)> = copied
             .into_iter()
             .filter_map(|(id, h, b, json)| Some((id, h, b, serde_json::from_str(&json).ok()?)))
             .collect();
-        crate::metrics::render_own(&METRICS, &counts, &mut out);
-        alerts.render_metrics(&mut out);
         let labels: Vec<[(&str, &str); 3]> = parsed
             .iter()
             .map(|(id, h, b, _)| {
@@ -1232,8 +1234,12 @@ async fn metrics(
                 snapshot: snap,
             })
             .collect();
-        protocol::prom::render(&labelled, &mut out);
-        out
+        protocol::prom::render_chunked(
+            &labelled,
+            &mut out,
+            crate::metrics::FEDERATION_CHUNK,
+            flush,
+        );
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("rendering /metrics: {e}")))?;
@@ -1242,7 +1248,7 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        out,
+        body,
     )
         .into_response())
 }

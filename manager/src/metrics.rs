@@ -6,7 +6,8 @@
 //! - [`Counter`], [`Histogram`], [`METRICS`]: the manager's own figures.
 //! - [`render_own`]: their text.
 //! - [`render_federation`]: runs the (long) federation render on its one thread, at the
-//!   lowest CPU priority, one scrape at a time.
+//!   lowest CPU priority, one scrape at a time; [`stream_federation`] does so with the
+//!   text sent to the scraper in chunks while it is rendered.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -239,7 +240,15 @@ pub struct RenderError(&'static str);
 
 type RenderJob = Box<dyn FnOnce() + Send>;
 
-/// Runs `render` on the federation render thread and waits for its text.
+/// Bytes of federation text rendered before they are handed to the scraper's
+/// connection ([`stream_federation`]).
+pub const FEDERATION_CHUNK: usize = 256 << 10;
+
+/// How long the render thread waits for a scraper to take one chunk before it gives the
+/// scrape up (a client that stops reading must not hold the one render thread).
+const CHUNK_SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `render` on the federation render thread and waits for what it returns.
 ///
 /// Why a thread of its own, niced to 19: parsing and rendering 10,000 snapshots takes
 /// seconds of CPU on a board, and on tokio's blocking pool it competed as an equal with
@@ -248,10 +257,78 @@ type RenderJob = Box<dyn FnOnce() + Send>;
 /// nice 19 the scheduler gives it only what they leave: the scrape gets slower, the
 /// report path does not. One thread also means one render at a time: a second scrape
 /// waits in the queue instead of doubling the memory and the CPU taken.
-pub async fn render_federation<F>(render: F) -> Result<String, RenderError>
+pub async fn render_federation<F, T>(render: F) -> Result<T, RenderError>
 where
-    F: FnOnce() -> String + Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
 {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    queue_render(Box::new(move || {
+        let _ = reply.send(render());
+    }))
+    .await?;
+    answer
+        .await
+        .map_err(|_| RenderError("failed while rendering"))
+}
+
+/// Runs `render` on the federation render thread (see [`render_federation`]) and
+/// answers at once with a response body that carries its text as it is rendered:
+/// `render` gets a `flush` to hand each chunk of about [`FEDERATION_CHUNK`] bytes to
+/// (it takes the string's contents). At 10,000 nodes the whole text is hundreds of
+/// MiB; sent in chunks, the manager never holds more than a few of them, and the
+/// scraper reads while the rest renders. A scraper that takes no chunk for
+/// [`CHUNK_SEND_TIMEOUT`] loses its scrape; a render that stops before its end makes
+/// the body end in an error (the connection is cut), never in a text that looks whole.
+pub async fn stream_federation<F>(render: F) -> Result<axum::body::Body, RenderError>
+where
+    F: FnOnce(&mut dyn FnMut(&mut String)) + Send + 'static,
+{
+    enum Chunk {
+        Text(axum::body::Bytes),
+        End,
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(2);
+    let runtime = tokio::runtime::Handle::current();
+    let send = move |c: Chunk| {
+        // The timer is made inside block_on: it needs the runtime's context.
+        runtime
+            .block_on(async { tokio::time::timeout(CHUNK_SEND_TIMEOUT, tx.send(c)).await })
+            .is_ok_and(|sent| sent.is_ok())
+    };
+    queue_render(Box::new(move || {
+        let mut open = true;
+        let mut flush = |out: &mut String| {
+            let text = std::mem::replace(out, String::with_capacity(FEDERATION_CHUNK * 5 / 4));
+            if open {
+                open = send(Chunk::Text(text.into()));
+            }
+        };
+        render(&mut flush);
+        if open {
+            send(Chunk::End);
+        }
+    }))
+    .await?;
+    let chunks = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        match rx.recv().await {
+            Some(Chunk::Text(b)) => Some((Ok(b), Some(rx))),
+            Some(Chunk::End) => None,
+            None => Some((
+                Err(std::io::Error::other(
+                    "the /metrics render stopped before its end",
+                )),
+                None,
+            )),
+        }
+    });
+    Ok(axum::body::Body::from_stream(chunks))
+}
+
+/// Hands `job` to the render thread (started on first use); waits (off the async
+/// workers) while its queue of 16 is full.
+async fn queue_render(job: RenderJob) -> Result<(), RenderError> {
     static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<RenderJob>>> =
         std::sync::OnceLock::new();
     let queue = QUEUE.get_or_init(|| {
@@ -261,28 +338,25 @@ where
             .spawn(move || {
                 lower_this_threads_priority();
                 while let Ok(job) = rx.recv() {
-                    job();
+                    // A render that panics fails its own scrape (its reply or body is
+                    // dropped unfinished), never every later one.
+                    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                        tracing::error!("a /metrics render panicked; its scrape failed");
+                    }
                 }
             })
             .map_err(|e| tracing::error!("starting the /metrics render thread: {e}"))
             .ok()
             .map(|_| tx)
     });
-    let queue = queue.as_ref().ok_or(RenderError("could not be started"))?;
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    let job: RenderJob = Box::new(move || {
-        let _ = reply.send(render());
-    });
-    // The queue holds 16 scrapes; past that a scrape waits here (off the async
-    // workers) for room.
-    let queue = queue.clone();
+    let queue = queue
+        .as_ref()
+        .ok_or(RenderError("could not be started"))?
+        .clone();
     tokio::task::spawn_blocking(move || queue.send(job))
         .await
         .map_err(|_| RenderError("queue could not be reached"))?
-        .map_err(|_| RenderError("has stopped"))?;
-    answer
-        .await
-        .map_err(|_| RenderError("failed while rendering"))
+        .map_err(|_| RenderError("has stopped"))
 }
 
 /// Nice 19 for the calling thread only (Linux: a thread id is a `PRIO_PROCESS` target).
@@ -321,6 +395,51 @@ mod tests {
         assert!(s.contains("x_seconds_bucket{le=\"+Inf\"} 100"), "{s}");
         assert!(s.contains("x_seconds_bucket{le=\"0.001\"} 98"), "{s}");
         assert!(s.contains("x_seconds_count 100"));
+    }
+
+    /// The streamed body is the concatenation of the flushed chunks; a render that panics
+    /// ends its body in an error (never a shorter text that looks whole) and the next
+    /// scrape is served; a scraper that drops its body does not hold the render thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn federation_streams_its_chunks_and_a_failed_render_is_an_error() {
+        let body = stream_federation(|flush| {
+            for i in 0..3 {
+                let mut s = format!("chunk {i}\n");
+                flush(&mut s);
+                assert!(s.is_empty(), "flush takes the text");
+            }
+        })
+        .await
+        .unwrap();
+        let text = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        assert_eq!(&text[..], b"chunk 0\nchunk 1\nchunk 2\n");
+
+        let body = stream_federation(|flush| {
+            flush(&mut "half of it\n".to_string());
+            panic!("a render that breaks");
+        })
+        .await
+        .unwrap();
+        assert!(axum::body::to_bytes(body, 1 << 20).await.is_err());
+
+        // Nobody reads this one: its render gives up (or finishes) and the thread goes on.
+        let dropped = stream_federation(|flush| {
+            for _ in 0..8 {
+                flush(&mut "x".repeat(1 << 16));
+            }
+        })
+        .await
+        .unwrap();
+        drop(dropped);
+        let body = stream_federation(|flush| flush(&mut "after\n".to_string()))
+            .await
+            .unwrap();
+        let text =
+            tokio::time::timeout(Duration::from_secs(10), axum::body::to_bytes(body, 1 << 20))
+                .await
+                .expect("the render thread went on")
+                .unwrap();
+        assert_eq!(&text[..], b"after\n");
     }
 
     /// The render runs on one thread, niced to 19, and renders one scrape at a time.

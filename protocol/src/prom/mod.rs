@@ -42,20 +42,51 @@ pub struct LabelledSnapshot<'a> {
 
 /// Appends the exposition of `snapshots` to `out`.
 pub fn render(snapshots: &[LabelledSnapshot<'_>], out: &mut String) {
-    let mut r = Renderer { out, snapshots };
-    cpu::render(&mut r);
-    system::render_load(&mut r);
-    memory::render(&mut r);
-    pressure::render(&mut r);
-    disk::render(&mut r);
-    filesystem::render(&mut r);
-    network::render(&mut r);
-    system::render(&mut r);
-    memory::render_oom(&mut r);
-    clock::render(&mut r);
-    containers::render(&mut r);
-    board::render(&mut r);
-    agent::render(&mut r);
+    render_families(&mut Renderer {
+        out,
+        snapshots,
+        flush: None,
+    });
+}
+
+/// Like [`render`], but hands `out` to `flush` whenever it holds `chunk` bytes or more
+/// at a snapshot boundary (and once at the end), so that a federation of thousands of
+/// nodes is sent while it is rendered instead of being built whole in memory: `flush`
+/// takes what it wants out of the string (e.g. `std::mem::take`) and leaves the rest.
+/// The concatenation of what `flush` is given equals what [`render`] writes.
+pub fn render_chunked(
+    snapshots: &[LabelledSnapshot<'_>],
+    out: &mut String,
+    chunk: usize,
+    flush: &mut dyn FnMut(&mut String),
+) {
+    let mut r = Renderer {
+        out,
+        snapshots,
+        flush: Some((chunk, flush)),
+    };
+    render_families(&mut r);
+    if let Some((_, f)) = r.flush {
+        if !r.out.is_empty() {
+            f(r.out);
+        }
+    }
+}
+
+fn render_families(r: &mut Renderer<'_, '_>) {
+    cpu::render(r);
+    system::render_load(r);
+    memory::render(r);
+    pressure::render(r);
+    disk::render(r);
+    filesystem::render(r);
+    network::render(r);
+    system::render(r);
+    memory::render_oom(r);
+    clock::render(r);
+    containers::render(r);
+    board::render(r);
+    agent::render(r);
 }
 
 pub(crate) enum Kind {
@@ -66,7 +97,12 @@ pub(crate) enum Kind {
 pub(crate) struct Renderer<'o, 's> {
     out: &'o mut String,
     snapshots: &'s [LabelledSnapshot<'s>],
+    /// Chunk size and where full chunks go ([`render_chunked`]).
+    flush: Option<(usize, Flush<'o>)>,
 }
+
+/// Where [`render_chunked`] hands its full chunks.
+type Flush<'o> = &'o mut dyn FnMut(&mut String);
 
 /// Writes the samples of one family for one snapshot.
 pub(crate) struct Samples<'a> {
@@ -132,6 +168,15 @@ impl Renderer<'_, '_> {
             };
             each(ls.snapshot, &mut s);
             any |= s.wrote;
+            // Only once the family has a sample: its header is then kept for sure, and
+            // the truncation below never reaches into a flushed chunk.
+            if any {
+                if let Some((chunk, flush)) = self.flush.as_mut() {
+                    if self.out.len() >= *chunk {
+                        flush(self.out);
+                    }
+                }
+            }
         }
         if !any {
             self.out.truncate(start);
@@ -260,6 +305,38 @@ mod tests {
             "armada_container_cpu_usage_seconds_total{node=\"n2\",container_id=\"abc\",container=\"we\\\"ird\\\\name\",image=\"busybox\",service=\"web\"} 2.25\n"
         ), "{out}");
         assert!(!out.contains("armada_thermal_zone_celsius"));
+    }
+
+    #[test]
+    fn chunked_output_equals_the_whole_render_and_respects_the_chunk_size() {
+        let snaps: Vec<Snapshot> = (0..40).map(|_| sample()).collect();
+        let ids: Vec<String> = (0..40).map(|i| format!("n{i}")).collect();
+        let labels: Vec<[(&str, &str); 1]> = ids.iter().map(|i| [("node", i.as_str())]).collect();
+        let labelled: Vec<LabelledSnapshot<'_>> = snaps
+            .iter()
+            .zip(&labels)
+            .map(|(s, l)| LabelledSnapshot {
+                labels: l,
+                snapshot: s,
+            })
+            .collect();
+        let mut whole = String::new();
+        render(&labelled, &mut whole);
+        for chunk in [1, 500, 4096, 1 << 30] {
+            let mut parts: Vec<String> = Vec::new();
+            let mut out = String::new();
+            render_chunked(&labelled, &mut out, chunk, &mut |o: &mut String| {
+                parts.push(std::mem::take(o))
+            });
+            assert!(out.is_empty(), "everything was flushed");
+            assert_eq!(parts.concat(), whole, "chunk {chunk}");
+            if chunk == 4096 {
+                assert!(parts.len() > 2, "{} parts", parts.len());
+                // A part is at most the chunk plus one snapshot's samples of one family.
+                let most = parts.iter().map(String::len).max().unwrap_or(0);
+                assert!(most < 4096 + 2048, "a part of {most} bytes");
+            }
+        }
     }
 
     #[test]
