@@ -205,7 +205,12 @@ pub fn update_done(rootfs: &Path, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// `/etc/fstab` for the board's partitions, by label.
+/// `/etc/fstab` for the board's partitions, by label. The partitions other than root
+/// (which the initramfs mounts) wait up to 5 minutes for their device instead of
+/// systemd's 90 s: under qemu on a loaded host udev's coldplug alone took over a
+/// minute, the wait for `/dev/disk/by-label/RASPIFIRM` timed out and the board stopped
+/// in emergency mode. A real card appears in seconds; the longer bound only keeps a
+/// slow start from becoming a failed one.
 pub fn fstab(board: &Board) -> String {
     let mut s = String::from("# <file system>\t<mount point>\t<type>\t<options>\t<dump>\t<pass>\n");
     for p in &board.config.partitions {
@@ -217,8 +222,13 @@ pub fn fstab(board: &Board) -> String {
             ),
             crate::board::FsType::Vfat => ("vfat", "defaults,noatime,umask=0077", 2),
         };
+        let wait = if p.mount == "/" {
+            ""
+        } else {
+            ",x-systemd.device-timeout=5min"
+        };
         s.push_str(&format!(
-            "LABEL={}\t{}\t{fs}\t{opts}\t0\t{pass}\n",
+            "LABEL={}\t{}\t{fs}\t{opts}{wait}\t0\t{pass}\n",
             p.label.get_ref(),
             p.mount
         ));
@@ -362,6 +372,24 @@ pub fn installed_packages(rootfs: &Path) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fstab_waits_longer_for_every_device_but_root() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../board-configs/rpi3.toml");
+        let board = crate::board::load(&dir).unwrap();
+        let t = fstab(&board);
+        let line = |mount: &str| {
+            t.lines()
+                .find(|l| l.split('\t').nth(1) == Some(mount))
+                .unwrap_or_else(|| panic!("no {mount} in {t}"))
+                .to_string()
+        };
+        assert!(
+            line("/boot/firmware").contains("umask=0077,x-systemd.device-timeout=5min\t"),
+            "{t}"
+        );
+        assert!(!line("/").contains("device-timeout"), "{t}");
+    }
 
     #[test]
     fn globs() {
