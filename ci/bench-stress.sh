@@ -73,14 +73,9 @@ trap 'exit 130' INT TERM
 # Host-mode published ports are set up with netfilter inside each node's namespace.
 export NODES_DOCKERD_NETFILTER=1
 
-wait_until() {
-  local t=$1 i; shift
-  for ((i = 0; i < t * 4; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.25
-  done
-  return 1
-}
+WAIT_UNTIL_STEP=0.25
+# shellcheck source=ci/lib/wait.sh
+. ci/lib/wait.sh
 admin_token() { grep -v '^#' "$WORK/cluster/admin-token" | grep -m1 .; }
 boot_token() { grep -v '^#' "$WORK/cluster/token" | grep -m1 .; }
 api() {

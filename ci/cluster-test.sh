@@ -80,14 +80,8 @@ fail() {
 }
 
 # wait_until SECONDS CMD...: true once CMD succeeds, polling every 0.5 s.
-wait_until() {
-  local t=$1 i; shift
-  for ((i = 0; i < t * 2; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  return 1
-}
+# shellcheck source=ci/lib/wait.sh
+. ci/lib/wait.sh
 
 admin_token() { grep -v '^#' "$WORK/cluster/admin-token" | grep -m1 .; }
 boot_token() { grep -v '^#' "$WORK/cluster/token" | grep -m1 .; }

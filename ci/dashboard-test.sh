@@ -68,11 +68,8 @@ api() { # PATH [curl args]: the API as the operator, from node1's namespace
   nodes_in 1 curl -sS --max-time 10 --cacert "$WORK/cluster/ca.pem" \
     -H "Authorization: Bearer $(admin_token)" "$@" "https://$MGR_IP:7443$p"
 }
-wait_until() { # SECONDS CMD...
-  local t=$1 i; shift
-  for ((i = 0; i < t * 2; i++)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
-  return 1
-}
+# shellcheck source=ci/lib/wait.sh
+. ci/lib/wait.sh
 
 log "three dockerd in network namespaces"
 nodes_setup_hub || die "hub namespace"

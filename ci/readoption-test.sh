@@ -41,14 +41,8 @@ fail() {
   local f
   for f in "$@"; do nodes_log_tail "$f" 30; done
 }
-wait_until() {
-  local t=$1 i; shift
-  for ((i = 0; i < t * 2; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  return 1
-}
+# shellcheck source=ci/lib/wait.sh
+. ci/lib/wait.sh
 
 [ "$(id -u)" -eq 0 ] || { echo "readoption: must run as root (network namespaces, dockerd)" >&2; exit 1; }
 for b in armada armada-agent armada-manager; do

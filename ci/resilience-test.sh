@@ -100,14 +100,8 @@ trap 'exit 130' INT TERM
 export NODES_DOCKERD_NETFILTER=1
 
 # wait_until SECONDS CMD...: true once CMD succeeds, polling every 0.5 s.
-wait_until() {
-  local t=$1 i; shift
-  for ((i = 0; i < t * 2; i++)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.5
-  done
-  return 1
-}
+# shellcheck source=ci/lib/wait.sh
+. ci/lib/wait.sh
 now() { date +%s.%N | cut -c1-14; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 
