@@ -140,7 +140,29 @@ nodes_start_dhcp() {
 
 nodes_docker() { local n=$1; shift; docker -H "$(nodes_sock "$n")" "$@"; }
 
-nodes_track_pid() { echo "$1" >>"$NODES_WORK/pids"; }
+# A PID is recorded with its start time (clock ticks after boot, /proc/PID/stat field
+# 22): the pair names one process for good, so teardown never signals another test's
+# process that was given a PID of ours after ours ended.
+nodes_track_pid() { echo "$1 $(nodes_pid_start "$1")" >>"$NODES_WORK/pids"; }
+
+nodes_pid_start() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  s=${s##*) } # after the command name, which may hold spaces and parentheses
+  # shellcheck disable=SC2086 # split into the stat fields on purpose
+  set -- $s
+  echo "${20}"
+}
+
+# The tracked PIDs that are still the processes we started, newest first.
+nodes_tracked_pids() {
+  local pid st
+  [ -f "$NODES_WORK/pids" ] || return 0
+  tac "$NODES_WORK/pids" | while read -r pid st; do
+    [ -n "$pid" ] && [ -n "$st" ] && [ "$(nodes_pid_start "$pid")" = "$st" ] && echo "$pid"
+  done
+  return 0
+}
 
 nodes_bg() {
   local log=$1; shift
@@ -267,14 +289,13 @@ nodes_teardown() {
   # 1. what the test started, newest first: agents, manager, dockerds (TERM lets
   #    dockerd stop its containers and containerd).
   if [ -f "$NODES_WORK/pids" ]; then
-    for pid in $(tac "$NODES_WORK/pids"); do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in $(nodes_tracked_pids); do kill -TERM "$pid" 2>/dev/null || true; done
     for ((i = 0; i < 80; i++)); do
-      alive=0
-      for pid in $(cat "$NODES_WORK/pids"); do kill -0 "$pid" 2>/dev/null && alive=1; done
-      [ "$alive" = 0 ] && break
+      alive=$(nodes_tracked_pids)
+      [ -z "$alive" ] && break
       sleep 0.25
     done
-    for pid in $(cat "$NODES_WORK/pids"); do kill -KILL "$pid" 2>/dev/null || true; done
+    for pid in $(nodes_tracked_pids); do kill -KILL "$pid" 2>/dev/null || true; done
     : >"$NODES_WORK/pids"
   fi
   # 2. whatever still runs in our namespaces or cgroups (containerd, shims, containers
