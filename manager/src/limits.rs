@@ -36,6 +36,9 @@ pub struct Limits {
     /// ...and refill per minute (0: no limit, for load tests).
     pub register_per_minute: u32,
     /// A node's stored latest snapshot, decoded JSON bytes, at most (413 beyond).
+    /// 1 MiB: a container costs about 1.4 KiB of snapshot, so a node may run about 700
+    /// (the seed's 1,000-container stress on three or four boards is 250-330 a node;
+    /// 256 KiB stopped at about 200, and that node's figures froze).
     pub max_stored_snapshot: usize,
     /// An operator session's life (the cookie's Max-Age): a working day.
     pub session_ttl: Duration,
@@ -57,7 +60,7 @@ impl Default for Limits {
             max_nodes: 50_000,
             register_burst: 20,
             register_per_minute: 30,
-            max_stored_snapshot: 256 << 10,
+            max_stored_snapshot: 1 << 20,
             session_ttl: Duration::from_secs(12 * 3600),
             max_sessions: 256,
         }

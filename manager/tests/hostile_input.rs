@@ -35,8 +35,8 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
     let http = client(&c);
     let node = register(&http, &m.url, &c.token, facts("pine-01", "m1")).await;
     let mut snap = common::sim::snapshot("pine-01", "i", 1, 1_700_000_000_000);
-    // 300 KiB of warnings: small on the wire once gzip'd, large once decoded.
-    snap.warnings = vec!["x".repeat(300 << 10)];
+    // 1.2 MiB of warnings: small on the wire once gzip'd, large once decoded.
+    snap.warnings = vec!["x".repeat(1200 << 10)];
     let body = gzip(
         &serde_json::to_vec(&ReportBatch {
             protocol: protocol::PROTOCOL_VERSION,
@@ -48,7 +48,7 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
     let wire = body.len();
     let r = post_report(&http, &m.url, &node.credential, body).await;
     let (status, msg, _) = error_body(r).await;
-    println!("[413] a snapshot of 300 KiB decoded ({wire} bytes gzip'd): HTTP {status}: {msg}");
+    println!("[413] a snapshot of 1.2 MiB decoded ({wire} bytes gzip'd): HTTP {status}: {msg}");
     assert_eq!(status, 413);
     assert!(msg.contains("at most"), "{msg}");
 
