@@ -53,17 +53,7 @@ pub fn registered(labels: &BTreeMap<String, String>) -> LabelsSent {
     }
 }
 
-/// `k=v, k=v`, or `none`.
-pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return "none".into();
-    }
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
+pub use protocol::wire::format_labels;
 
 /// One line for the log and for `armada-agent status`.
 pub fn describe(sent: &LabelsSent) -> String {

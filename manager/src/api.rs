@@ -808,24 +808,13 @@ async fn node_labels(
     tracing::info!(
         "node {node_id} ({}) sent its labels: {}{}",
         stored.facts.hostname,
-        fmt_labels(&stored.labels),
+        protocol::wire::format_labels(&stored.labels),
         match &reply.swarm_node_id {
             Some(sid) => format!("; put on swarm node {sid}"),
             None => "; put on its swarm node once it joins".into(),
         }
     );
     Ok(Json(reply))
-}
-
-fn fmt_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
-    if labels.is_empty() {
-        return "none".into();
-    }
-    labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 async fn report(

@@ -253,6 +253,18 @@ pub const CODE_REREGISTER: &str = "reregister";
 /// never retries fast.
 pub const CODE_REVOKED: &str = "revoked";
 
+/// A label set as one line for logs and status output: `k=v, k=v`, or `none`.
+pub fn format_labels(labels: &std::collections::BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "none".into();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
