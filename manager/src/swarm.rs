@@ -252,12 +252,12 @@ fn state_name(s: Option<NodeState>) -> &'static str {
     }
 }
 
-fn is_out_of_sequence(e: &bollard::errors::Error) -> bool {
+pub(crate) fn is_out_of_sequence(e: &bollard::errors::Error) -> bool {
     matches!(e, bollard::errors::Error::DockerResponseServerError { message, .. }
         if message.contains("out of sequence"))
 }
 
-fn is_not_found(e: &bollard::errors::Error) -> bool {
+pub(crate) fn is_not_found(e: &bollard::errors::Error) -> bool {
     matches!(
         e,
         bollard::errors::Error::DockerResponseServerError {
@@ -637,9 +637,9 @@ impl SwarmLink {
         }
     }
 
-    /// Changes a node's spec (role, labels) with the version read just before, retrying
-    /// on "update out of sequence".
-    async fn update_spec(
+    /// Changes a node's spec (role, labels, availability) with the version read just
+    /// before, retrying on "update out of sequence".
+    pub(crate) async fn update_spec(
         &self,
         swarm_node_id: &str,
         change: impl Fn(&mut bollard::models::NodeSpec),

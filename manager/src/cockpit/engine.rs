@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{Node, NodeSpecAvailabilityEnum, Service, Task};
-use bollard::query_parameters::{UpdateNodeOptions, UpdateServiceOptions};
+use bollard::query_parameters::UpdateServiceOptions;
 
-use crate::swarm::{SwarmError, SwarmLink};
+use crate::swarm::{is_not_found, is_out_of_sequence, SwarmError, SwarmLink};
 
 /// How long one read of the engine's lists is served.
 pub const CACHE_TTL: Duration = Duration::from_secs(2);
@@ -43,21 +43,6 @@ pub fn parse_availability(s: &str) -> Option<NodeSpecAvailabilityEnum> {
         "pause" => Some(NodeSpecAvailabilityEnum::PAUSE),
         _ => None,
     }
-}
-
-fn out_of_sequence(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { message, .. }
-        if message.contains("out of sequence"))
-}
-
-fn not_found(e: &bollard::errors::Error) -> bool {
-    matches!(
-        e,
-        bollard::errors::Error::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
 }
 
 impl Engine {
@@ -118,43 +103,11 @@ impl Engine {
         swarm_node_id: &str,
         availability: NodeSpecAvailabilityEnum,
     ) -> Result<(), SwarmError> {
-        let d = self.swarm.client().await?;
-        let mut last = String::new();
-        for attempt in 0..UPDATE_ATTEMPTS {
-            if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
-            }
-            let node = match d.inspect_node(swarm_node_id).await {
-                Ok(n) => n,
-                Err(e) if not_found(&e) => {
-                    return Err(SwarmError::UnknownSwarmNode(swarm_node_id.to_string()))
-                }
-                Err(e) => return Err(self.swarm.engine_error(e)),
-            };
-            let version = node.version.and_then(|v| v.index).unwrap_or(0);
-            let mut spec = node.spec.unwrap_or_default();
-            spec.availability = Some(availability);
-            match d
-                .update_node(
-                    swarm_node_id,
-                    spec,
-                    UpdateNodeOptions {
-                        version: version as i64,
-                    },
-                )
-                .await
-            {
-                Ok(()) => {
-                    self.invalidate().await;
-                    return Ok(());
-                }
-                Err(e) if out_of_sequence(&e) => last = e.to_string(),
-                Err(e) => return Err(self.swarm.engine_error(e)),
-            }
-        }
-        Err(self.swarm.engine_error(format!(
-            "updating node {swarm_node_id} did not settle after {UPDATE_ATTEMPTS} attempts: {last}"
-        )))
+        self.swarm
+            .update_spec(swarm_node_id, |spec| spec.availability = Some(availability))
+            .await?;
+        self.invalidate().await;
+        Ok(())
     }
 
     /// Changes a service's spec with the version read just before.
@@ -171,7 +124,7 @@ impl Engine {
             }
             let svc = match d.inspect_service(service_id, None).await {
                 Ok(s) => s,
-                Err(e) if not_found(&e) => return Ok(Err(format!("no service {service_id}"))),
+                Err(e) if is_not_found(&e) => return Ok(Err(format!("no service {service_id}"))),
                 Err(e) => return Err(self.swarm.engine_error(e)),
             };
             let version = svc.version.and_then(|v| v.index).unwrap_or(0);
@@ -188,7 +141,7 @@ impl Engine {
                     self.invalidate().await;
                     return Ok(Ok(()));
                 }
-                Err(e) if out_of_sequence(&e) => last = e.to_string(),
+                Err(e) if is_out_of_sequence(&e) => last = e.to_string(),
                 Err(e) => return Err(self.swarm.engine_error(e)),
             }
         }
