@@ -153,6 +153,8 @@ pub struct Shared {
     pub new_snapshot: Notify,
     /// The collection interval in ms: the config's until the manager names its own.
     interval_ms: AtomicU64,
+    /// Rung when the interval changes, so the collector does not sleep out the old one.
+    interval_changed: Notify,
 }
 
 impl Shared {
@@ -164,12 +166,15 @@ impl Shared {
             stats: Mutex::new(DeliveryStats::default()),
             new_snapshot: Notify::new(),
             interval_ms: AtomicU64::new(10_000),
+            interval_changed: Notify::new(),
         })
     }
 
     pub fn set_interval(&self, every: Duration) {
-        self.interval_ms
-            .store((every.as_millis() as u64).max(100), Ordering::Relaxed);
+        let ms = (every.as_millis() as u64).max(100);
+        if self.interval_ms.swap(ms, Ordering::Relaxed) != ms {
+            self.interval_changed.notify_one();
+        }
     }
 
     pub fn interval(&self) -> Duration {
@@ -281,9 +286,22 @@ pub async fn deliver_batch(
 /// Collects a snapshot every interval (read from `shared` each time), forever.
 pub async fn collect_loop<S: SnapshotSource>(mut source: S, shared: Arc<Shared>, instance: String) {
     let mut next = tokio::time::Instant::now();
+    let mut last: Option<tokio::time::Instant> = None;
     let mut seq = 0u64;
     loop {
-        tokio::time::sleep_until(next).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(next) => {}
+            () = shared.interval_changed.notified() => {
+                // The manager's interval (named at registration) counts from the last
+                // collection: a shorter one applies now, not once the config's default
+                // has run out (a 10-s wait looked "stale" to a manager expecting 2 s).
+                if let Some(l) = last {
+                    next = (l + shared.interval()).max(tokio::time::Instant::now());
+                }
+                continue;
+            }
+        }
+        last = Some(tokio::time::Instant::now());
         let snap = source.collect(&instance, seq).await;
         seq += 1;
         *lock(&shared.latest) = Some(snap.clone());
@@ -546,6 +564,32 @@ mod tests {
             lock(&shared.latest).as_ref().map(|s| s.seq),
             seqs.last().copied()
         );
+    }
+
+    #[tokio::test]
+    async fn a_new_interval_counts_from_the_last_collection() {
+        let shared = Shared::new(16, usize::MAX);
+        shared.set_interval(Duration::from_secs(2));
+        let run = tokio::spawn(collect_loop(Counting, shared.clone(), "i8".into()));
+        let t0 = std::time::Instant::now();
+        while lock(&shared.backlog).len() < 1 && t0.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(lock(&shared.backlog).len(), 1, "the first snapshot at once");
+        // The manager names 100 ms: the next one must not wait out the 2 s.
+        shared.set_interval(Duration::from_millis(100));
+        let t1 = std::time::Instant::now();
+        while lock(&shared.backlog).len() < 2 && t1.elapsed() < Duration::from_millis(1500) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let waited = t1.elapsed();
+        run.abort();
+        assert_eq!(
+            lock(&shared.backlog).len(),
+            2,
+            "no second snapshot in {waited:?}"
+        );
+        assert!(waited < Duration::from_millis(1500), "{waited:?}");
     }
 
     #[test]
