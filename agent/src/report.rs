@@ -572,7 +572,7 @@ mod tests {
         shared.set_interval(Duration::from_secs(2));
         let run = tokio::spawn(collect_loop(Counting, shared.clone(), "i8".into()));
         let t0 = std::time::Instant::now();
-        while lock(&shared.backlog).len() < 1 && t0.elapsed() < Duration::from_secs(5) {
+        while lock(&shared.backlog).is_empty() && t0.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(lock(&shared.backlog).len(), 1, "the first snapshot at once");
