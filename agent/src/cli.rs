@@ -273,6 +273,15 @@ fn print_agent_status(s: &status::AgentStatus) {
             }
         }
     );
+    for (reason, r) in &s.refused {
+        println!(
+            "refused:       {} snapshots dropped, {reason} (last: {} bytes of JSON, {}: {})",
+            r.total,
+            r.last_bytes,
+            clock::utc(r.at_ms),
+            r.last_message
+        );
+    }
     let mut any = false;
     for (kind, e) in s.active_errors() {
         any = true;

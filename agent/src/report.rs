@@ -5,6 +5,8 @@
 //! [`ReportBatch`]es with the node credential, and drops from the backlog only what the
 //! manager acknowledged. While the manager is away the backlog grows up to its bound
 //! (default 360 = one hour at 10 s), then drops the oldest and counts the drops.
+//! A snapshot the manager refuses as too large even alone (413) is dropped and counted
+//! at once (`armada_agent_snapshots_refused_total`): it would never be accepted.
 //! Nothing is written to disk per report.
 
 use std::collections::VecDeque;
@@ -23,7 +25,7 @@ use tokio::sync::Notify;
 
 use crate::register::{error_body, error_chain, ManagerAddress};
 use crate::retry::Backoff;
-use crate::status::{ErrorKind, StatusBoard};
+use crate::status::{ErrorKind, RefusedReason, StatusBoard};
 
 /// Most snapshots in one request; halved when the manager says a body is too large.
 pub const MAX_BATCH: usize = 30;
@@ -75,24 +77,24 @@ impl Backlog {
         self.items.iter().take(n).map(|(s, _)| s.clone()).collect()
     }
 
-    /// Forgets the snapshots with these `(instance, seq)` keys (delivered ones). By key,
-    /// not by count: the oldest may have been dropped while the request was in flight.
-    pub fn remove_delivered(&mut self, delivered: &[(String, u64)]) {
+    /// Forgets the snapshots with these `(instance, seq)` keys (delivered ones, or one
+    /// the manager refused for good) and returns their JSON bytes. By key, not by
+    /// count: the oldest may have been dropped while the request was in flight.
+    pub fn remove(&mut self, keys: &[(String, u64)]) -> usize {
         let mut freed = 0usize;
         self.items.retain(|(s, size)| {
-            let done = delivered
-                .iter()
-                .any(|(i, q)| *i == s.instance && *q == s.seq);
+            let done = keys.iter().any(|(i, q)| *i == s.instance && *q == s.seq);
             if done {
                 freed = freed.saturating_add(*size);
             }
             !done
         });
         self.bytes = self.bytes.saturating_sub(freed);
+        freed
     }
 
-    /// Drops the oldest snapshot (full, or refused by the manager as malformed).
-    pub fn discard_oldest(&mut self) {
+    /// Drops the oldest snapshot (the backlog is full), counted.
+    fn discard_oldest(&mut self) {
         if let Some((_, size)) = self.items.pop_front() {
             self.bytes = self.bytes.saturating_sub(size);
             self.dropped_total += 1;
@@ -220,7 +222,10 @@ pub enum DeliveryEnd {
 /// How one non-2xx answer to `POST /v1/report` is handled.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// 413: send fewer snapshots per request (drop the oldest when it alone is too big).
+    /// 413 for a batch of several: split it, at once (no pause), so one oversized
+    /// snapshot does not sink its neighbours.
+    Split,
+    /// 413 for one snapshot alone: it will never be accepted; drop it (counted), at once.
     TooLarge,
     /// The oldest snapshot is malformed for this manager (400, 422): drop it, then pause.
     DropOldest,
@@ -228,9 +233,11 @@ pub enum Refusal {
     Pause,
 }
 
-/// Sorts a refused batch's status (pure, so the policy is tested directly).
-pub fn refusal(status: u16) -> Refusal {
+/// Sorts a refused batch of `n` snapshots by its status (pure, so the policy is tested
+/// directly).
+pub fn refusal(status: u16, n: usize) -> Refusal {
     match status {
+        413 if n > 1 => Refusal::Split,
         413 => Refusal::TooLarge,
         400 | 422 => Refusal::DropOldest,
         _ => Refusal::Pause,
@@ -321,8 +328,9 @@ pub async fn collect_loop<S: SnapshotSource>(mut source: S, shared: Arc<Shared>,
 pub const REFUSED_PAUSE_CAP: Duration = Duration::from_secs(300);
 
 /// Delivers the backlog, oldest first, whenever there is something to send. Every
-/// non-2xx answer pauses with backoff; returns only when the control plane must act
-/// (re-register, or stop: revoked).
+/// non-2xx answer pauses with backoff but 413: a batch too large is split at once, and
+/// a snapshot too large alone is dropped (counted) at once, so the newer ones flow.
+/// Returns only when the control plane must act (re-register, or stop: revoked).
 pub async fn deliver_loop(
     client: &reqwest::Client,
     manager: &ManagerAddress,
@@ -332,6 +340,7 @@ pub async fn deliver_loop(
     let mut batch_size = MAX_BATCH;
     let mut away = Backoff::new(Duration::from_secs(1), Duration::from_secs(2));
     let mut refused = Backoff::new(Duration::from_secs(2), REFUSED_PAUSE_CAP);
+    let mut split_said = false;
     let status = &shared.status;
     loop {
         let (snapshots, dropped_total) = {
@@ -355,7 +364,7 @@ pub async fn deliver_loop(
         let result = deliver_batch(client, manager, credential, &batch).await;
         let err = match result {
             Ok(ack) => {
-                lock(&shared.backlog).remove_delivered(&keys);
+                lock(&shared.backlog).remove(&keys);
                 let now = now_ms();
                 {
                     let mut st = lock(&shared.stats);
@@ -397,24 +406,46 @@ pub async fn deliver_loop(
                 ref message,
             } => {
                 lock(&shared.stats).failed_attempts_total += 1;
-                status.fail(ErrorKind::Delivery, err.to_string());
-                match refusal(code) {
-                    Refusal::TooLarge if batch_size > 1 => {
-                        batch_size = (batch_size / 2).max(1);
-                        tracing::warn!(
-                            "the manager found a batch of {n} too large ({message}); sending {batch_size} at a time"
-                        );
-                        // Halving is the answer to 413: no pause while it can go on.
+                match refusal(code, n) {
+                    Refusal::Split => {
+                        // Split at once: the manager answers 413 for the batch as a
+                        // whole, so its smaller halves may well pass.
+                        batch_size = (n / 2).max(1);
+                        if !split_said {
+                            split_said = true;
+                            tracing::warn!(
+                                "the manager found a batch of {n} snapshots too large ({message}); \
+                                 sending fewer at a time (said once)"
+                            );
+                        }
                         continue;
                     }
-                    Refusal::TooLarge | Refusal::DropOldest => {
+                    Refusal::TooLarge => {
+                        // Alone and still too large: it will never be accepted, and
+                        // retrying it would hold up every newer one. Dropped, counted,
+                        // and the next one is sent at once.
+                        let bytes = lock(&shared.backlog).remove(&keys);
+                        let seq = keys.first().map(|k| k.1).unwrap_or_default();
+                        if status.refused(RefusedReason::TooLarge, bytes, message) {
+                            tracing::warn!(
+                                "the manager refused snapshot {seq} as too large ({bytes} bytes \
+                                 of JSON; {message}); dropped it. Later snapshots it refuses so \
+                                 are dropped too, counted in armada_agent_snapshots_refused_total \
+                                 and `armada-agent status`, and not logged again"
+                            );
+                        }
+                        continue;
+                    }
+                    Refusal::DropOldest => {
                         // A snapshot the manager cannot take would block every later one.
+                        status.fail(ErrorKind::Delivery, err.to_string());
+                        let bytes = lock(&shared.backlog).remove(&keys[..1]);
+                        status.refused(RefusedReason::Malformed, bytes, message);
                         tracing::error!(
                             "the manager refused a snapshot ({code}: {message}); dropping it"
                         );
-                        lock(&shared.backlog).discard_oldest();
                     }
-                    Refusal::Pause => {}
+                    Refusal::Pause => status.fail(ErrorKind::Delivery, err.to_string()),
                 }
                 let delay = refused.next_delay();
                 tracing::warn!(
@@ -486,7 +517,7 @@ mod tests {
             .collect();
         // While the request is in flight, a new snapshot pushes the oldest out.
         b.push(snap(3));
-        b.remove_delivered(&in_flight);
+        assert!(b.remove(&in_flight) > 0);
         let seqs: Vec<u64> = b.oldest(10).iter().map(|s| s.seq).collect();
         assert_eq!(seqs, vec![2, 3]);
         b.discard_oldest();
@@ -510,7 +541,7 @@ mod tests {
             .iter()
             .map(|s| (s.instance.clone(), s.seq))
             .collect();
-        b.remove_delivered(&keys);
+        b.remove(&keys);
         assert_eq!(b.len(), 1);
         assert!(b.bytes() <= one + 1);
         let mut tiny = Backlog::new(100, 1);
@@ -525,12 +556,14 @@ mod tests {
     }
 
     #[test]
-    fn every_refusal_pauses_and_only_malformed_ones_drop() {
-        assert_eq!(refusal(413), Refusal::TooLarge);
-        assert_eq!(refusal(400), Refusal::DropOldest);
-        assert_eq!(refusal(422), Refusal::DropOldest);
+    fn too_large_splits_or_drops_malformed_drops_and_the_rest_pauses() {
+        assert_eq!(refusal(413, 30), Refusal::Split);
+        assert_eq!(refusal(413, 2), Refusal::Split);
+        assert_eq!(refusal(413, 1), Refusal::TooLarge);
+        assert_eq!(refusal(400, 5), Refusal::DropOldest);
+        assert_eq!(refusal(422, 1), Refusal::DropOldest);
         for status in [403, 404, 405, 409, 410] {
-            assert_eq!(refusal(status), Refusal::Pause, "{status}");
+            assert_eq!(refusal(status, 3), Refusal::Pause, "{status}");
         }
     }
 

@@ -72,6 +72,39 @@ impl ErrorKind {
     }
 }
 
+/// Why the manager refused a snapshot for good (the `reason` label of
+/// `armada_agent_snapshots_refused_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusedReason {
+    /// 413 for the snapshot alone: larger than the manager stores for a node.
+    TooLarge,
+    /// 400 or 422: the manager cannot read it.
+    Malformed,
+}
+
+impl RefusedReason {
+    pub const ALL: [RefusedReason; 2] = [RefusedReason::TooLarge, RefusedReason::Malformed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusedReason::TooLarge => "too_large",
+            RefusedReason::Malformed => "malformed",
+        }
+    }
+}
+
+/// Snapshots refused for one reason and dropped (never their body: only its size).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefusedState {
+    /// Since the agent started.
+    pub total: u64,
+    /// JSON bytes of the last one.
+    pub last_bytes: u64,
+    /// What the manager said about the last one.
+    pub last_message: String,
+    pub at_ms: u64,
+}
+
 /// The last failure of one kind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ErrorState {
@@ -97,6 +130,9 @@ pub struct AgentStatus {
     pub last_delivery_ms: Option<u64>,
     /// Keyed by [`ErrorKind::as_str`].
     pub errors: BTreeMap<String, ErrorState>,
+    /// Snapshots the manager refused for good, keyed by [`RefusedReason::as_str`].
+    #[serde(default)]
+    pub refused: BTreeMap<String, RefusedState>,
 }
 
 impl AgentStatus {
@@ -163,6 +199,21 @@ impl StatusBoard {
             e.total = e.total.saturating_add(1);
             e.active = true;
         });
+    }
+
+    /// Counts a snapshot of `bytes` JSON bytes the manager refused for `reason` and the
+    /// agent dropped. True for the first of that reason (the caller logs only that one).
+    pub fn refused(&self, reason: RefusedReason, bytes: usize, message: &str) -> bool {
+        let mut first = false;
+        self.update(|s| {
+            let r = s.refused.entry(reason.as_str().to_string()).or_default();
+            first = r.total == 0;
+            r.total = r.total.saturating_add(1);
+            r.last_bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+            r.last_message = message.to_string();
+            r.at_ms = crate::report::now_ms();
+        });
+        first
     }
 
     /// A success of `kind`: its last error is no longer active.
@@ -241,6 +292,21 @@ pub fn render(s: &AgentStatus, out: &mut String) {
             "armada_agent_last_delivery_timestamp_seconds",
             "When the manager last acknowledged a report, seconds since the epoch.",
             seconds(ms),
+        );
+    }
+    // Always rendered, zeros included, so that a rate() over them works from the start.
+    let _ = write!(
+        out,
+        "# HELP armada_agent_snapshots_refused_total Snapshots the manager refused for good \
+         (too_large: 413 for the snapshot alone; malformed: 400/422), dropped, not retried.\n\
+         # TYPE armada_agent_snapshots_refused_total counter\n"
+    );
+    for reason in RefusedReason::ALL {
+        let n = s.refused.get(reason.as_str()).map_or(0, |r| r.total);
+        let _ = writeln!(
+            out,
+            "armada_agent_snapshots_refused_total{{reason=\"{}\"}} {n}",
+            reason.as_str()
         );
     }
     if s.errors.is_empty() {
@@ -334,6 +400,44 @@ mod tests {
             text.matches("# TYPE armada_agent_last_error gauge").count(),
             1
         );
+        assert!(
+            text.contains("armada_agent_snapshots_refused_total{reason=\"too_large\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refused_snapshots_are_counted_by_reason_and_only_the_first_is_news() {
+        let board = StatusBoard::default();
+        assert!(board.refused(RefusedReason::TooLarge, 2_000_000, "too big"));
+        assert!(!board.refused(RefusedReason::TooLarge, 2_100_000, "still too big"));
+        assert!(board.refused(RefusedReason::Malformed, 10, "bad"));
+        let s = board.get();
+        assert_eq!(s.refused["too_large"].total, 2);
+        assert_eq!(s.refused["too_large"].last_bytes, 2_100_000);
+        assert_eq!(s.refused["too_large"].last_message, "still too big");
+        assert!(
+            s.active_errors().next().is_none(),
+            "a refusal is not an error"
+        );
+        let mut text = String::new();
+        render(&s, &mut text);
+        assert!(
+            text.contains("armada_agent_snapshots_refused_total{reason=\"too_large\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("armada_agent_snapshots_refused_total{reason=\"malformed\"} 1\n"),
+            "{text}"
+        );
+        // A status file of an older agent (no `refused`) still reads.
+        let old: AgentStatus = serde_json::from_str(
+            r#"{"pid":1,"started_ms":0,"registered":false,"node_id":null,"manager":null,
+                "swarm_joined":false,"swarm_node_id":null,"revoked":false,
+                "last_delivery_ms":null,"errors":{}}"#,
+        )
+        .unwrap();
+        assert!(old.refused.is_empty());
     }
 
     #[test]
