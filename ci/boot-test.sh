@@ -27,7 +27,9 @@
 # cannot associate). The manager case shows the manager image initialising its own swarm.
 #
 # Images come from $ARMADA_E2E_IMAGES (a folder with <board>-<role>*.img[.xz]) when
-# set, else they are built here with `armada build` and this run's cluster.
+# set (ci/tier-image.sh hands over the images it built and checked: images are the
+# same for every cluster, and this run's cluster reaches each card at `armada flash`),
+# else they are built here with `armada build`.
 #
 # Prints seconds from power-on to multi-user, registered and swarm Ready per board and
 # machine. On a missed milestone: the console tail and the agent's lines.
@@ -155,10 +157,14 @@ sleep 0.5
 kill -0 "$NODES_LAST_PID" 2>/dev/null || { nodes_log_tail "$WORK/dnsmasq.log" 20; exit 1; }
 
 # --- images --------------------------------------------------------------------------
-# find_image BOARD ROLE: the newest matching image in $ARMADA_E2E_IMAGES or $WORK/out.
+# find_image BOARD ROLE: the newest matching image in $ARMADA_E2E_IMAGES or $WORK/out,
+# a raw one first (ci/tier-image.sh keeps the rpi3 worker's raw image beside its .xz,
+# which is written later: flashing the raw one spares an xz decompression).
 find_image() {
-  local dir=${ARMADA_E2E_IMAGES:-$WORK/out}
-  ls -t "$dir/$1-$2"*.img "$dir/$1-$2"*.img.xz "$dir/$1-$2"*.img.gz 2>/dev/null | head -n 1
+  local dir=${ARMADA_E2E_IMAGES:-$WORK/out} f
+  f=$(ls -t "$dir/$1-$2"*.img 2>/dev/null | head -n 1)
+  [ -n "$f" ] || f=$(ls -t "$dir/$1-$2"*.img.xz "$dir/$1-$2"*.img.gz 2>/dev/null | head -n 1)
+  echo "$f"
 }
 build_image() {
   local board=$1 role=$2 t0
