@@ -6,7 +6,8 @@
 # boot tests) into ${ARMADA_IMAGE_OUT:-out/ci-images}, checks each one's partition
 # table, filesystems (fsck), boot files, kernel, device trees, blobs, docker.io and the
 # agent, docker CLI, Wi-Fi packages and precompiled AppArmor policy inside, prints what
-# fills each image (mapped/compressed bytes, top folders, largest packages), then rebuilds
+# fills each image (mapped bytes, xz bytes of the rpi3 worker, the one compressed; top
+# folders, largest packages), then rebuilds
 # the rpi3 worker with its trees on tmpfs and requires a bit-identical image (and with
 # ARMADA_TIER_COLD_BASE=1 from a second cold mmdebstrap base).
 # The first run makes the shared base rootfs (mmdebstrap, ~4-20 min depending on load);
