@@ -42,11 +42,14 @@ if why=$(stale_dist); then
   bash ci/cross-build.sh
 fi
 stale_dist >/dev/null && fail "dist/aarch64 is still older than its sources after ci/cross-build.sh"
-# armada and armada-manager in one command, the boot test's own (ci/boot-test.sh): one
-# feature-unified build, so its build finds everything fresh (built apart, they were
-# compiled twice: about 3.5 min at load in session 4's fresh-clone run).
-cargo build --release --locked -p armada -p armada-manager
-armada=target/release/armada
+# The host tools are the debug builds the cluster tier made (the same command, so here it
+# finds them fresh): an x86 release build of armada and armada-manager took ~3.5 min in
+# session 4's fresh-clone run and proved nothing more. What is heavy in `armada build`
+# and `armada flash` is in other processes (mmdebstrap, tar, mkfs, qemu) or in crates the
+# dev profile optimises (liblzma, sha2, miniz_oxide: Cargo.toml). The images carry the
+# release aarch64 binaries from dist/aarch64 either way.
+cargo build --locked -p armada -p armada-agent -p armada-manager
+armada=target/debug/armada
 
 work=$(mktemp -d /var/tmp/armada-tier-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -268,5 +271,6 @@ log "passed in $(( $(date +%s) - t0 ))s; raw images for the boot tests are in $o
 # are the same for every cluster: the boot test's own cluster (token, CA, manager
 # address; a manager's certificate and keys) reaches each card at `armada flash`, so it
 # boots the images checked above instead of building its own (its cargo build finds the
-# binaries built above fresh). It prints seconds from power-on to each milestone per board.
-ARMADA_E2E_IMAGES=$(realpath "$out") bash ci/boot-test.sh
+# binaries built above). It prints seconds from power-on to each milestone per board.
+ARMADA_E2E_IMAGES=$(realpath "$out") ARMADA_E2E_NO_BUILD=1 ARMADA=$PWD/$armada \
+  ARMADA_MANAGER=$PWD/target/debug/armada-manager bash ci/boot-test.sh
