@@ -309,6 +309,10 @@ board_off() {
   awk -v w="$WORK/node$n/" 'index($5, w) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
   done
+  # The killed engine's pidfiles go, as a reboot empties /run: on this busy machine the
+  # PID they name is soon another process's, and dockerd then refuses to start ("pid
+  # file found") or takes that process for its containerd.
+  rm -f "$(nodes_dir "$n")/dockerd.pid" "$(nodes_dir "$n")/exec/containerd/containerd.pid"
 }
 # board_on N [keep-agent]: power back: link up, engine started (it rejoins the swarm
 # from its data-root), agent started unless it kept running.
@@ -389,12 +393,23 @@ db_primary_was() { echo "$PRIMARY_WAS"; }
 # tasks back); a forced rolling update of the stateless services spreads them again,
 # as an operator would, so the next event on N hits running tasks.
 hosts_tasks() { [ "$(d1 node ps "rs-node$1" --filter desired-state=running -q 2>/dev/null | wc -l)" -ge 2 ]; }
-rebalanced() { all_at_replicas && hosts_tasks "$1"; }
+# The forced updates are rolling (a proxy is stopped before its new task starts): the
+# event must not begin while one still runs, or it measures the update, not the loss.
+updates_done() {
+  local s st
+  for s in proxy web app; do
+    st=$(d1 service inspect "ha_$s" --format '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}' 2>/dev/null)
+    case "$st" in "" | completed | rollback_completed | paused | rollback_paused) ;; *) return 1 ;; esac
+  done
+}
+rebalanced() { all_at_replicas && hosts_tasks "$1" && updates_done; }
 rebalance() {
   local s
-  hosts_tasks "$1" && return 0
-  for s in proxy web app; do d1 service update --detach --force --quiet "ha_$s" >/dev/null 2>&1; done
-  wait_until 150 rebalanced "$1" || log "rs-node$1 got no tasks back within 150 s"
+  hosts_tasks "$1" && updates_done && return 0
+  # No pause between tasks (the stack's 5 s is for a user's update): the next event
+  # waits for these to end.
+  for s in proxy web app; do d1 service update --detach --force --quiet --update-delay 0s "ha_$s" >/dev/null 2>&1; done
+  wait_until 150 rebalanced "$1" || log "rs-node$1 got no tasks back (or an update still ran) within 150 s"
   log "rs-node$1 runs $(d1 node ps "rs-node$1" --filter desired-state=running --format '{{.Name}}' | sed 's/\..*//' | sort | uniq -c | tr -s ' \n' ' ')"
 }
 
