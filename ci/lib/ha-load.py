@@ -5,11 +5,12 @@
              [--rate 20] [--max-seconds 900]
       Alternates acknowledged writes (POST /api/items with a fresh key) and reads of
       keys already acknowledged, at --rate requests/s, until F exists or --max-seconds.
-      A client of a service behind two proxies knows both addresses (as with a DNS
-      name listing both boards): a request whose first try fails (connection error,
-      answer timeout (--timeout, default 10 s; connecting 1 s), 5xx) is tried once on the
-      next address. Every request is one line of
-      L.jsonl: {t, kind, ok, first_ok, status, ms}. Every 201 appends "key<TAB>value" to
+      The client knows every board's address (as with a DNS name listing them all: a
+      proxy task may run on any board): a connection that cannot be made (refused, or
+      not within 1 s) moves to the next address, each address once; a request sent
+      that got no answer (--timeout, default 10 s) or a 5xx is sent once more, on the
+      next address. Every request is one line of L.jsonl: {t, kind, ok, first_ok,
+      status, ms, tries: [[address index, status, ms, sent], ...]}. Every 201 appends "key<TAB>value" to
       A.tsv, flushed before the next request.
   ha-load.py verify --targets ... --acked A.tsv
       Reads back every acknowledged key (3 tries over the addresses); prints how many
@@ -32,43 +33,67 @@ import uuid
 
 
 def request(target, method, path, body, timeout):
+    """One HTTP request: (status, body, sent). status 0 = no answer; sent is False when
+    the connection itself failed (refused, or not made within 1 s): nothing reached
+    that address, so trying another one cannot repeat anything."""
     host, port = target.rsplit(":", 1)
     # 1 s to connect (a proxy on a lost board is skipped quickly), then `timeout` for
     # the answer (a database failover may hold a request for seconds).
     conn = http.client.HTTPConnection(host, int(port), timeout=1.0)
     try:
-        conn.connect()
-        conn.sock.settimeout(timeout)
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json", "Connection": "close"}
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    except (OSError, http.client.HTTPException):
-        return 0, b""
+        try:
+            conn.connect()
+        except OSError:
+            return 0, b"", False
+        try:
+            conn.sock.settimeout(timeout)
+            data = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json", "Connection": "close"}
+            conn.request(method, path, body=data, headers=headers)
+            resp = conn.getresponse()
+            return resp.status, resp.read(), True
+        except (OSError, http.client.HTTPException):
+            return 0, b"", True
     finally:
         conn.close()
 
 
 class Client:
+    """A client of a name that lists every board (a proxy task can run on any of them,
+    publishing its port in host mode). Like an HTTP client given several addresses for
+    one name, it tries the next address when a connection cannot be made (nothing was
+    sent: at most once per address), and it sends a request again, once, on the next
+    address when the one sent got no answer or a 5xx. A write sent twice carries the
+    same client key, which the app inserts at most once."""
+
     def __init__(self, targets, timeout):
         self.targets = targets
         self.cur = 0
         self.timeout = timeout
 
     def call(self, method, path, body, good):
-        """Returns (status, first_ok, body); moves to the next address on a failure."""
+        """Returns (status, first_ok, body, tries); moves to the next address on a failure.
+        tries: [address index, status, ms, sent] of each try (status 0 = no answer)."""
         first_ok = None
         status, data = 0, b""
-        for _ in range(2):
-            status, data = request(self.targets[self.cur], method, path, body, self.timeout)
+        tries = []
+        resent = 0
+        # Bounded: each address once for connecting, plus one resend.
+        for _ in range(len(self.targets) + 1):
+            t = time.time()
+            status, data, sent = request(self.targets[self.cur], method, path, body, self.timeout)
+            tries.append([self.cur, status, int((time.time() - t) * 1000), int(sent)])
             ok = status in good
             if first_ok is None:
                 first_ok = ok
             if ok:
-                return status, first_ok, data
+                return status, first_ok, data, tries
             self.cur = (self.cur + 1) % len(self.targets)
-        return status, first_ok, data
+            if sent:
+                resent += 1
+                if resent == 2:
+                    break
+        return status, first_ok, data, tries
 
 
 def run(a):
@@ -84,7 +109,7 @@ def run(a):
             if n % 2 == 0 or not acked:
                 key = uuid.uuid4().hex
                 value = "%d-%d" % (n, random.randrange(1 << 30))
-                status, first_ok, _ = client.call(
+                status, first_ok, _, tries = client.call(
                     "POST", "/api/items", {"key": key, "value": value}, (201,))
                 ok = status == 201
                 if ok:
@@ -94,11 +119,12 @@ def run(a):
                 kind = "write"
             else:
                 key = random.choice(acked)
-                status, first_ok, _ = client.call("GET", "/api/items/" + key, None, (200,))
+                status, first_ok, _, tries = client.call("GET", "/api/items/" + key, None, (200,))
                 ok = status == 200
                 kind = "read"
             log.write(json.dumps({"t": round(t, 3), "kind": kind, "ok": ok, "first_ok": first_ok,
-                                  "status": status, "ms": int((time.time() - t) * 1000)}) + "\n")
+                                  "status": status, "ms": int((time.time() - t) * 1000),
+                                  "tries": tries}) + "\n")
             n += 1
             nxt += period
             pause = nxt - time.time()
@@ -117,7 +143,7 @@ def verify(a):
             key, value = line.rstrip("\n").split("\t")
             total += 1
             for _ in range(3):
-                status, _, data = client.call("GET", "/api/items/" + key, None, (200, 404))
+                status, _, data, _ = client.call("GET", "/api/items/" + key, None, (200, 404))
                 if status in (200, 404):
                     break
                 time.sleep(0.5)
