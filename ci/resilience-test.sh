@@ -461,7 +461,8 @@ echo
 args=()
 for w in "${WINDOWS[@]}"; do args+=(--window "$w"); done
 python3 ci/lib/ha-load.py report --log "$LOAD_LOG" "${args[@]}" | tee "$WORK/report.txt"
-echo "(failed = failed after one retry on the next proxy address; 1st-try = failed on the first"
+echo "(failed = failed for the client: every board's address tried for a connection, a request"
+echo " sent once more on the next one after no answer or a 5xx; 1st-try = failed on the first"
 echo " address tried; load: $(wc -l <"$LOAD_LOG") requests in $(awk -v a="$t_load" -v b="$(now)" 'BEGIN {printf "%d", b - a}') s)"
 # Goals for the non-database worker events: <= 1 % failed requests.
 while read -r name reqs fails pct _; do
