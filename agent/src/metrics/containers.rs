@@ -52,7 +52,7 @@ use tokio::sync::Notify;
 
 use super::cgroup::{self, discover, ContainerDirs, Layout};
 use super::network;
-use super::pseudofile::{PseudoFile, ReadError};
+use super::pseudofile::{PseudoFile, ReadError, Slots};
 
 /// The cache is refreshed at least this often even when nothing seems to change.
 const LIST_EVERY: Duration = Duration::from_secs(30);
@@ -153,6 +153,8 @@ struct Known {
     /// Inode of the cgroup folder at the last look (`None`: not looked at yet). A new
     /// inode under the same path is a new cgroup: the container restarted.
     dir_ino: Option<u64>,
+    /// The files read every cycle, kept open; they close when the container goes.
+    files: Slots,
 }
 
 impl Known {
@@ -303,7 +305,8 @@ impl Containers {
             if refresh_limits {
                 k.limits_at = Some(cycle);
             }
-            let usage = match cgroup::read(
+            file.set_slots(std::mem::take(&mut k.files));
+            let usage = cgroup::read(
                 &k.dirs,
                 file,
                 ticks_per_second,
@@ -311,9 +314,11 @@ impl Containers {
                 &mut k.limits,
                 refresh_limits,
                 &mut warn_read,
-            ) {
+            );
+            let usage = match usage {
                 Ok(u) => u,
                 Err(cgroup::Gone) => {
+                    k.files = file.take_slots();
                     gone = true;
                     continue;
                 }
@@ -340,6 +345,7 @@ impl Containers {
                 read_network(root, k, cycle, file, &mut self.net_scratch, &mut warn_read);
                 m.network.append(&mut self.net_scratch);
             }
+            k.files = file.take_slots();
             out.push(m);
         }
         let mut ask = false;
@@ -485,6 +491,7 @@ impl Containers {
                         limits_at: None,
                         pid_at: None,
                         dir_ino: None,
+                        files: Slots::default(),
                         id: f.id,
                     },
                 }
@@ -762,6 +769,8 @@ fn read_network(
             };
             if k.net.as_ref().is_none_or(|(p, _)| *p != pid) {
                 k.net = Some((pid, root.join(format!("proc/{pid}/net"))));
+                // The kept `dev` is the old pid's.
+                file.close_slot("dev");
             } else if attempt > 0 {
                 // The same pid and still unreadable: nothing better to try.
                 return;

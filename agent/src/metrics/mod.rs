@@ -525,6 +525,10 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     let cycles = args.cycles.max(1);
+    // Benchmark cycles render the exposition too, as a scrape of /metrics would; the
+    // final print reuses that buffer, so `--stats` measures one exposition held, as the
+    // running agent holds one per scrape (a second copy was ~500 KiB at 200 containers).
+    let mut text = String::new();
     let (snap, stats) = runtime.block_on(async {
         let mut collector = Collector::new(args.root.clone(), docker);
         collector.set_container_cgroup_parent(cgroup_parent.as_deref());
@@ -533,8 +537,6 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
         }
         let mut snap = collector.collect("cli", 0).await;
         let after_first = ProcessStats::read();
-        // Benchmark cycles render the exposition too, as a scrape of /metrics would.
-        let mut text = String::new();
         for seq in 1..cycles {
             if args.interval_ms > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(args.interval_ms)).await;
@@ -563,7 +565,8 @@ pub fn run_cli(args: MetricsArgs) -> anyhow::Result<()> {
         }
         (snap, after_first)
     });
-    let mut out = String::with_capacity(64 * 1024);
+    let mut out = text;
+    out.clear();
     if args.json {
         out = serde_json::to_string_pretty(&snap).context("encoding the snapshot as JSON")?;
         out.push('\n');

@@ -11,6 +11,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
@@ -54,6 +56,78 @@ struct Kept {
     cycle: u64,
 }
 
+/// The per-container files read every cycle, one [`Slots`] entry each. Within one
+/// container each name is always read from the same folder (its cgroup folders are
+/// fixed for its life; `dev` is `/proc/<pid>/net/dev`, whose slot the collector clears
+/// when the pid changes), so the name alone says which file it is. Files read only once
+/// in a while (limits, `cgroup.procs`) are not here: they go through the path map and
+/// are closed after the cycle that read them.
+const SLOT_NAMES: [&str; 17] = [
+    "cpuacct.usage",
+    "cpuacct.stat",
+    "cpu.stat",
+    "memory.usage_in_bytes",
+    "memory.stat",
+    "memory.oom_control",
+    "blkio.throttle.io_service_bytes",
+    "blkio.throttle.io_serviced",
+    "pids.current",
+    "dev",
+    "io.stat",
+    "cpu.pressure",
+    "memory.pressure",
+    "io.pressure",
+    "memory.current",
+    "memory.swap.current",
+    "memory.events",
+];
+
+fn slot_index(name: &str) -> Option<usize> {
+    SLOT_NAMES.iter().position(|&n| n == name)
+}
+
+/// One container's kept-open files, owned by the container's record, so they close
+/// when it goes and a read finds its file without building or hashing a path: at 200
+/// containers the path map held ~2,000 keys of ~100 bytes (about 400 KiB with the
+/// table) and hashed a path per read.
+#[derive(Default)]
+pub struct Slots {
+    files: [Option<File>; SLOT_NAMES.len()],
+    /// The reader's count of slot files, for its open-file budget.
+    counter: Option<Arc<AtomicUsize>>,
+}
+
+impl Slots {
+    fn put(&mut self, i: usize, file: File, counter: &Arc<AtomicUsize>) {
+        let counter = self.counter.get_or_insert_with(|| counter.clone());
+        if self.files[i].replace(file).is_none() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn close(&mut self, i: usize) {
+        if self.files[i].take().is_some() {
+            if let Some(c) = &self.counter {
+                c.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Files kept open.
+    pub fn open(&self) -> usize {
+        self.files.iter().filter(|f| f.is_some()).count()
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        let n = self.open();
+        if let Some(c) = &self.counter {
+            c.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
 /// A reusable read buffer, a reusable path buffer, and the files kept open.
 ///
 /// A cycle reads the same few hundred pseudo-files as the last one. Keeping them open
@@ -69,9 +143,14 @@ pub struct PseudoFile {
     /// SipHash is built for hostile keys; both showed in profiles (~5% of a cycle at
     /// 200 containers), and these keys are paths the agent itself builds.
     open: FxHashMap<Box<[u8]>, Kept>,
-    /// At most this many files are kept open; reads beyond it open and close each time.
+    /// At most this many files are kept open (map and slots); reads beyond it open
+    /// and close each time.
     max_open: usize,
     cycle: u64,
+    /// The container being read keeps its files here (see [`PseudoFile::set_slots`]).
+    slots: Option<Slots>,
+    /// Files open in every container's [`Slots`].
+    slot_open: Arc<AtomicUsize>,
 }
 
 impl Default for PseudoFile {
@@ -96,7 +175,33 @@ impl PseudoFile {
             open: FxHashMap::default(),
             max_open,
             cycle: 0,
+            slots: None,
+            slot_open: Arc::default(),
         }
+    }
+
+    /// Until [`take_slots`](Self::take_slots), reads of the files named in
+    /// `SLOT_NAMES` use (and fill) `slots`: one container's files, read every cycle.
+    pub fn set_slots(&mut self, slots: Slots) {
+        self.slots = Some(slots);
+    }
+
+    /// Hands back the slots given to [`set_slots`](Self::set_slots).
+    pub fn take_slots(&mut self) -> Slots {
+        self.slots.take().unwrap_or_default()
+    }
+
+    /// Closes the current slots' file of that name (its folder changed).
+    pub fn close_slot(&mut self, name: &str) {
+        if let (Some(slots), Some(i)) = (self.slots.as_mut(), slot_index(name)) {
+            slots.close(i);
+        }
+    }
+
+    fn kept_open(&self) -> usize {
+        self.open
+            .len()
+            .saturating_add(self.slot_open.load(Ordering::Relaxed))
     }
 
     /// Reads `dir/name` whole: read until a read returns 0. Use it for files of many
@@ -120,10 +225,36 @@ impl PseudoFile {
     }
 
     fn read(&mut self, dir: &Path, name: &str, records: Records) -> Result<&[u8], ReadError> {
-        let path = self.path.as_mut_os_string();
-        path.clear();
-        path.push(dir.as_os_str());
-        self.path.push(name);
+        if let (Some(slots), Some(i)) = (self.slots.as_mut(), slot_index(name)) {
+            if let Some(f) = &slots.files[i] {
+                match read_from_start(f, &mut self.buf, records) {
+                    Ok(len) => {
+                        self.len = len;
+                        return Ok(&self.buf[..len]);
+                    }
+                    // Gone underneath us (a removed cgroup answers ENODEV): open afresh.
+                    Err(_) => slots.close(i),
+                }
+            }
+            set_path(&mut self.path, dir, name);
+            let io_err = |path: &Path, source| ReadError::Io {
+                path: path.to_path_buf(),
+                source,
+            };
+            let file = File::open(&self.path).map_err(|e| io_err(&self.path, e))?;
+            let len = read_from_start(&file, &mut self.buf, records)
+                .map_err(|e| io_err(&self.path, e))?;
+            let kept = self
+                .open
+                .len()
+                .saturating_add(self.slot_open.load(Ordering::Relaxed));
+            if kept < self.max_open {
+                slots.put(i, file, &self.slot_open);
+            }
+            self.len = len;
+            return Ok(&self.buf[..len]);
+        }
+        set_path(&mut self.path, dir, name);
         let key = self.path.as_os_str().as_bytes();
         if let Some(kept) = self.open.get_mut(key) {
             kept.cycle = self.cycle;
@@ -144,7 +275,7 @@ impl PseudoFile {
         match result {
             Ok((file, len)) => {
                 self.len = len;
-                if self.open.len() < self.max_open {
+                if self.kept_open() < self.max_open {
                     self.open.insert(
                         self.path.as_os_str().as_bytes().into(),
                         Kept {
@@ -166,15 +297,22 @@ impl PseudoFile {
     pub fn end_cycle(&mut self) {
         let cycle = self.cycle;
         self.open.retain(|_, k| k.cycle == cycle);
+        // The map peaks in the cycles that read every container's limits; its table
+        // would otherwise stay at that size for good.
+        if self.open.capacity() > 64 && self.open.capacity() > self.open.len() * 4 {
+            self.open.shrink_to(self.open.len() * 2);
+        }
         self.cycle += 1;
     }
 
-    /// Files currently kept open.
+    /// Files currently kept open (map and slots).
     #[cfg(test)]
     pub fn open_files(&self) -> usize {
-        self.open.len()
+        self.kept_open()
     }
-    /// The path of the last read, for error messages.
+
+    /// The path of the last read that opened a file or missed the slots, for error
+    /// messages.
     pub fn last_path(&self) -> &Path {
         &self.path
     }
@@ -189,7 +327,11 @@ impl PseudoFile {
         }
         match parse_u64(text) {
             Some(v) => Ok(Some(v)),
-            None => Err(ReadError::parse(&self.path, "expected a number")),
+            None => {
+                // A slot's read leaves the path buffer as it was.
+                set_path(&mut self.path, dir, name);
+                Err(ReadError::parse(&self.path, "expected a number"))
+            }
         }
     }
 
@@ -198,6 +340,14 @@ impl PseudoFile {
         let bytes = self.read_record(dir, name)?;
         Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
     }
+}
+
+/// `dir/name` into `path`, reusing its allocation.
+fn set_path(path: &mut PathBuf, dir: &Path, name: &str) {
+    let os = path.as_mut_os_string();
+    os.clear();
+    os.push(dir.as_os_str());
+    path.push(name);
 }
 
 /// How a pseudo-file hands out its contents (see [`PseudoFile::read_record`]).
@@ -378,6 +528,48 @@ mod tests {
         assert_eq!(f.open_files(), 1, "read this cycle: kept");
         f.end_cycle();
         assert_eq!(f.open_files(), 0, "not read in the last cycle: closed");
+    }
+
+    #[test]
+    fn slot_files_are_read_afresh_counted_and_closed_with_their_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("cpuacct.usage"), "1\n").unwrap();
+        std::fs::write(d.join("memory.stat"), "rss 5\n").unwrap();
+        std::fs::write(d.join("pids.max"), "9\n").unwrap();
+        let mut f = PseudoFile::with_open_budget(3);
+        f.set_slots(Slots::default());
+        assert_eq!(f.read_u64(d, "cpuacct.usage").unwrap(), Some(1));
+        assert_eq!(f.read_record(d, "memory.stat").unwrap(), b"rss 5\n");
+        // Not a slot name: the path map, closed after a cycle without a read.
+        assert_eq!(f.read_u64(d, "pids.max").unwrap(), Some(9));
+        assert_eq!(f.open_files(), 3);
+        std::fs::write(d.join("cpuacct.usage"), "22\n").unwrap();
+        assert_eq!(f.read_u64(d, "cpuacct.usage").unwrap(), Some(22));
+        let a = f.take_slots();
+        assert_eq!(a.open(), 2);
+        f.end_cycle();
+        f.end_cycle();
+        assert_eq!(f.open_files(), 2, "the map's file closed, the slots' kept");
+        // A second container: over the budget of 3, its file is read but not kept.
+        std::fs::write(d.join("io.stat"), "x\n").unwrap();
+        f.set_slots(Slots::default());
+        f.read_u64(d, "cpuacct.usage").unwrap();
+        assert!(f.read_record(d, "io.stat").is_ok());
+        let b = f.take_slots();
+        assert_eq!(b.open(), 1);
+        assert_eq!(f.open_files(), 3);
+        drop(a);
+        assert_eq!(f.open_files(), 1, "dropping a container closes its files");
+        // A bad number names the file even when read through a slot.
+        let mut b = b;
+        std::fs::write(d.join("cpuacct.usage"), "zz\n").unwrap();
+        f.set_slots(std::mem::take(&mut b));
+        let err = f.read_u64(d, "cpuacct.usage").unwrap_err();
+        assert!(err.to_string().contains("cpuacct.usage"), "{err}");
+        f.close_slot("cpuacct.usage");
+        assert_eq!(f.take_slots().open(), 0);
+        assert_eq!(f.open_files(), 0);
     }
 
     #[test]
