@@ -5,7 +5,11 @@
 # container burns CPU, one holds 200 MiB), then a churn of 1,000 container starts and
 # stops while the agent collects. Prints figures beside the goals of issue 11; exits 1
 # when a goal is missed (BENCH_NO_GOALS=1: print only).
-#   flock /tmp/armada-bench-agent.lock nice ci/bench-agent.sh   (BENCH_SKIP_CROSS=1 skips the aarch64 build)
+#   flock /tmp/armada-bench.lock nice ci/bench-agent.sh   (BENCH_SKIP_CROSS=1 skips the aarch64 build)
+# BENCH_PARTS="measure churn" (default both): the 20/200 comparison, the churn, or both.
+# AGENT_B=/path/to/another/armada-agent: measured beside this tree's agent, same run,
+# cycles interleaved A B A B (an A/B of a change; printed, not checked against goals).
+# The load average is printed beside the figures: compare only figures of one run.
 # Figures, for 20 and for 200 containers:
 #   - agent CPU per full collection (host + every container + rendering the Prometheus
 #     text), getrusage over cycles 2..N; node_exporter CPU per scrape (utime+stime from
@@ -14,7 +18,8 @@
 # The agent sees only the bench's own cgroup parent (see SCOPE).
 # Churn: the agent collects every 100 ms while CHURN (1,000) containers are started and
 # removed in batches; its open fds and RSS are sampled after each batch. Goal: flat
-# (fds equal after the first batch; RSS grows by at most 512 KiB).
+# (fds equal after the first batch; RSS grows by at most 512 KiB). The churn is bounded
+# in time (CHURN_MAX_S, 1,800 s): a churn cut short is reported, and is a missed goal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -22,6 +27,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 CYCLES=${CYCLES:-1000}
 SCRAPES=${SCRAPES:-100}
 CHURN=${CHURN:-1000}
+CHURN_MAX_S=${CHURN_MAX_S:-1800}
+BENCH_PARTS=${BENCH_PARTS:-measure churn}
 BATCH=20
 NE_ADDR=127.0.0.1:19188
 
@@ -40,8 +47,11 @@ trap cleanup EXIT
 for tool in dockerd docker prometheus-node-exporter curl busybox; do
   command -v "$tool" >/dev/null || { echo "bench-agent: $tool is missing (ci/host-deps.sh installs it)" >&2; exit 1; }
 done
-cargo build -q --release -p armada-agent --locked
-AGENT=target/release/armada-agent
+# AGENT=/path/to/armada-agent measures that binary instead of building this tree's.
+if [ -z "${AGENT:-}" ]; then
+  cargo build -q --release -p armada-agent --locked
+  AGENT=target/release/armada-agent
+fi
 
 md_start_dockerd
 md_make_image
@@ -71,7 +81,7 @@ ne_ticks() { awk '{print $14 + $15}' "/proc/$NE_PID/stat"; }
 
 # One side-by-side measurement with N containers running; fills the row_* variables.
 measure() { # label
-  local n stats t0 t1
+  local n stats t0 t1 a_cpu=() a_rss=()
   n=$(md_docker ps -q | wc -l)
   # On a loaded machine a just-started container may not be in its cgroups yet: wait
   # (bounded) until one collection sees as many as the engine runs.
@@ -80,6 +90,17 @@ measure() { # label
     [ "$(field containers "$stats")" -eq "$n" ] && break
     sleep 1; n=$(md_docker ps -q | wc -l)
   done
+  local b_cpu=() b_rss=()
+  if [ -n "${AGENT_B:-}" ]; then
+    for _ in 1 2; do
+      stats=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
+      a_cpu+=("$(field cpu_ms_per_cycle "$stats")"); a_rss+=("$(field rss_kib "$stats")")
+      stats=$("${SCOPE[@]}" "$AGENT_B" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
+      b_cpu+=("$(field cpu_ms_per_cycle "$stats")"); b_rss+=("$(field rss_kib "$stats")")
+    done
+    md_log "$1: A/B (A = $AGENT, B = $AGENT_B): CPU ms A ${a_cpu[*]} B ${b_cpu[*]}; RSS KiB A ${a_rss[*]} B ${b_rss[*]} (load $(cut -d' ' -f1 /proc/loadavg))"
+    ab_lines+=("$1: CPU ms/collection A ${a_cpu[*]} | B ${b_cpu[*]}; RSS KiB A ${a_rss[*]} | B ${b_rss[*]}; load $(cut -d' ' -f1 /proc/loadavg)")
+  fi
   stats=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
   [ "$(field containers "$stats")" -eq "$n" ] || { echo "agent saw $(field containers "$stats") containers, $n are running" >&2; exit 1; }
   t0=$(ne_ticks)
@@ -92,27 +113,39 @@ measure() { # label
   row_ne_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$NE_PID/status")
   row_a_series=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" | grep -vc '^#')
   row_ne_series=$(curl -fsS "http://$NE_ADDR/metrics" | grep -vc '^#')
-  md_log "$1: agent $row_a_cpu ms/collection, $row_a_rss KiB; node_exporter $row_ne_cpu ms/scrape"
+  row_load=$(cut -d' ' -f1 /proc/loadavg)
+  md_log "$1: agent $row_a_cpu ms/collection, $row_a_rss KiB; node_exporter $row_ne_cpu ms/scrape (load $row_load)"
 }
 
+# Every engine call is bounded: a wedged engine ends the bench instead of hanging it.
 start_idle() { # first last
-  seq "$1" "$2" | xargs -P 4 -I{} docker -H "$MD_SOCK" run -d --name "md-idle-{}" --network none "$MD_IMAGE" busybox sleep 100000 >/dev/null
+  seq "$1" "$2" | xargs -P 4 -I{} timeout 120 docker -H "$MD_SOCK" run -d --name "md-idle-{}" --network none "$MD_IMAGE" busybox sleep 100000 >/dev/null
+}
+remove_idle() {
+  timeout 120 docker -H "$MD_SOCK" ps -aq --filter name=md-idle- | xargs -r timeout 300 docker -H "$MD_SOCK" rm -f >/dev/null
 }
 
+rows=()
+ab_lines=()
+if [[ " $BENCH_PARTS " == *" measure "* ]]; then
 # --- 20 containers ---------------------------------------------------------------
 md_run_containers
 sleep 2
 measure "20 containers"
-r20=("$row_n" "$row_a_cpu" "$row_ne_cpu" "$row_a_rss" "$row_ne_rss" "$row_a_series" "$row_ne_series")
+r20=("$row_n" "$row_a_cpu" "$row_ne_cpu" "$row_a_rss" "$row_ne_rss" "$row_a_series" "$row_ne_series" "$row_load")
 
 # --- 200 containers --------------------------------------------------------------
 start_idle 21 200
 sleep 2
 measure "200 containers"
-r200=("$row_n" "$row_a_cpu" "$row_ne_cpu" "$row_a_rss" "$row_ne_rss" "$row_a_series" "$row_ne_series")
+r200=("$row_n" "$row_a_cpu" "$row_ne_cpu" "$row_a_rss" "$row_ne_rss" "$row_a_series" "$row_ne_series" "$row_load")
+rows=(r20 r200)
+remove_idle
+fi
 
+churned=0
+if [[ " $BENCH_PARTS " == *" churn "* ]]; then
 # --- churn: 1,000 starts and stops while the agent collects every 100 ms ----------
-md_docker ps -aq --filter name=md-idle- | xargs -r docker -H "$MD_SOCK" rm -f >/dev/null
 "${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles 100000000 --interval-ms 100 --stats-every 5 \
   >/dev/null 2>"$MD_DIR/churn.log" &
 AGENT_PID=$!
@@ -124,20 +157,29 @@ batches=$((CHURN / BATCH))
 churn_start=$(date +%s)
 : >"$MD_DIR/churn.samples"
 for b in $(seq 1 "$batches"); do
+  if [ $(( $(date +%s) - churn_start )) -ge "$CHURN_MAX_S" ]; then
+    md_log "churn stopped after $churned of $CHURN starts: over CHURN_MAX_S=${CHURN_MAX_S}s"
+    break
+  fi
   first=$(( (b - 1) * BATCH + 1000 ))
   start_idle "$first" $((first + BATCH - 1))
   sleep 0.5   # let the agent see them running
-  md_docker ps -aq --filter name=md-idle- | xargs -r docker -H "$MD_SOCK" rm -f >/dev/null
+  remove_idle
   sleep 0.5   # and gone
   kill -0 "$AGENT_PID" 2>/dev/null || { echo "the collecting agent died; its log:" >&2; tail "$MD_DIR/churn.log" >&2; exit 1; }
   sample >>"$MD_DIR/churn.samples"
+  churned=$((churned + BATCH))
+  if [ $((b % 10)) -eq 0 ]; then md_log "churn: $churned starts, fds/rss $(tail -n 1 "$MD_DIR/churn.samples") (load $(cut -d' ' -f1 /proc/loadavg))"; fi
 done
 churn_seconds=$(( $(date +%s) - churn_start ))
+churn_load=$(cut -d' ' -f1 /proc/loadavg)
 read -r fds_first rss_first < <(head -n 1 "$MD_DIR/churn.samples")
 read -r fds_last rss_last < <(tail -n 1 "$MD_DIR/churn.samples")
 fds_max=$(awk 'BEGIN{m=0} {if ($1 > m) m = $1} END{print m}' "$MD_DIR/churn.samples")
 rss_max=$(awk 'BEGIN{m=0} {if ($2 > m) m = $2} END{print m}' "$MD_DIR/churn.samples")
 collected=$(grep -c '^cycle=' "$MD_DIR/churn.log" || true)
+kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; AGENT_PID=
+fi
 
 # --- static aarch64 binary ----------------------------------------------------------
 if [ "${BENCH_SKIP_CROSS:-0}" != 1 ]; then bash ci/cross-build.sh >&2; fi
@@ -146,7 +188,7 @@ aarch64_bytes=$(stat -c %s dist/aarch64/armada-agent 2>/dev/null || echo "n/a")
 echo
 echo "== armada-agent vs prometheus-node-exporter ($(nproc) CPUs, $(uname -r), one run)"
 printf '%-46s %11s %11s %8s  %s\n' "" agent node_exp ratio goal
-for row in r20 r200; do
+for row in "${rows[@]}"; do
   declare -n r=$row
   check "${r[1]} <= ${r[2]} / 10"
   printf '%-46s %11s %11s %8s  %s\n' "CPU ms per collection/scrape, ${r[0]} containers" "${r[1]}" "${r[2]}" \
@@ -155,14 +197,24 @@ for row in r20 r200; do
   printf '%-46s %11s %11s %8s  %s\n' "RSS KiB after $CYCLES cycles, ${r[0]} containers" "${r[3]}" "${r[4]}" \
     "$(ratio "${r[3]}" "${r[4]}")" "<= 8 MiB: $g"
   printf '%-46s %11s %11s\n' "samples per scrape, ${r[0]} containers" "${r[5]}" "${r[6]}"
+  printf '%-46s %11s\n' "load average (1 min) at the end of it" "${r[7]}"
 done
+if [ "${#ab_lines[@]}" -gt 0 ]; then
+  echo
+  echo "== A/B, same run (A = this tree's agent, B = $AGENT_B), two runs each, interleaved"
+  printf '%s\n' "${ab_lines[@]}"
+fi
+if [[ " $BENCH_PARTS " == *" churn "* ]]; then
 echo
-echo "== churn: $CHURN container starts and stops in ${churn_seconds}s, agent collecting every 100 ms ($((collected * 5)) collections)"
+echo "== churn: $churned of $CHURN container starts and stops in ${churn_seconds}s, agent collecting every 100 ms ($((collected * 5)) collections; load $churn_load at the end)"
 printf '%-46s %11s %11s %11s  %s\n' "" first last max goal
+check "$churned >= $CHURN"
+printf '%-46s %11s %11s %11s  %s\n' "container starts and stops" "" "$churned" "" ">= $CHURN: $g"
 check "$fds_last == $fds_first"
 printf '%-46s %11s %11s %11s  %s\n' "open fds (sampled after each batch of $BATCH)" "$fds_first" "$fds_last" "$fds_max" "flat: $g"
 check "$rss_last - $rss_first <= 512"
 printf '%-46s %11s %11s %11s  %s\n' "RSS KiB" "$rss_first" "$rss_last" "$rss_max" "grows <= 512 KiB: $g"
+fi
 echo
 printf '%-46s %11s\n' "static aarch64 binary bytes" "$aarch64_bytes"
 printf '%-46s %11s\n' "x86_64 release binary bytes" "$(stat -c %s "$AGENT")"
