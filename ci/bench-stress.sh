@@ -184,12 +184,23 @@ SAMPLER_PID=$!
 # ---------------------------------------------------------------- the seed's loop
 
 # The manager engine's API, for the few calls that need JSON (one call for all tasks).
-d1_api() { nodes_in 1 curl -sS --max-time 10 --unix-socket "$WORK/node1/docker.sock" "http://engine$1"; }
+# 60 s: at 1,000 tasks and load ~100 one /tasks answer (MBs of JSON) took over 10 s.
+d1_api() { nodes_in 1 curl -sS --max-time 60 --unix-socket "$WORK/node1/docker.sock" "http://engine$1"; }
+# d1_api_to PATH FILE: the answer in FILE, up to 3 tries (the figures need it).
+d1_api_to() {
+  local i
+  for ((i = 0; i < 3; i++)); do d1_api "$1" >"$2" 2>/dev/null && jq -e 'type == "array"' "$2" >/dev/null 2>&1 && return 0; done
+  log "engine API $1 did not answer in 3 tries"
+  return 1
+}
 # "running settled": tasks running, and tasks running or ended for good (failed,
 # rejected, ...: with --restart-condition none a task that did not start stays so).
+# A call that got no answer keeps the last counts (it used to read "0 0": nothing
+# settled, so the 1,000 run's loop stalled and stopped at 990 under load ~100).
 task_counts() {
   d1_api /tasks 2>/dev/null | jq -r '[.[] | .Status.State] |
-    "\([.[] | select(. == "running")] | length) \([.[] | select(. == "running" or . == "failed" or . == "rejected" or . == "complete" or . == "shutdown" or . == "orphaned")] | length)"' 2>/dev/null || echo "0 0"
+    "\([.[] | select(. == "running")] | length) \([.[] | select(. == "running" or . == "failed" or . == "rejected" or . == "complete" or . == "shutdown" or . == "orphaned")] | length)"' 2>/dev/null |
+    grep . || echo "$running $settled"
 }
 # The engines run without a default bridge: the services join an overlay network (its
 # gateway bridge carries the host-mode ports); dnsrr because this kernel has no IPVS.
@@ -204,14 +215,15 @@ d1 network create --driver overlay --subnet "$overlay" st-net >/dev/null || { fa
 # (1 = the seed's loop: each starts once the last runs). A container's start time is
 # swarm's own: the service's CreatedAt to its task's timestamp of reaching running.
 t0=$(date +%s)
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 created=0 running=0 settled=0 stalled_since=$(date +%s)
 for ((i = 1; i <= N; i++)); do
   while [ $((created - settled)) -ge "$WINDOW" ]; do
     read -r r st <<<"$(task_counts)"
     running=$r
     if [ "$st" -gt "$settled" ]; then settled=$st; stalled_since=$(date +%s); continue; fi
-    # Bounded: no task reached running for 60 s.
-    [ $(($(date +%s) - stalled_since)) -ge 60 ] && break 2
+    # Bounded: no task reached running for 180 s (3 unanswered calls).
+    [ $(($(date +%s) - stalled_since)) -ge 180 ] && break 2
     sleep 0.1
   done
   port=$((5000 + i))
@@ -226,7 +238,7 @@ for ((i = 1; i <= N; i++)); do
   [ $((i % 50)) = 0 ] && log "$i created, $running running, $((settled - running)) ended without running"
 done
 all_settled() { read -r running settled <<<"$(task_counts)"; [ "$settled" -ge "$created" ]; }
-wait_until 60 all_settled || log "only $settled of $created tasks settled 60 s after the last create"
+wait_until 180 all_settled || log "only $settled of $created tasks settled 180 s after the last create"
 started=$running
 # Why any did not run, in swarm's words.
 if [ "$started" -lt "$N" ]; then
@@ -235,8 +247,8 @@ if [ "$started" -lt "$N" ]; then
 fi
 t_total=$(($(date +%s) - t0))
 # Swarm's own timestamps, for the start times (before the services are removed).
-d1_api /services >"$WORK/services.json"
-d1_api /tasks >"$WORK/tasks.json"
+d1_api_to /services "$WORK/services.json"
+d1_api_to /tasks "$WORK/tasks.json"
 sleep $((INTERVAL * 3))
 peak_line=$(tail -1 "$WORK/samples.txt")
 [ "$started" = "$N" ] && pass "$N containers started in sequence through the swarm in ${t_total} s (window $WINDOW)" ||
@@ -277,7 +289,7 @@ after=$(tail -1 "$WORK/samples.txt")
 # ---------------------------------------------------------------- figures
 
 echo
-echo "stress: $N containers through a 3-node swarm, ${t_total} s to start them all"
+echo "stress: $N containers through a 3-node swarm, ${t_total} s to start them all (load at the start: $load_start; now: $(cut -d' ' -f1-3 /proc/loadavg))"
 # Per service: task's running timestamp - service's CreatedAt, in ms (RFC 3339 with
 # nanoseconds, UTC).
 jq -r --slurpfile s "$WORK/services.json" '
