@@ -14,7 +14,8 @@
 #   - agent CPU per full collection (host + every container + rendering the Prometheus
 #     text), getrusage over cycles 2..N; node_exporter CPU per scrape (utime+stime from
 #     /proc/PID/stat over SCRAPES curl scrapes). Goal: agent <= 1/10 of node_exporter.
-#   - agent RSS after CYCLES (1,000) back-to-back collections. Goal: <= 8 MiB.
+#   - agent RSS after CYCLES (1,000) back-to-back collections, read at the last one
+#     (collector, its open files and its render buffer alive). Goal: <= 8 MiB.
 # The agent sees only the bench's own cgroup parent (see SCOPE).
 # Churn: the agent collects every 100 ms while CHURN (1,000) containers are started and
 # removed in batches; its open fds and RSS are sampled after each batch. Goal: flat
@@ -79,6 +80,16 @@ check() { if awk "BEGIN{ exit !($1) }"; then g=met; else g=MISSED; missed=1; fi;
 hz=$(getconf CLK_TCK)
 ne_ticks() { awk '{print $14 + $15}' "/proc/$NE_PID/stat"; }
 
+# One run of CYCLES collections: its `cycles=` summary (CPU per collection) plus, as
+# live_rss_kib, the RSS the agent printed at its last collection, while the collector
+# and its open files are alive (the summary's own rss_kib is read after they were
+# dropped, when freed memory may hold the final print instead).
+run_stats() { # binary
+  local out
+  out=$("${SCOPE[@]}" "$1" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats --stats-every $((CYCLES - 1)) 2>&1 >/dev/null)
+  echo "$(grep '^cycles=' <<<"$out") live_rss_kib=$(grep '^cycle=' <<<"$out" | tail -n 1 | sed -n 's/.*rss_kib=\([0-9]*\).*/\1/p')"
+}
+
 # One side-by-side measurement with N containers running; fills the row_* variables.
 measure() { # label
   local n stats t0 t1 a_cpu=() a_rss=()
@@ -93,22 +104,22 @@ measure() { # label
   local b_cpu=() b_rss=()
   if [ -n "${AGENT_B:-}" ]; then
     for _ in 1 2; do
-      stats=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
-      a_cpu+=("$(field cpu_ms_per_cycle "$stats")"); a_rss+=("$(field rss_kib "$stats")")
-      stats=$("${SCOPE[@]}" "$AGENT_B" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
-      b_cpu+=("$(field cpu_ms_per_cycle "$stats")"); b_rss+=("$(field rss_kib "$stats")")
+      stats=$(run_stats "$AGENT")
+      a_cpu+=("$(field cpu_ms_per_cycle "$stats")"); a_rss+=("$(field live_rss_kib "$stats")")
+      stats=$(run_stats "$AGENT_B")
+      b_cpu+=("$(field cpu_ms_per_cycle "$stats")"); b_rss+=("$(field live_rss_kib "$stats")")
     done
     md_log "$1: A/B (A = $AGENT, B = $AGENT_B): CPU ms A ${a_cpu[*]} B ${b_cpu[*]}; RSS KiB A ${a_rss[*]} B ${b_rss[*]} (load $(cut -d' ' -f1 /proc/loadavg))"
     ab_lines+=("$1: CPU ms/collection A ${a_cpu[*]} | B ${b_cpu[*]}; RSS KiB A ${a_rss[*]} | B ${b_rss[*]}; load $(cut -d' ' -f1 /proc/loadavg)")
   fi
-  stats=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" --cycles "$CYCLES" --stats 2>&1 >/dev/null | grep '^cycles=')
+  stats=$(run_stats "$AGENT")
   [ "$(field containers "$stats")" -eq "$n" ] || { echo "agent saw $(field containers "$stats") containers, $n are running" >&2; exit 1; }
   t0=$(ne_ticks)
   for _ in $(seq 1 "$SCRAPES"); do curl -fsS -o /dev/null "http://$NE_ADDR/metrics"; done
   t1=$(ne_ticks)
   row_n=$n
   row_a_cpu=$(field cpu_ms_per_cycle "$stats")
-  row_a_rss=$(field rss_kib "$stats")
+  row_a_rss=$(field live_rss_kib "$stats")
   row_ne_cpu=$(awk -v d=$((t1 - t0)) -v n="$SCRAPES" -v hz="$hz" 'BEGIN{printf "%.3f", d * 1000 / hz / n}')
   row_ne_rss=$(awk '/^VmRSS:/{print $2}' "/proc/$NE_PID/status")
   row_a_series=$("${SCOPE[@]}" "$AGENT" metrics --once --docker-host "$MD_SOCK" | grep -vc '^#')
