@@ -269,6 +269,22 @@ impl AppState {
         }
     }
 
+    /// A node's status, as [`Self::summary`] gives it, without copying the rest.
+    fn status(&self, e: &NodeEntry, now: u64) -> NodeStatus {
+        let swarm_state = e
+            .record
+            .swarm_node_id
+            .as_deref()
+            .and_then(|s| self.swarm.node_state(s));
+        state::node_status(
+            now,
+            e.record.report_interval_seconds,
+            e.last_report_ms,
+            swarm_state.as_deref(),
+            self.policy,
+        )
+    }
+
     pub(crate) fn summary(&self, e: &NodeEntry, now: u64) -> NodeSummary {
         let sid = e.record.swarm_node_id.as_deref();
         let swarm_state = sid.and_then(|s| self.swarm.node_state(s));
@@ -1165,33 +1181,36 @@ async fn metrics(
     let federate = q.federate.unwrap_or(true);
     let now = crate::now_ms();
     let mut counts = [("registered", 0u64), ("up", 0), ("stale", 0), ("down", 0)];
-    // Only cheap copies under the lock (the JSON is shared, not copied): parsing and
-    // rendering thousands of snapshots happen after it is released, so reports and
-    // health checks never wait for a federation scrape.
-    let copied: Vec<(String, String, String, Arc<str>)> = {
+    // Only cheap copies under the lock (the JSON is shared, not copied), and nothing
+    // else: the store's writer waits for this read lock before it can apply a group of
+    // reports, and every request's credential check waits behind the writer. Parsing,
+    // sorting and rendering happen after it is released. (It was a whole node summary
+    // per node for the status counts, and the sort, under the lock.)
+    let mut copied: Vec<(String, String, String, Arc<str>)> = {
         let st = s.store.read();
+        let mut copied = Vec::with_capacity(if federate { st.nodes.len() } else { 0 });
         for e in st.nodes.values() {
-            let idx = match s.summary(e, now).status {
+            let idx = match s.status(e, now) {
                 NodeStatus::Registered => 0,
                 NodeStatus::Up => 1,
                 NodeStatus::Stale => 2,
                 NodeStatus::Down => 3,
             };
             counts[idx].1 += 1;
-        }
-        st.node_ids_by_hostname()
-            .into_iter()
-            .filter(|_| federate)
-            .filter_map(|e| {
-                Some((
+            if let Some(json) = e.latest_json.as_ref().filter(|_| federate) {
+                copied.push((
                     e.record.node_id.clone(),
                     e.record.facts.hostname.clone(),
                     e.record.facts.board.clone(),
-                    e.latest_json.clone()?,
-                ))
-            })
-            .collect()
+                    json.clone(),
+                ));
+            }
+        }
+        copied
     };
+    // Hostname order, as `node_ids_by_hostname` gives it (a stable sort of the same map
+    // order: equal hostnames keep their order).
+    copied.sort_by(|a, b| a.1.cmp(&b.1));
     // Off the async workers, on a low-priority thread of its own (see
     // `metrics::render_federation`): at thousands of nodes this takes seconds of CPU.
     let alerts = s.alerts.clone();

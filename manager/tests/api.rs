@@ -232,6 +232,8 @@ async fn reports_dedupe_show_in_nodes_and_federate_for_promtool() {
     assert_eq!(detail["latest"]["seq"], 7);
     assert_eq!(detail["history"][0]["points"].as_array().unwrap().len(), 8);
 
+    // A node that never reported: counted as registered, and no samples of its own.
+    register(&http, &m.url, &c.token, facts("pine-00", "m0")).await;
     let text = http
         .get(format!("{}/metrics", m.url))
         .bearer_auth(&c.admin)
@@ -246,10 +248,29 @@ async fn reports_dedupe_show_in_nodes_and_federate_for_promtool() {
         "{text}"
     );
     assert!(text.contains("armada_manager_nodes{status=\"up\"} 2"));
+    assert!(text.contains("armada_manager_nodes{status=\"registered\"} 1"));
     assert!(
         text.contains("hostname=\"pine-05\""),
         "node labels on federated samples"
     );
+    assert!(
+        !text.contains("hostname=\"pine-00\""),
+        "no snapshot, no samples"
+    );
+    // Each family's samples go in hostname order (sorted after the store's lock is
+    // released): pine-04's come before pine-05's in every family both have.
+    let mut families = 0;
+    for family in text.split("\n# TYPE ").skip(1) {
+        let (p4, p5) = (
+            family.find("hostname=\"pine-04\""),
+            family.find("hostname=\"pine-05\""),
+        );
+        if let (Some(p4), Some(p5)) = (p4, p5) {
+            assert!(p4 < p5, "hostname order in {family}");
+            families += 1;
+        }
+    }
+    assert!(families > 5, "{families} families with both nodes");
     let own = http
         .get(format!("{}/metrics?federate=false", m.url))
         .bearer_auth(&c.admin)
