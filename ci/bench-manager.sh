@@ -12,6 +12,9 @@
 #   BENCH_BASE_BIN=DIR/armada-manager BENCH_BASE_LOADGEN=DIR/loadgen ci/bench-manager.sh
 #                                       a third column: another build of the SQLite store
 #                                       (e.g. main's, to show what a change does)
+#   BENCH_SKIP_OLD=1                    without the old store's column (no build of it)
+# Then each manager is stopped and started again on the state dir the phases left
+# (N nodes): seconds from exec to serving, and RSS once serving.
 # Prints figures; it is not a pass/fail test. Everything runs on 127.0.0.1, every phase
 # is bounded in count and time, and the managers it starts are stopped by their PID.
 # Bytes written are the manager's /proc/PID/io write_bytes over the phase (what reached
@@ -28,6 +31,8 @@ old_tree=/tmp/armada-oldstore
 
 cargo build --release --locked -q -p armada -p armada-manager --bins
 cargo build --release --locked -q -p armada-manager --example loadgen
+skip_old=${BENCH_SKIP_OLD:-}
+if [ -z "$skip_old" ]; then
 if [ ! -d "$old_tree" ]; then git worktree add --detach "$old_tree" "$old_commit" >/dev/null; fi
 # Each manager gets the load generator built against its own tree, so it sends snapshots
 # of that tree's protocol crate (the snapshot type has grown since; the old manager
@@ -39,6 +44,7 @@ git show "${BENCH_OLD_LOADGEN:-5303a06}:manager/examples/loadgen.rs" |
   sed -E '/^ +(engine_id|credential|swarm): None,$/d' >"$old_tree/manager/examples/loadgen.rs"
 (cd "$old_tree" && cargo build --release --locked -q -p armada-manager --bins --example loadgen \
   --target-dir "$old_tree/target")
+fi
 new_bin=target/release/armada-manager
 old_bin=$old_tree/target/release/armada-manager
 new_lg=target/release/examples/loadgen
@@ -58,23 +64,45 @@ wbytes() { awk '/^write_bytes/ { print $2 }' "/proc/$pid/io"; }
 rss_mib() { awk -v k="$1:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$pid/status"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" "$2" | tail -1; }
 
-# bench LABEL BINARY LOADGEN: every phase against one manager, figures into R[LABEL,...].
-bench() {
-  local label=$1 bin=$2 lg=$3 url= out
-  rm -rf "$tmp/state"
+# start LABEL BINARY: starts a manager on $tmp/state; sets pid, url and started_s
+# (seconds from exec to its "listening" line, polled every 20 ms for at most 120 s).
+start() {
+  local label=$1 bin=$2 t0
+  url=
   # 10,000 registrations from one address: the per-address rate limit (where the
   # binary has one) is off for the benchmark.
   local unlimited=()
   if "$bin" serve --help | grep -q -- --register-per-minute; then unlimited=(--register-per-minute 0); fi
+  t0=$(date +%s.%N)
   "$bin" serve --no-swarm --listen 127.0.0.1:0 "${unlimited[@]}" --cluster-dir "$tmp/cluster" \
     --state-dir "$tmp/state" >"$tmp/out" 2>"$tmp/log" &
   pid=$!
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 6000); do
     url=$(sed -n 's/^armada-manager listening on //p' "$tmp/out")
     [ -n "$url" ] && break
-    sleep 0.1
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.02
   done
+  started_s=$(printf '%.2f' "$(echo "$(date +%s.%N) - $t0" | bc)")
   [ -n "$url" ] || { echo "[bench] $label manager did not start:"; cat "$tmp/log"; exit 1; }
+}
+
+# stop LABEL: SIGTERM, waits; sets stopped ("exit CODE in S s").
+stop() {
+  local t0 code=0
+  t0=$(date +%s.%N)
+  kill -TERM "$pid"
+  wait "$pid" || code=$?
+  stopped="exit $code in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
+  pid=
+}
+
+# bench LABEL BINARY LOADGEN: every phase against one manager, figures into R[LABEL,...].
+bench() {
+  local label=$1 bin=$2 lg=$3 out
+  R[$label,load]=$(cut -d' ' -f1 /proc/loadavg)
+  rm -rf "$tmp/state"
+  start "$label" "$bin"
   echo "== $label store: armada-manager pid $pid at $url"
   phase() {
     timeout 900 "$lg" --url "$url" --cluster-dir "$tmp/cluster" --manager-pid "$pid" "$@" | tee "$tmp/phase"
@@ -86,6 +114,7 @@ bench() {
   phase ingest --nodes "$nodes" --interval 10 --duration "$secs"
   local w1; w1=$(wbytes)
   R[$label,p99]=$(field p99_ms "$tmp/phase")
+  R[$label,mp99]=$(field manager_p99_le_ms "$tmp/phase")
   R[$label,rss]=$(rss_mib VmRSS)
   local acked; acked=$(field acked "$tmp/phase")
   R[$label,bpr]=$(( (w1 - w0) / (acked > 0 ? acked : 1) ))
@@ -102,22 +131,26 @@ bench() {
   echo "-- paced ingest while full federation scrapes run back to back, ${secs} s"
   phase ingest --nodes "$nodes" --interval 10 --duration "$secs" --scrape
   R[$label,scrape_p99]=$(field p99_ms "$tmp/phase")
+  R[$label,scrape_mp99]=$(field manager_p99_le_ms "$tmp/phase")
   R[$label,health_p99]=$(field health_p99_ms "$tmp/phase")
   R[$label,scrapes]=$(field scrapes "$tmp/phase")
   R[$label,hwm2]=$(rss_mib VmHWM)
+  R[$label,load]="${R[$label,load]} -> $(cut -d' ' -f1 /proc/loadavg)"
   R[$label,size]=$(du -sk "$tmp/state" | awk '{ printf "%.0f", $1 / 1024 }')
 
-  local t0; t0=$(date +%s.%N)
-  kill -TERM "$pid"
-  local code=0
-  wait "$pid" || code=$?
-  R[$label,stop]="exit $code in $(printf '%.1f' "$(echo "$(date +%s.%N) - $t0" | bc)") s"
-  pid=
+  stop
+  R[$label,stop]=$stopped
+  echo "-- start again on the state dir the phases left ($nodes nodes)"
+  start "$label" "$bin"
+  R[$label,start]=$started_s
+  R[$label,start_rss]=$(rss_mib VmRSS)
+  grep -m1 'integrity_check' "$tmp/log" || true
+  stop
 }
 
 started=$(date +%s)
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-bench old "$old_bin" "$old_lg"
+if [ -z "$skip_old" ]; then bench old "$old_bin" "$old_lg"; fi
 base=${BENCH_BASE_BIN:-}
 if [ -n "$base" ]; then bench base "$base" "${BENCH_BASE_LOADGEN:?BENCH_BASE_LOADGEN with BENCH_BASE_BIN}"; fi
 bench new "$new_bin" "$new_lg"
@@ -138,15 +171,20 @@ if [ -n "$base" ]; then
 else
   printf '%-58s %18s %18s\n' "figure" "old" "new"
 fi
+row "1-min load average, the column's start -> end of phases" load
 row "paced 10 s: report p99 (ms; goal <= 50)" p99
+row "paced 10 s: manager's own p99 bucket (ms, upper bound)" mp99
 row "paced 10 s: manager RSS (MiB; goal <= 200)" rss
 row "paced 10 s: bytes written to disk per acknowledged report" bpr
 row "batched (10/request): reports/s (goal >= 20,000)" max
 row "batched: bytes written per acknowledged report" maxbpr
 row "batched: manager peak RSS (MiB)" hwm
 row "during federation scrapes: report p99 (ms; goal <= 50)" scrape_p99
+row "during federation scrapes: manager's own p99 bucket (ms)" scrape_mp99
 row "during federation scrapes: /v1/health p99 (ms; <= 50)" health_p99
 row "full /metrics scrapes completed in the window" scrapes
 row "peak RSS after scrapes (MiB)" hwm2
 row "state dir size (MiB)" size
 row "SIGTERM" stop
+row "start on the phases' state dir: s to serving" start
+row "start on the phases' state dir: RSS serving (MiB)" start_rss

@@ -248,27 +248,101 @@ fn p99_ms(v: &[u64]) -> f64 {
     v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0
 }
 
-/// Full `/metrics` scrapes back to back until `end`: (count, seconds each).
-async fn scrape_loop(cli: &Cli, end: Instant) -> Result<(usize, Vec<u64>)> {
+/// Full `/metrics` scrapes back to back until `end`: (count, seconds each, bytes of the
+/// last). On a thread and runtime of its own, and the body is counted chunk by chunk,
+/// not kept: a scrape is hundreds of MiB of TLS to decrypt, and on the one worker that
+/// sends the reports it delayed them, which the report latencies then counted as the
+/// manager's (a Prometheus server is another process, too).
+fn scrape_thread(
+    cli: &Cli,
+    end: Instant,
+) -> std::thread::JoinHandle<Result<(usize, Vec<u64>, u64)>> {
+    let cli = cli.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let http = client(&cli, true)?;
+            let admin = std::fs::read_to_string(cli.cluster_dir.join("admin-token"))
+                .context("reading admin-token")?;
+            let mut took = Vec::new();
+            let mut last_len = 0;
+            while Instant::now() < end {
+                let t = Instant::now();
+                let mut r = http
+                    .get(format!("{}/metrics", cli.url))
+                    .bearer_auth(admin.trim())
+                    .send()
+                    .await?;
+                let status = r.status();
+                let mut len = 0u64;
+                while let Some(c) = r.chunk().await? {
+                    len += c.len() as u64;
+                }
+                if status != 200 || len == 0 {
+                    bail!("/metrics: HTTP {status}, {len} bytes");
+                }
+                last_len = len;
+                took.push(t.elapsed().as_micros() as u64);
+            }
+            Ok::<_, anyhow::Error>((took.len(), took, last_len))
+        })
+    })
+}
+
+/// The manager's own histogram of report latency (`armada_manager_ingest_latency_seconds`:
+/// from the request's body read to its durable ack), bucket counts by upper bound.
+async fn manager_ingest_buckets(cli: &Cli) -> Result<Vec<(f64, u64)>> {
     let http = client(cli, true)?;
     let admin = std::fs::read_to_string(cli.cluster_dir.join("admin-token"))
         .context("reading admin-token")?;
-    let mut took = Vec::new();
-    while Instant::now() < end {
-        let t = Instant::now();
-        let r = http
-            .get(format!("{}/metrics", cli.url))
-            .bearer_auth(admin.trim())
-            .send()
-            .await?;
-        let status = r.status();
-        let len = r.bytes().await?.len();
-        if status != 200 || len == 0 {
-            bail!("/metrics: HTTP {status}, {len} bytes");
-        }
-        took.push(t.elapsed().as_micros() as u64);
+    let text = http
+        .get(format!("{}/metrics?federate=false", cli.url))
+        .bearer_auth(admin.trim())
+        .send()
+        .await?
+        .text()
+        .await?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("armada_manager_ingest_latency_seconds_bucket{le=\"")
+        else {
+            continue;
+        };
+        let Some((le, n)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        out.push((le, n.trim().parse()?));
     }
-    Ok((took.len(), took))
+    Ok(out)
+}
+
+/// " manager_p99_le_ms=X": the smallest bucket bound of the manager's own histogram
+/// under which 99 % of the window's reports fall (empty when unknown).
+fn manager_p99(before: &[(f64, u64)], after: &[(f64, u64)]) -> String {
+    if before.len() != after.len() || after.is_empty() {
+        return String::new();
+    }
+    let d: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|((le, a), (_, b))| (*le, a.saturating_sub(*b)))
+        .collect();
+    let total = d.last().map_or(0, |x| x.1);
+    if total == 0 {
+        return String::new();
+    }
+    let want = (total as f64 * 0.99).ceil() as u64;
+    d.iter()
+        .find(|(_, cum)| *cum >= want)
+        .map(|(le, _)| format!(" manager_p99_le_ms={}", le * 1000.0))
+        .unwrap_or_default()
 }
 
 /// `/v1/health` every 20 ms until `end`, with a node's credential: latencies in us.
@@ -436,13 +510,14 @@ async fn ingest(
     let errors = Arc::new(AtomicU64::new(0));
     let skipped = Arc::new(AtomicU64::new(0));
     let rate = n as f64 / interval;
+    let buckets0 = manager_ingest_buckets(cli).await.unwrap_or_default();
     let cpu0 = cli.manager_pid.and_then(cpu_seconds);
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs(duration);
     let side = scrape.then(|| {
-        let (c1, c2, node) = (cli.clone(), cli.clone(), nodes[0].clone());
+        let (c2, node) = (cli.clone(), nodes[0].clone());
         (
-            tokio::spawn(async move { scrape_loop(&c1, end).await }),
+            scrape_thread(cli, end),
             tokio::spawn(async move { health_probe(&c2, node, end).await }),
         )
     });
@@ -482,19 +557,24 @@ async fn ingest(
     let cpu = manager_cpu(cli, cpu0, lat.len());
     let mut health_p99 = String::new();
     if let Some((scrapes, health)) = side {
-        let (count, took) = scrapes.await??;
+        let (count, took, bytes) = scrapes
+            .join()
+            .map_err(|_| anyhow::anyhow!("the scrape thread panicked"))??;
         let health = health.await??;
         println!(
-            "during {count} full /metrics scrapes back to back (each {}): /v1/health {}",
+            "during {count} full /metrics scrapes back to back (each {}, {:.0} MiB): /v1/health {}",
             percentiles(took),
+            bytes as f64 / (1 << 20) as f64,
             percentiles(health.clone())
         );
         health_p99 = format!(" scrapes={count} health_p99_ms={:.1}", p99_ms(&health));
     }
+    let buckets1 = manager_ingest_buckets(cli).await.unwrap_or_default();
     println!(
-        "summary acked={} p99_ms={:.1}{health_p99}",
+        "summary acked={} p99_ms={:.1}{health_p99}{}",
         lat.len(),
-        p99_ms(&lat)
+        p99_ms(&lat),
+        manager_p99(&buckets0, &buckets1)
     );
     println!(
         "ingest: {n} nodes every {interval} s for {duration} s: {} reports acked = {:.0} reports/s (target {rate:.0}); {}; errors {}, skipped (over {max_in_flight} in flight) {}{cpu}",
