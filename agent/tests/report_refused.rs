@@ -19,6 +19,18 @@ const CAP: usize = 8 << 10;
 const ADMIN: &str = "test-admin-token-0123456789abcdef";
 
 /// A cluster folder as `armada cluster init` writes it; returns (token, CA PEM).
+/// Sends a request that must succeed and reads its JSON answer.
+async fn ok_json<T: serde::de::DeserializeOwned>(req: reqwest::RequestBuilder) -> T {
+    req.send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn make_cluster(dir: &Path) -> (String, String) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::default();
@@ -122,9 +134,8 @@ async fn snapshots_too_large_are_dropped_at_once_and_the_rest_delivered() {
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let reg: RegisterResponse = http
-        .post(format!("{url}/v1/register"))
-        .json(&RegisterRequest {
+    let reg: RegisterResponse = ok_json(http.post(format!("{url}/v1/register")).json(
+        &RegisterRequest {
             protocol: protocol::PROTOCOL_VERSION,
             token,
             credential: None,
@@ -143,15 +154,9 @@ async fn snapshots_too_large_are_dropped_at_once_and_the_rest_delivered() {
             },
             labels: Default::default(),
             swarm: None,
-        })
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        },
+    ))
+    .await;
     let credential: NodeCredential = reg.credential.parse().unwrap();
 
     let big = 100;
@@ -226,17 +231,11 @@ async fn snapshots_too_large_are_dropped_at_once_and_the_rest_delivered() {
     assert!(took < Duration::from_secs(2), "took {took:?}: a pause?");
 
     // The manager holds the newest small one, and what was delivered.
-    let detail: serde_json::Value = http
-        .get(format!("{url}/v1/nodes/{}", reg.node_id))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail: serde_json::Value = ok_json(
+        http.get(format!("{url}/v1/nodes/{}", reg.node_id))
+            .bearer_auth(ADMIN),
+    )
+    .await;
     assert_eq!(detail["latest"]["seq"], 5, "{detail}");
     assert_eq!(detail["reports_total"], 4, "{detail}");
 
