@@ -27,8 +27,8 @@ fi
 # 2. machine-id: systemd made one at this boot (the image's is empty); keep it.
 systemd-machine-id-setup --commit >/dev/null 2>&1 || true
 
-# 3. ssh host keys of this board.
-ssh-keygen -A
+# 3. ssh host keys of this board: armada-ssh-keys.service (ordered before ssh only, so
+#    the RSA key's seconds are off Docker's and the agent's path).
 
 # 4. Docker engine key: never baked into the image, each board makes its own.
 rm -f /etc/docker/key.json
