@@ -434,6 +434,18 @@ fail_case() {
   FAILED=$((FAILED + 1))
 }
 
+# no_device_wait CASE RUN: fails the case when the boot waited out a device job
+# (systemd's "Timed out waiting for device", 90 s): everything ordered after the unit
+# that wanted it waited too. (A unit wanting wlan0 on a board without a radio held
+# network.target, and Docker and the agent behind it, for 44 s of a raspi3b boot.)
+no_device_wait() {
+  local line
+  line=$(sed 's/\x1b\[[0-9;]*[A-Za-z]//g' "$WORK/case-$1/console$2.log" | tr -cd '\11\12\40-\176' |
+    grep -m1 'Timed out waiting for device') || return 0
+  fail_case "$1" "boot $2 waited out a device job: ${line#*] }" "$2"
+  return 1
+}
+
 # Wi-Fi (issue 16), up to the radio: the card gets a [wifi] section at flash time and the
 # guest a simulated radio (the kernel's mac80211_hwsim, loaded at boot by a side-loaded
 # unit: qemu models no Wi-Fi). There is no access point, so the
@@ -558,6 +570,7 @@ worker_case() {
     "$(milestone "$c" 1 registered)" "$(milestone "$c" 1 joined)" "$target" \
     "$(awk -v j="$(milestone "$c" 1 joined)" -v t="$target" 'BEGIN { if (j == "-") print "unseen"; else if (j + 0 <= t + 0) print "met"; else print "MISSED" }')" | tee -a "$RESULTS/timings"
   guest_timing "$c" "$host" 1
+  no_device_wait "$c" 1 || return
 
   # Boot 2: the operator edits armada.toml on the card (from any OS: mtools here) and
   # power-cycles the board. One reboot shows both: the board comes back as the same
@@ -593,6 +606,7 @@ worker_case() {
     nodes_docker 1 node inspect "$rid" --format '{{.Status.State}} {{.Description.Hostname}}' >&2
     fail_case "$c" "swarm node $rid not Ready as $new_host after the reboot" 2; return; }
   t_ready2=$(since "$POWER_ON" "$(now)")
+  no_device_wait "$c" 2 || return
   node_detail "$id" >"$d/detail2.json" || { fail_case "$c" "node $id gone after the reboot" 2; return; }
   [ "$(api /v1/nodes | jq length)" = "$nodes_before" ] || { fail_case "$c" "$(api /v1/nodes | jq length) nodes after the reboot, $nodes_before before" 2; return; }
   [ "$(jq -r .summary.registered_at_ms "$d/detail2.json")" = "$reg_at" ] || {
@@ -643,6 +657,7 @@ manager_case() {
   wait_for "$STEP_BOUND" "$host in its own swarm, Ready" own_swarm || {
     api_at "$ip" /v1/nodes >&2; fail_case "$c" "the manager image did not initialise its swarm" 1; return; }
   t_ready=$(since "$POWER_ON" "$(now)")
+  no_device_wait "$c" 1 || return
   boot_stop
   printf '%-14s %-7s %-8s multi-user %6ss  manager API %6ss  own swarm Ready %6ss\n' \
     "$c" "$board" "$machine" "$(milestone "$c" 1 multi-user)" "$t_api" "$t_ready" | tee -a "$RESULTS/timings"

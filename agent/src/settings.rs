@@ -5,9 +5,9 @@
 //! second run with the same config changes nothing.
 //!
 //! Wi-Fi: `etc/wpa_supplicant/wpa_supplicant-wlan0.conf` (0600), read by Debian's
-//! `wpa_supplicant@wlan0.service`, which the image wants at boot (its armada drop-in
-//! starts it only when that file exists), and `etc/systemd/network/30-armada-wlan.network`
-//! for DHCP on the radio. The secret leaves the FAT at the first boot that sees it
+//! `wpa_supplicant@wlan0.service`, which the image starts when a `wlan0` appears (a
+//! udev rule; its armada drop-in runs it only when that file exists), and
+//! `etc/systemd/network/30-armada-wlan.network` for DHCP on the radio. The secret leaves the FAT at the first boot that sees it
 //! ([`take_wifi_secret`]) into [`WIFI_SECRET_FILE`] (0600); a later `armada.toml` with the
 //! same SSID and no secret keeps using it.
 
