@@ -1,5 +1,5 @@
 #!/bin/sh
-# armada boot settings (armada-firstboot.service), run at every boot. Steps 1-4 run
+# armada boot settings (armada-firstboot.service), run at every boot. Steps 2-4 run
 # once per card (until /var/lib/armada/firstboot.done exists); step 5 at every boot.
 # Each step is idempotent.
 set -u
@@ -7,22 +7,8 @@ log() { echo "armada-firstboot: $*"; }
 
 if [ ! -e /var/lib/armada/firstboot.done ]; then
 
-# 1. Grow the root partition to the card, then its filesystem.
-root_dev=$(findmnt -no SOURCE /)
-root_dev=$(readlink -f "$root_dev")
-name=$(basename "$root_dev")
-if [ -r "/sys/class/block/$name/partition" ]; then
-  part=$(cat "/sys/class/block/$name/partition")
-  disk="/dev/$(basename "$(readlink -f "/sys/class/block/$name/..")")"
-  if growpart "$disk" "$part"; then
-    log "grew $disk partition $part"
-  else
-    log "partition $part of $disk not grown (already full size?)"
-  fi
-  resize2fs "$root_dev" || log "resize2fs $root_dev failed"
-else
-  log "cannot find the partition behind $root_dev; not growing"
-fi
+# 1. The root partition and filesystem grow in armada-growroot.service (ordered before
+#    nothing: online growth needs no one to wait).
 
 # 2. machine-id: systemd made one at this boot (the image's is empty); keep it.
 systemd-machine-id-setup --commit >/dev/null 2>&1 || true
