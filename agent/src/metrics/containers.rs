@@ -240,6 +240,23 @@ impl Containers {
         self.walked_at = None;
     }
 
+    /// Gives back the capacity the records grew to at a peak of containers (see
+    /// [`super::heap`]).
+    pub fn shrink(&mut self) {
+        self.known.shrink_to_fit();
+        self.parents.shrink_to_fit();
+        self.parent_ids.shrink_to_fit();
+        self.scratch_ids = Vec::new();
+        self.scratch_dirs = Vec::new();
+        self.net_scratch = Vec::new();
+        self.restarted = Vec::new();
+        if let Some(engine) = &self.engine {
+            let mut cache = lock(&engine.cache);
+            cache.by_id.shrink_to_fit();
+            cache.recheck.shrink_to_fit();
+        }
+    }
+
     /// How long the engine's view is kept before it is asked again (default 30 s); a
     /// start or stop seen in the cgroup tree asks at once.
     pub fn set_list_interval(&mut self, every: Duration) {

@@ -30,6 +30,7 @@ pub mod cpufreq;
 pub mod disk;
 pub mod fdlimit;
 pub mod filesystem;
+pub mod heap;
 pub mod hwmon;
 pub mod link;
 pub mod load;
@@ -168,6 +169,7 @@ pub struct Collector {
     /// Cycles collected so far, and the last process count with its cycle.
     cycle: u64,
     processes: Option<(u64, u64)>,
+    release: heap::Release,
 }
 
 impl Collector {
@@ -186,6 +188,7 @@ impl Collector {
             containers: containers::Containers::new(docker),
             cycle: 0,
             processes: None,
+            release: heap::Release::default(),
         }
     }
 
@@ -246,6 +249,10 @@ impl Collector {
             .flatten();
         self.runs.end("updates", started, &self.warnings);
         self.file.end_cycle();
+        if self.release.due(snap.containers.len()) {
+            self.containers.shrink();
+            heap::trim();
+        }
         self.cycle = self.cycle.wrapping_add(1);
         snap.warnings = std::mem::take(&mut self.warnings.cycle);
         snap.collectors = std::mem::take(&mut self.runs.cycle);
