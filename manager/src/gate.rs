@@ -126,13 +126,13 @@ impl Gate {
         Ok(())
     }
 
-    /// Refuses a snapshot larger than the cap once decoded (413).
+    /// Refuses a report with a snapshot larger than the cap once decoded (413).
     pub fn check_stored_snapshot(&self, decoded_len: usize) -> Result<(), ApiError> {
         if decoded_len > self.limits.max_stored_snapshot {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the newest snapshot is {decoded_len} bytes decoded; at most {} are stored per node",
+                    "a snapshot of this report is {decoded_len} bytes decoded; at most {} are stored per snapshot",
                     self.limits.max_stored_snapshot
                 ),
             ));

@@ -71,6 +71,39 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
         detail["latest"]["seq"], 2,
         "the oversized one was not stored"
     );
+
+    // The cap holds for every snapshot of a batch, not only its newest: [huge, small]
+    // was accepted on the small one's size, with the huge one's figures stored.
+    let mut huge = common::sim::snapshot("pine-01", "i", 3, 1_700_000_030_000);
+    huge.warnings = vec!["x".repeat(1200 << 10)];
+    let small = common::sim::snapshot("pine-01", "i", 4, 1_700_000_040_000);
+    let body = gzip(
+        &serde_json::to_vec(&ReportBatch {
+            protocol: protocol::PROTOCOL_VERSION,
+            snapshots: vec![huge, small],
+            dropped_total: 0,
+        })
+        .unwrap(),
+    );
+    let r = post_report(&http, &m.url, &node.credential, body).await;
+    let (status, msg, _) = error_body(r).await;
+    println!("[413] a batch [1.2 MiB, ordinary]: HTTP {status}: {msg}");
+    assert_eq!(status, 413);
+    assert!(msg.contains("at most"), "{msg}");
+    let detail: serde_json::Value = http
+        .get(format!("{}/v1/nodes/{}", m.url, node.node_id))
+        .bearer_auth(&c.admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        detail["latest"]["seq"], 2,
+        "nothing of that batch was stored"
+    );
+    assert_eq!(detail["reports_total"], 1, "{detail}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -311,6 +311,7 @@ impl Store {
             wal_checkpoint_interval: cfg.checkpoint_interval,
             failed: None,
             lock,
+            packer: Default::default(),
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())

@@ -5,8 +5,10 @@
 //! replay reaches exactly the state the live manager had.
 
 use std::io::Read;
+use std::sync::Arc;
 
 use protocol::snapshot::{CpuTimes, LoadAverage, Memory, Snapshot};
+use protocol::validate::{from_slice_checked, CheckedError};
 use serde::de::IgnoredAny;
 
 /// Largest report body accepted on the wire (compressed).
@@ -145,8 +147,11 @@ fn fs_used_max(it: impl Iterator<Item = (u64, u64, u64)>) -> Option<f64> {
 pub struct DecodedReport {
     pub snapshots: Vec<SnapshotDigest>,
     pub dropped_total: u64,
+    /// Length of the batch's largest snapshot as JSON (each one is held to the stored
+    /// snapshot cap, not only the newest: an older one's figures are stored too).
+    pub largest_snapshot: Option<usize>,
     /// JSON of the batch's last snapshot: the node's latest, when it is new.
-    pub last_json: Option<String>,
+    pub last_json: Option<Arc<str>>,
 }
 
 pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, ReportError> {
@@ -179,12 +184,12 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
             out.into()
         }
     };
-    // Every number of the whole batch, known fields or not, before anything sums them.
-    protocol::validate::check_json(&json)?;
-    // The batch is scanned once; each snapshot is then parsed (validated) from its own
-    // slice, and the newest is kept as the agent wrote it, without serialising again.
-    let batch: RawBatch =
-        serde_json::from_slice(&json).map_err(|e| ReportError::BadJson(e.to_string()))?;
+    // Every number of the whole batch, known fields or not, is checked before anything
+    // sums them, by the parses themselves (`from_slice_checked`): the batch is scanned
+    // once (its own fields checked, each snapshot left as a raw slice), then each
+    // snapshot is parsed from its slice with its numbers checked on the way. Each byte
+    // is read twice, not three times (a separate `check_json` pass was the third).
+    let batch: RawBatch = from_slice_checked(&json).map_err(|e| refused(None, e))?;
     if batch.protocol != protocol::PROTOCOL_VERSION {
         return Err(ReportError::Protocol {
             got: batch.protocol,
@@ -196,24 +201,44 @@ pub fn decode(encoding: BodyEncoding, body: &[u8]) -> Result<DecodedReport, Repo
     }
     // Only the newest snapshot is kept as JSON, so only it is parsed as a whole
     // `Snapshot` (validated for later readers); the older ones of a backlog batch give
-    // just their digest, read by a lean view that skips the other fields unallocated.
+    // just their digest, read by a lean view that skips the other fields unallocated
+    // (their numbers are still read and checked).
     let mut snapshots = Vec::with_capacity(batch.snapshots.len());
     let last = batch.snapshots.len().saturating_sub(1);
     for (i, raw) in batch.snapshots.iter().enumerate() {
-        let bad = |e: serde_json::Error| ReportError::BadJson(format!("snapshot {i}: {e}"));
+        let text = raw.get().as_bytes();
         if i == last {
-            let s: Snapshot = serde_json::from_str(raw.get()).map_err(bad)?;
+            let s: Snapshot = from_slice_checked(text).map_err(|e| refused(Some(i), e))?;
             snapshots.push(digest(&s));
         } else {
-            let s: LeanSnapshot = serde_json::from_str(raw.get()).map_err(bad)?;
+            let s: LeanSnapshot = from_slice_checked(text).map_err(|e| refused(Some(i), e))?;
             snapshots.push(s.digest());
         }
     }
     Ok(DecodedReport {
         snapshots,
         dropped_total: batch.dropped_total,
-        last_json: batch.snapshots.last().map(|r| r.get().to_string()),
+        largest_snapshot: batch.snapshots.iter().map(|r| r.get().len()).max(),
+        // Copied once, into the allocation the store and its readers share.
+        last_json: batch.snapshots.last().map(|r| Arc::from(r.get())),
     })
+}
+
+/// A refusal of the batch (`at` None) or of its snapshot `at`, with the path from the
+/// batch's root.
+fn refused(at: Option<usize>, e: CheckedError) -> ReportError {
+    match (e, at) {
+        (CheckedError::Invalid(mut bad), Some(i)) => {
+            bad.path = format!(
+                "$.snapshots[{i}]{}",
+                bad.path.strip_prefix('$').unwrap_or(&bad.path)
+            );
+            ReportError::Invalid(bad)
+        }
+        (CheckedError::Invalid(bad), None) => ReportError::Invalid(bad),
+        (CheckedError::Json(e), Some(i)) => ReportError::BadJson(format!("snapshot {i}: {e}")),
+        (CheckedError::Json(e), None) => ReportError::BadJson(e.to_string()),
+    }
 }
 
 /// `protocol::wire::ReportBatch` with each snapshot left as raw JSON.
@@ -551,6 +576,78 @@ mod tests {
         let d = digest(&bare);
         assert_eq!(d.counters.net, None);
         assert_eq!(rates(&d.counters, Some(&c.counters)), (None, None, None));
+    }
+
+    #[test]
+    fn every_number_of_every_snapshot_is_checked_in_the_parse() {
+        let snap = |seq: u64| {
+            serde_json::to_value(crate::sim::snapshot("h", "i", seq, 1_700_000_000_000 + seq))
+                .unwrap()
+        };
+        let body = |snaps: Vec<serde_json::Value>, extra: &str| {
+            let s = serde_json::to_string(&snaps).unwrap();
+            format!(r#"{{"protocol":1,"snapshots":{s}{extra}}}"#).into_bytes()
+        };
+        let invalid = |b: &[u8]| match decode(BodyEncoding::Json, b) {
+            Err(ReportError::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        let ok = decode(BodyEncoding::Json, &body(vec![snap(1), snap(2)], "")).unwrap();
+        assert_eq!(ok.snapshots.len(), 2);
+        // A field no type knows, in an older snapshot (read by the lean view).
+        let mut older = snap(1);
+        older["host"]["future"] = serde_json::json!({"deep": [1.0, 1e300]});
+        let e = invalid(&body(vec![older, snap(2)], ""));
+        assert_eq!(e.path, "$.snapshots[0].host.future.deep[1]");
+        // A figure of `Snapshot` the lean view does not read, and one it reads, in an
+        // older snapshot: refused as surely as in the newest.
+        let mut older = snap(1);
+        older["host"]["uptime_seconds"] = serde_json::json!(1e308);
+        assert_eq!(
+            invalid(&body(vec![older, snap(2)], "")).path,
+            "$.snapshots[0].host.uptime_seconds"
+        );
+        let mut older = snap(1);
+        older["host"]["cpu"][0]["steal"] = serde_json::json!(1e308);
+        assert_eq!(
+            invalid(&body(vec![older, snap(2)], "")).path,
+            "$.snapshots[0].host.cpu[0].steal"
+        );
+        // A temperature in the newest, and a number beside the snapshots.
+        let mut newest = snap(2);
+        newest["health"]["thermal"][0]["celsius"] = serde_json::json!(1e39);
+        let e = invalid(&body(vec![snap(1), newest], ""));
+        assert_eq!(e.path, "$.snapshots[1].health.thermal[0].celsius");
+        let e = invalid(&body(vec![snap(1)], r#","future_total":-1e300"#));
+        assert_eq!(e.path, "$.future_total");
+        // Text that is not JSON is refused as such.
+        assert!(matches!(
+            decode(BodyEncoding::Json, b"{\"protocol\":1,\"snapshots\":[{]}"),
+            Err(ReportError::BadJson(_))
+        ));
+    }
+
+    #[test]
+    fn the_largest_snapshot_of_a_batch_is_measured_not_only_the_newest() {
+        let mut big = crate::sim::snapshot("h", "i", 1, 1);
+        big.warnings = vec!["x".repeat(50_000)];
+        let small = crate::sim::snapshot("h", "i", 2, 2);
+        let j = serde_json::to_vec(&ReportBatch {
+            protocol: 1,
+            snapshots: vec![big.clone(), small.clone()],
+            dropped_total: 0,
+        })
+        .unwrap();
+        let d = decode(BodyEncoding::Json, &j).unwrap();
+        let big_len = serde_json::to_string(&big).unwrap().len();
+        assert_eq!(d.largest_snapshot, Some(big_len));
+        assert_eq!(
+            d.last_json.as_deref().map(str::len),
+            Some(serde_json::to_string(&small).unwrap().len()),
+            "the newest is the small one"
+        );
+        let empty = decode(BodyEncoding::Json, br#"{"protocol":1,"snapshots":[]}"#).unwrap();
+        assert_eq!((empty.largest_snapshot, empty.last_json), (None, None));
     }
 
     #[test]

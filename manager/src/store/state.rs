@@ -334,7 +334,7 @@ impl State {
             });
             e.latest = Some(summary);
             if i == last {
-                e.latest_json = report.last_json.as_deref().map(Arc::from);
+                e.latest_json = report.last_json.clone();
             }
         }
         if out.accepted > 0 {
@@ -479,7 +479,11 @@ pub(crate) mod tests {
                 })
                 .collect(),
             dropped_total: 0,
-            last_json: Some(format!("{{\"seq\":{}}}", seqs.last().unwrap_or(&0))),
+            largest_snapshot: None,
+            last_json: Some(Arc::from(format!(
+                "{{\"seq\":{}}}",
+                seqs.last().unwrap_or(&0)
+            ))),
         }
     }
 

@@ -92,6 +92,8 @@ pub struct Writer {
     pub failed: Option<String>,
     /// The state folder's flock, released when the writer ends.
     pub lock: std::fs::File,
+    /// One compressor for every stored snapshot (reset, not rebuilt, per snapshot).
+    pub packer: queries::SnapshotPacker,
 }
 
 impl Writer {
@@ -162,7 +164,7 @@ impl Writer {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
             {
                 let st = self.state.read().unwrap_or_else(|p| p.into_inner());
-                write_rows(&self.conn, &st, touched)?;
+                write_rows(&self.conn, &st, touched, &mut self.packer)?;
             }
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'commits'")?
@@ -267,6 +269,7 @@ fn write_rows(
     conn: &Connection,
     st: &State,
     touched: &HashMap<String, Touch>,
+    packer: &mut queries::SnapshotPacker,
 ) -> rusqlite::Result<()> {
     for (id, t) in touched {
         let Some(e) = st.nodes.get(id) else {
@@ -280,7 +283,7 @@ fn write_rows(
             queries::put_node(conn, &e.record)?;
         }
         let Some(before) = &t.report else { continue };
-        queries::put_latest(conn, e)?;
+        queries::put_latest(conn, e, packer)?;
         for (i, (inst, max)) in e.seen.iter().enumerate() {
             if before.seen.get(i).map(|(bi, bm)| (bi.as_str(), *bm)) != Some((inst.as_str(), *max))
             {
