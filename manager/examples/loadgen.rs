@@ -256,7 +256,7 @@ fn p99_ms(v: &[u64]) -> f64 {
 fn scrape_thread(
     cli: &Cli,
     end: Instant,
-) -> std::thread::JoinHandle<Result<(usize, Vec<u64>, u64)>> {
+) -> std::thread::JoinHandle<Result<(usize, Vec<u64>, u64, bool)>> {
     let cli = cli.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -268,14 +268,22 @@ fn scrape_thread(
                 .context("reading admin-token")?;
             let mut took = Vec::new();
             let mut last_len = 0;
+            let mut gzipped = false;
             while Instant::now() < end {
                 let t = Instant::now();
+                // As Prometheus asks (a manager that does not gzip answers plain text).
                 let mut r = http
                     .get(format!("{}/metrics", cli.url))
                     .bearer_auth(admin.trim())
+                    .header(reqwest::header::ACCEPT_ENCODING, "gzip")
                     .send()
                     .await?;
                 let status = r.status();
+                // Counted as sent (not inflated): the bytes on the wire.
+                gzipped = r
+                    .headers()
+                    .get(reqwest::header::CONTENT_ENCODING)
+                    .is_some_and(|v| v == "gzip");
                 let mut len = 0u64;
                 while let Some(c) = r.chunk().await? {
                     len += c.len() as u64;
@@ -286,7 +294,7 @@ fn scrape_thread(
                 last_len = len;
                 took.push(t.elapsed().as_micros() as u64);
             }
-            Ok::<_, anyhow::Error>((took.len(), took, last_len))
+            Ok::<_, anyhow::Error>((took.len(), took, last_len, gzipped))
         })
     })
 }
@@ -557,14 +565,15 @@ async fn ingest(
     let cpu = manager_cpu(cli, cpu0, lat.len());
     let mut health_p99 = String::new();
     if let Some((scrapes, health)) = side {
-        let (count, took, bytes) = scrapes
+        let (count, took, bytes, gzipped) = scrapes
             .join()
             .map_err(|_| anyhow::anyhow!("the scrape thread panicked"))??;
         let health = health.await??;
         println!(
-            "during {count} full /metrics scrapes back to back (each {}, {:.0} MiB): /v1/health {}",
+            "during {count} full /metrics scrapes back to back (each {}, {:.0} MiB{}): /v1/health {}",
             percentiles(took),
             bytes as f64 / (1 << 20) as f64,
+            if gzipped { " gzip'd" } else { "" },
             percentiles(health.clone())
         );
         health_p99 = format!(" scrapes={count} health_p99_ms={:.1}", p99_ms(&health));

