@@ -170,7 +170,25 @@ enum NodesAction {
     },
 }
 
+/// Two malloc arenas instead of glibc's default of up to 8 per core. Each thread that
+/// allocates gets an arena of its own, and memory freed in one is not reused by
+/// another: the async workers, the store's writer and the render thread each kept a
+/// heap of their own holes. Measured at 10,000 nodes after 20 s of batched ingest (the
+/// bench's phases, niced): 158 MiB RSS with the default, 120 MiB with two. An
+/// operator's `MALLOC_ARENA_MAX` wins. Called first, before any other thread exists.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt takes two integers and touches no memory of ours; no other
+        // thread allocates yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARMADA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
