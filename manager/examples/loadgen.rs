@@ -248,15 +248,15 @@ fn p99_ms(v: &[u64]) -> f64 {
     v[((v.len() as f64 * 0.99).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0
 }
 
+/// (count, microseconds each, bytes of the last, whether it came gzip'd).
+type Scrapes = (usize, Vec<u64>, u64, bool);
+
 /// Full `/metrics` scrapes back to back until `end`: (count, seconds each, bytes of the
 /// last). On a thread and runtime of its own, and the body is counted chunk by chunk,
 /// not kept: a scrape is hundreds of MiB of TLS to decrypt, and on the one worker that
 /// sends the reports it delayed them, which the report latencies then counted as the
 /// manager's (a Prometheus server is another process, too).
-fn scrape_thread(
-    cli: &Cli,
-    end: Instant,
-) -> std::thread::JoinHandle<Result<(usize, Vec<u64>, u64, bool)>> {
+fn scrape_thread(cli: &Cli, end: Instant) -> std::thread::JoinHandle<Result<Scrapes>> {
     let cli = cli.clone();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
