@@ -861,8 +861,10 @@ async fn report(
         }
         e => ApiError::bad_request(e),
     })?;
-    if let Some(latest) = &decoded.last_json {
-        s.gate.check_stored_snapshot(latest.len())?;
+    // Every snapshot of the batch, not only the newest: an older one's figures are
+    // stored too (a batch [huge, small] must not pass on the small one's size).
+    if let Some(largest) = decoded.largest_snapshot {
+        s.gate.check_stored_snapshot(largest)?;
     }
     if decoded.snapshots.is_empty() {
         return Ok(Json(ReportAck {
