@@ -194,6 +194,7 @@ async fn register_from_config(cp: &ControlPlane) -> Result<Registration, Attempt
             (m, Some(at))
         }
     };
+    wait_for_engine(&cp.engine).await;
     let (facts, swarm) = node_facts(&cp.root, &cfg, &cp.engine)
         .await
         .map_err(Attempt::Refused)?;
@@ -285,6 +286,34 @@ fn registration_from(
 
 /// What the node says about itself: armada.toml and the system, plus what the engine
 /// says (bounded: a hung engine leaves those fields empty).
+/// Bound on the wait for the engine before a first registration: Docker's start took up
+/// to ~60 s of a raspi3b boot under TCG; an engine that does not answer by then is
+/// registered without (its version and ID are then missing from the node's facts).
+const ENGINE_WAIT_AT_REGISTER: Duration = Duration::from_secs(180);
+
+/// The agent starts beside Docker at boot (its unit is not ordered after docker.service):
+/// a first registration waits for the engine here, bounded, so its facts carry the
+/// engine's version and ID.
+async fn wait_for_engine(engine: &swarm::Engine) {
+    let t = std::time::Instant::now();
+    match swarm::wait_until_up(engine, ENGINE_WAIT_AT_REGISTER).await {
+        swarm::EngineWait::Up => {
+            if t.elapsed() > Duration::from_secs(1) {
+                tracing::info!(
+                    "the Docker engine answered after {:.1}s",
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
+        swarm::EngineWait::NoSocket => {}
+        swarm::EngineWait::Silent => tracing::warn!(
+            "the Docker engine at {} did not answer in {}s: registering without its version and ID",
+            engine.host(),
+            ENGINE_WAIT_AT_REGISTER.as_secs()
+        ),
+    }
+}
+
 async fn node_facts(
     root: &Path,
     cfg: &FirstBootConfig,

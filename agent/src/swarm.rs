@@ -78,6 +78,49 @@ impl Engine {
     pub fn host(&self) -> &str {
         &self.host
     }
+
+    /// The engine's socket file (the address is checked to be `unix://` at [`Engine::new`]).
+    pub fn socket_path(&self) -> &std::path::Path {
+        std::path::Path::new(self.host.strip_prefix("unix://").unwrap_or(&self.host))
+    }
+}
+
+/// How a wait for the engine ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum EngineWait {
+    /// It answered.
+    Up,
+    /// No socket file: no engine on this host (or not installed), nothing to wait for.
+    NoSocket,
+    /// The socket is there but nothing answered within the bound.
+    Silent,
+}
+
+/// Waits, bounded, for the local engine to answer `GET /version`. At boot the agent
+/// starts beside Docker, not after it (Docker's start took 11-60 s of the join path under
+/// TCG): its first registration waits here so it still carries the engine's version and
+/// ID, and everything before it (the process, config, clock) overlaps Docker's start.
+/// While dockerd starts, systemd's `docker.socket` already holds the socket: a request
+/// waits in its queue, each try bounded by [`engine_version`]'s 5 s.
+pub async fn wait_until_up(engine: &Engine, bound: Duration) -> EngineWait {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        if !engine.socket_path().exists() {
+            return EngineWait::NoSocket;
+        }
+        if let Ok(docker) = engine.client() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let version = tokio::time::timeout(left, engine_version(&docker)).await;
+            if matches!(version, Ok(Some(_))) {
+                return EngineWait::Up;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return EngineWait::Silent;
+        }
+        // A refused connection (dockerd restarting, no socket activation) fails at once.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// The engine's version, for the node's facts.
@@ -463,6 +506,40 @@ pub async fn report_joined(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_engine_wait_ends_at_once_without_a_socket_and_at_the_bound_when_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("docker.sock");
+        let engine = Engine::new(&format!("unix://{}", sock.display()), 60).unwrap();
+        let t = Instant::now();
+        assert_eq!(
+            wait_until_up(&engine, Duration::from_secs(30)).await,
+            EngineWait::NoSocket
+        );
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+        // A socket that accepts and never answers: dockerd not started yet behind
+        // systemd's docker.socket.
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                open.push(conn);
+            }
+        });
+        let t = Instant::now();
+        assert_eq!(
+            wait_until_up(&engine, Duration::from_millis(1500)).await,
+            EngineWait::Silent
+        );
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        held.abort();
+    }
 
     #[test]
     fn our_swarm_is_recognised_by_manager_host() {
