@@ -343,7 +343,7 @@ guest_timing() {
   lease_ip "$host" >/dev/null || { log "$c: no lease for $host: no in-guest timing"; return 0; }
   ip=$(lease_ip "$host")
   guest_ssh "$host" \
-    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 25; echo; echo "apparmor cache: $(ls -a /var/cache/apparmor/*/ | tr "\n" " ")"; echo; echo "== periodic jobs started this boot:"; for u in fstrim e2scrub_all e2scrub_reap dpkg-db-backup apt-daily apt-daily-upgrade man-db logrotate; do journalctl -b -q -o short-monotonic --no-pager -u $u.service | grep -m1 -E "Start(ing|ed)" | sed "s/^/$u: /"; done; echo; systemctl list-timers --all --no-pager; echo; systemd-analyze critical-chain multi-user.target; echo; journalctl -b -o short-monotonic --no-pager -u armada-firstboot -u armada-growroot -u armada-ssh-keys -u armada-clock -u armada-agent -u docker -u containerd -u systemd-networkd -u systemd-networkd-wait-online | head -n 250' \
+    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 25; echo; echo "apparmor cache: $(ls -a /var/cache/apparmor/*/ | tr "\n" " ")"; echo; echo "== periodic jobs started this boot:"; for u in fstrim e2scrub_all e2scrub_reap dpkg-db-backup apt-daily apt-daily-upgrade man-db logrotate; do journalctl -b -q -o short-monotonic --no-pager -u $u.service | grep -m1 -E "Start(ing|ed)" | sed "s/^/$u: /"; done; echo; systemctl list-timers --all --no-pager; echo; systemd-analyze critical-chain multi-user.target; echo; journalctl -b -o short-monotonic --no-pager -u armada-firstboot -u armada-growroot -u armada-ssh-keys -u armada-clock -u armada-clock-swarm -u armada-agent -u docker -u containerd -u systemd-networkd -u systemd-networkd-wait-online | head -n 250' \
     >"$out" 2>&1 || grep -q '^Startup finished' "$out" || {
     log "$c: ssh to $ip failed (in-guest timing not read):"; tail -n 3 "$out" >&2; return 0; }
   # (A loaded host can end the long command at guest_ssh's 60 s: what was read is shown.)
@@ -351,7 +351,7 @@ guest_timing() {
   sed -n '1,/^$/p' "$out" | sed 's/^/    /' >&2
   # The agent's critical chain: the second paragraph (after systemd-analyze's summary).
   awk -v RS= 'NR == 2' "$out" | grep -v '^The time' | head -n 16 | sed 's/^/    /' >&2
-  grep -E ' (apparmor|containerd|docker|armada-firstboot|armada-growroot|armada-ssh-keys|armada-clock|systemd-networkd-wait-online|fstrim|e2scrub_reap|dpkg-db-backup)\.service$|^apparmor cache' "$out" | sed 's/^/    /' >&2
+  grep -E ' (apparmor|containerd|docker|armada-firstboot|armada-growroot|armada-ssh-keys|armada-clock|armada-clock-swarm|systemd-networkd-wait-online|fstrim|e2scrub_reap|dpkg-db-backup)\.service$|^apparmor cache' "$out" | sed 's/^/    /' >&2
   awk '/^== periodic jobs/,/^$/' "$out" | sed 's/^/    /' >&2
 }
 

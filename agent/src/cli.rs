@@ -34,7 +34,8 @@ pub enum Command {
     /// Collect and print metrics.
     Metrics(metrics::MetricsArgs),
     /// Step a lagging clock forward to the clock floor and the manager's time (run once
-    /// per boot by armada-clock.service, before Docker).
+    /// per boot by armada-clock.service or, once the engine joined, by
+    /// armada-clock-swarm.service before Docker).
     SyncClock(SyncClockArgs),
 }
 

@@ -1,10 +1,12 @@
-//! The clock of a board without an RTC, set before Docker starts.
+//! The clock of a board without an RTC, set before the agent (and Docker) start.
 //!
 //! Docker checks its swarm certificates against the local clock, and a board that lost
 //! power starts in the past (systemd's build-time floor): its swarm goes to ERROR and the
-//! node never comes back. `armada-agent sync-clock` runs once per boot from
-//! `armada-clock.service`, ordered before `docker.service`, and only ever steps the clock
-//! forward, from two sources:
+//! node never comes back. `armada-agent sync-clock` runs once per boot, from
+//! `armada-clock-swarm.service` (ordered before `docker.service`) once the engine holds
+//! swarm certificates, else from `armada-clock.service` (before the agent only: at a
+//! first boot Docker has nothing to check, and need not wait), and only ever steps the
+//! clock forward, from two sources:
 //!
 //! - the floor: the mtime of `clock` in the state folder (`/var/lib/armada/clock`),
 //!   touched at the end of each sync and every few minutes by the running agent
