@@ -94,6 +94,23 @@ check_common() { # img
   has ' runc' "$(dbg "ls -l $aa" "$r")" || fail "$img: the runc profile is not in $aa"
   has 'arm64' "$(dbg 'ls /lib/modules' "$r")" || fail "no kernel modules in $img"
   has firstboot.sh "$(dbg 'cat /etc/systemd/system/armada-firstboot.service' "$r")" || fail "no first-boot unit in $img"
+  # The join path (issue 12; the boot test times it): wpa_supplicant@wlan0 comes with a
+  # wlan0 (udev), never as a want of multi-user.target waiting for a radio a board may
+  # not have; the root grows and the programs are read ahead beside the boot, not in it.
+  has 'SYSTEMD_WANTS.*wpa_supplicant@wlan0' "$(dbg 'cat /etc/udev/rules.d/80-armada-wlan0.rules' "$r")" || fail "$img: no udev rule starting wpa_supplicant@wlan0 with wlan0"
+  has 'wpa_supplicant@' "$(dbg 'ls /etc/systemd/system/multi-user.target.wants' "$r")" && fail "$img: multi-user.target wants wpa_supplicant@wlan0 (it waits 90 s for a missing radio)"
+  has armada-growroot.service "$(dbg 'ls /etc/systemd/system/multi-user.target.wants' "$r")" || fail "$img: armada-growroot.service not enabled"
+  has armada-readahead.service "$(dbg 'ls /etc/systemd/system/sysinit.target.wants' "$r")" || fail "$img: armada-readahead.service not enabled"
+  has '^After=.*docker\.service' "$(dbg 'cat /etc/systemd/system/armada-agent.service' "$r")" && fail "$img: the agent's unit waits for docker.service (its registration waits for the engine itself)"
+  # The clock: before the agent only while the engine holds no swarm certificate, before
+  # Docker too once it does (armada-clock-swarm), with the same command and sandbox.
+  local clk swm
+  clk=$(dbg 'cat /etc/systemd/system/armada-clock.service' "$r"); swm=$(dbg 'cat /etc/systemd/system/armada-clock-swarm.service' "$r")
+  has '^ConditionPathExists=!/var/lib/docker/swarm/certificates$' "$clk" || fail "$img: armada-clock.service does not stand aside once Docker holds swarm certificates"
+  has '^ConditionPathExists=/var/lib/docker/swarm/certificates$' "$swm" || fail "$img: no armada-clock-swarm.service for an engine with swarm certificates"
+  has '^Before=docker\.service' "$swm" || fail "$img: armada-clock-swarm.service is not ordered before Docker"
+  [ "$(sed -n '/^\[Service\]/,$p' <<<"$clk")" = "$(sed -n '/^\[Service\]/,$p' <<<"$swm")" ] || fail "$img: armada-clock and armada-clock-swarm run different [Service] sections"
+  has armada-clock-swarm.service "$(dbg 'ls /etc/systemd/system/multi-user.target.wants' "$r")" || fail "$img: armada-clock-swarm.service not enabled"
   has ssh_host_ "$(dbg 'ls /etc/ssh' "$r")" && fail "baked ssh host keys in $img"
   # The board gets its security fixes from the mirror it was built from.
   has '^deb .* [a-z]*-security ' "$(dbg 'cat /etc/apt/sources.list' "$r")" || fail "no security suite in $img's apt sources"
