@@ -340,6 +340,16 @@ impl PseudoFile {
         let bytes = self.read_record(dir, name)?;
         Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
     }
+
+    /// Reads a short `/proc/sys` value (`kernel/hostname`) as one trimmed line. The
+    /// sysctl handler allocates and zeroes a kernel buffer as large as the read asked
+    /// for: with the 64 KiB buffer that was 16 pages cleared per cycle (5% of a
+    /// collection at 20 containers), so the first read asks for [`SMALL_READ`] bytes
+    /// and only a value that fills them is read on.
+    pub fn read_sysctl_string(&mut self, dir: &Path, name: &str) -> Result<String, ReadError> {
+        let bytes = self.read(dir, name, Records::Small)?;
+        Ok(String::from_utf8_lossy(trim(bytes)).into_owned())
+    }
 }
 
 /// `dir/name` into `path`, reusing its allocation.
@@ -350,11 +360,19 @@ fn set_path(path: &mut PathBuf, dir: &Path, name: &str) {
     path.push(name);
 }
 
+/// Bytes asked for by the first read of a [`Records::Small`] file: a hostname is at
+/// most 64.
+const SMALL_READ: usize = 256;
+
 /// How a pseudo-file hands out its contents (see [`PseudoFile::read_record`]).
 #[derive(Clone, Copy, PartialEq)]
 enum Records {
     /// One show() call: a first read shorter than the buffer is all of it.
     One,
+    /// One short value whose handler allocates what the read asks for (`/proc/sys`):
+    /// the first read asks for [`SMALL_READ`] bytes; one that fills them is read on
+    /// as [`Records::One`].
+    Small,
     /// Many records, about a page per read: only a read of 0 is the end.
     Many,
 }
@@ -374,11 +392,17 @@ fn read_from_start(file: &File, buf: &mut Vec<u8>, records: Records) -> io::Resu
             let grown = buf.len().saturating_mul(2).max(4096);
             buf.resize(grown, 0);
         }
-        match file.read_at(&mut buf[len..], len as u64) {
+        let want = if records == Records::Small && len == 0 {
+            SMALL_READ.min(buf.len())
+        } else {
+            buf.len()
+        };
+        match file.read_at(&mut buf[len..want], len as u64) {
             Ok(0) => return Ok(len),
             Ok(n) => {
                 len += n;
-                if records == Records::One && len < buf.len() {
+                let short = len < want;
+                if short && (records == Records::One || records == Records::Small) {
                     return Ok(len);
                 }
             }
@@ -570,6 +594,30 @@ mod tests {
         f.close_slot("cpuacct.usage");
         assert_eq!(f.take_slots().open(), 0);
         assert_eq!(f.open_files(), 0);
+    }
+
+    #[test]
+    fn sysctl_values_are_whole_past_the_first_small_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let long = "h".repeat(SMALL_READ * 3 + 7);
+        std::fs::write(d.join("long"), format!("{long}\n")).unwrap();
+        std::fs::write(d.join("exact"), "e".repeat(SMALL_READ)).unwrap();
+        std::fs::write(d.join("short"), "board-7\n").unwrap();
+        let mut f = PseudoFile::new();
+        assert_eq!(f.read_sysctl_string(d, "long").unwrap(), long);
+        assert_eq!(
+            f.read_sysctl_string(d, "exact").unwrap(),
+            "e".repeat(SMALL_READ)
+        );
+        assert_eq!(f.read_sysctl_string(d, "short").unwrap(), "board-7");
+        // The kernel's own: the same as uname's node name.
+        let uts = nix::sys::utsname::uname().unwrap();
+        assert_eq!(
+            f.read_sysctl_string(Path::new("/proc/sys/kernel"), "hostname")
+                .unwrap(),
+            uts.nodename().to_string_lossy()
+        );
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! One container's usage from cgroup v1 files (one folder per controller).
 //!
 //! cpuacct: `cpuacct.usage` (ns), `cpuacct.stat` (user/system in USER_HZ ticks);
-//! cpu: `cpu.stat` (nr_periods, nr_throttled, throttled_time ns), CFS quota and period;
+//! cpu: `cpu.stat` (nr_periods, nr_throttled, throttled_time ns; every cycle only under
+//! a CFS quota, else with the limits: see [`super::Limits::throttling`]), CFS quota and
+//! period;
 //! memory: `memory.usage_in_bytes`, `memory.limit_in_bytes`, `memory.stat`
 //! (`total_*` when hierarchical, plain names otherwise), `memory.oom_control`;
 //! blkio: `blkio.throttle.io_service_bytes` / `io_serviced`; pids: `pids.current`/`max`.
 
 use protocol::snapshot::{ContainerCpu, ContainerIo, ContainerMemory, ContainerPids};
 
-use super::{ok_or_absent, ok_or_warn, Gone, Limits, Usage, V1Dirs};
+use super::{ok_or_absent, ok_or_warn, Gone, Limits, Throttling, Usage, V1Dirs};
 use crate::metrics::pseudofile::{
     fields, keyed_u64, keyed_u64s, lines, parse_u64, trim, PseudoFile, ReadError,
 };
@@ -16,11 +18,15 @@ use crate::metrics::pseudofile::{
 /// v1 reports "no limit" as PAGE_COUNTER_MAX pages, about 2^63: anything this large is none.
 const UNLIMITED: u64 = 1 << 60;
 
+/// `throttling`: the container's limits when `cpu.stat` is due this cycle (its
+/// `throttling` is set from the file); `None` keeps the last read there (the caller
+/// reports it).
 pub fn read(
     d: &V1Dirs,
     file: &mut PseudoFile,
     ticks_per_second: f64,
     memory_enabled: bool,
+    throttling: Option<&mut Limits>,
     warn: &mut dyn FnMut(ReadError),
 ) -> Result<Usage, Gone> {
     let usage_ns = match file.read_u64(&d.cpuacct, "cpuacct.usage") {
@@ -43,12 +49,16 @@ pub fn read(
             cpu.system_seconds = system as f64 / ticks_per_second;
         }
         // cpu.stat exists only with CFS bandwidth control (CONFIG_CFS_BANDWIDTH).
-        if let Some(b) = ok_or_absent(file.read_record(&d.cpu, "cpu.stat"), warn) {
-            let [periods, throttled, time] =
-                keyed_u64s(b, [b"nr_periods", b"nr_throttled", b"throttled_time"]);
-            cpu.periods = periods;
-            cpu.throttled_periods = throttled;
-            cpu.throttled_seconds = time.map(|ns| ns as f64 / 1e9);
+        if let Some(limits) = throttling {
+            limits.throttling = ok_or_absent(file.read_record(&d.cpu, "cpu.stat"), warn).map(|b| {
+                let [periods, throttled_periods, throttled_ns] =
+                    keyed_u64s(b, [b"nr_periods", b"nr_throttled", b"throttled_time"]);
+                Throttling {
+                    periods,
+                    throttled_periods,
+                    throttled_ns,
+                }
+            });
         }
         out.cpu = Some(cpu);
     }
@@ -79,6 +89,7 @@ pub fn read_limits(d: &V1Dirs, file: &mut PseudoFile) -> Limits {
             .flatten()
             .filter(|&l| l < UNLIMITED),
         pids_max: file.read_u64(&d.pids, "pids.max").ok().flatten(),
+        throttling: None,
     }
 }
 

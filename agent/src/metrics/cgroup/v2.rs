@@ -82,6 +82,7 @@ pub fn read_limits(dir: &Path, file: &mut PseudoFile) -> Limits {
             .and_then(parse_cpu_max),
         memory_bytes: file.read_u64(dir, "memory.max").ok().flatten(),
         pids_max: file.read_u64(dir, "pids.max").ok().flatten(),
+        throttling: None,
     }
 }
 
