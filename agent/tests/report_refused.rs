@@ -194,7 +194,7 @@ async fn snapshots_too_large_are_dropped_at_once_and_the_rest_delivered() {
     assert!(
         status.refused["too_large"]
             .last_message
-            .contains("stored per node"),
+            .contains(&format!("at most {CAP} are stored per")),
         "{status:?}"
     );
     assert_eq!(lock(&shared.stats).delivered_total, 3);
