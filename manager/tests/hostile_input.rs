@@ -58,15 +58,13 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
         ok.status()
     );
     assert_eq!(ok.status(), 200);
-    let detail: serde_json::Value = http
-        .get(format!("{}/v1/nodes/{}", m.url, node.node_id))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = admin_json(
+        &http,
+        &m.url,
+        &c.admin,
+        &format!("/v1/nodes/{}", node.node_id),
+    )
+    .await;
     assert_eq!(
         detail["latest"]["seq"], 2,
         "the oversized one was not stored"
@@ -90,15 +88,13 @@ async fn an_oversized_snapshot_is_413_and_not_stored() {
     println!("[413] a batch [1.2 MiB, ordinary]: HTTP {status}: {msg}");
     assert_eq!(status, 413);
     assert!(msg.contains("at most"), "{msg}");
-    let detail: serde_json::Value = http
-        .get(format!("{}/v1/nodes/{}", m.url, node.node_id))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = admin_json(
+        &http,
+        &m.url,
+        &c.admin,
+        &format!("/v1/nodes/{}", node.node_id),
+    )
+    .await;
     assert_eq!(
         detail["latest"]["seq"], 2,
         "nothing of that batch was stored"

@@ -247,6 +247,24 @@ pub async fn post_report(
         .unwrap()
 }
 
+/// `GET {url}{path}` with the admin token, as JSON (panics on a transport error or a
+/// body that is not JSON; the status is not checked).
+pub async fn admin_json(
+    http: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    path: &str,
+) -> serde_json::Value {
+    http.get(format!("{url}{path}"))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// The manager binary as a child process, killed (by its PID) when dropped.
 pub struct Manager {
     pub child: Child,
