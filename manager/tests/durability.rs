@@ -105,15 +105,7 @@ async fn sigkill_mid_stream_loses_nothing_acknowledged() {
         );
         assert_eq!(ack.duplicates as u64, max + 1);
     }
-    let detail: serde_json::Value = http
-        .get(format!("{url}/v1/nodes/{}", nodes[0].1))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let detail = admin_json(&http, &url, &c.admin, &format!("/v1/nodes/{}", nodes[0].1)).await;
     assert!(
         detail["reports_total"].as_u64().unwrap() > acked[&nodes[0].1],
         "reports_total counts every acknowledged snapshot"

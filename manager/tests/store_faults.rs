@@ -155,15 +155,7 @@ async fn report_ok(http: &reqwest::Client, url: &str, n: &Node, seqs: std::ops::
 }
 
 async fn reports_total(http: &reqwest::Client, url: &str, c: &TestCluster, id: &str) -> u64 {
-    let d: serde_json::Value = http
-        .get(format!("{url}/v1/nodes/{id}"))
-        .bearer_auth(&c.admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let d = admin_json(http, url, &c.admin, &format!("/v1/nodes/{id}")).await;
     d["reports_total"].as_u64().unwrap()
 }
 
