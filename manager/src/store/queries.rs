@@ -121,60 +121,90 @@ const HISTORY: Table = Table {
     cols: "node_id, tier, n, t_ms, cpu_busy_ratio, memory_used_bytes, temperature_celsius, containers, crc, load1, net_rx_bytes_per_s, net_tx_bytes_per_s, disk_write_bytes_per_s, fs_used_ratio_max",
 };
 
-/// A table's rows in key order. Strict: the first error is returned. Salvage: after an
-/// error the table is read again from its last key backwards, and the error kept.
-fn scan(
+/// Why a scan stopped early: a read error, or the row handler's verdict.
+enum Stop {
+    Read(rusqlite::Error),
+    Row(RowDamage),
+}
+
+/// Hands a table's rows to `each` in key order, one at a time (a reused buffer: a big
+/// table is never held whole), and returns how many it handed on. Strict: the first
+/// read error is returned. Salvage: after an unreadable page the table is read again
+/// from the other end, down to the last row the first pass read; those rows are handed
+/// on in key order too, and the read error is returned beside the count.
+fn scan_each(
     conn: &Connection,
     t: &Table,
     salvage: bool,
-) -> Result<(Vec<Vec<Value>>, Option<String>), RowDamage> {
+    each: &mut dyn FnMut(&[Value]) -> Result<(), RowDamage>,
+) -> Result<(u64, Option<String>), RowDamage> {
     let n = t.cols.split(',').count();
-    let run = |desc: bool, out: &mut Vec<Vec<Value>>| -> Result<(), rusqlite::Error> {
+    let keys = t.key.len();
+    let query = |desc: bool| {
         let order: Vec<String> = t
             .key
             .iter()
             .map(|k| format!("{k}{}", if desc { " DESC" } else { "" }))
             .collect();
-        let sql = format!(
+        format!(
             "SELECT {} FROM {} ORDER BY {}",
             t.cols,
             t.name,
             order.join(", ")
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let mut v = Vec::with_capacity(n);
+        )
+    };
+    // `row` and `last` trade places after each row, so `last` is the last row read.
+    let (mut row, mut last) = (Vec::with_capacity(n), Vec::new());
+    let mut count = 0u64;
+    let forward = (|| -> Result<(), Stop> {
+        let mut stmt = conn.prepare(&query(false)).map_err(Stop::Read)?;
+        let mut rows = stmt.query([]).map_err(Stop::Read)?;
+        while let Some(r) = rows.next().map_err(Stop::Read)? {
+            row.clear();
             for i in 0..n {
-                v.push(r.get::<_, Value>(i)?);
+                row.push(r.get::<_, Value>(i).map_err(Stop::Read)?);
             }
-            out.push(v);
+            each(&row).map_err(Stop::Row)?;
+            count += 1;
+            std::mem::swap(&mut row, &mut last);
         }
         Ok(())
-    };
-    let mut fwd = Vec::new();
-    let Err(e) = run(false, &mut fwd) else {
-        return Ok((fwd, None));
+    })();
+    let e = match forward {
+        Ok(()) => return Ok((count, None)),
+        Err(Stop::Row(d)) => return Err(d),
+        Err(Stop::Read(e)) => e,
     };
     if !salvage {
         return Err(RowDamage {
             table: t.name,
-            problem: format!("reading after {} rows: {e}", fwd.len()),
+            problem: format!("reading after {count} rows: {e}"),
         });
     }
+    // From the end back to the damage, or to the last row the forward pass read (a
+    // scan in key order read every row before it).
+    let key = |v: &[Value]| format!("{:?}", &v[..keys]);
+    let seen = (count > 0).then(|| key(&last));
     let mut back = Vec::new();
-    let _ = run(true, &mut back);
-    let keys = t.key.len();
-    let mut seen: std::collections::HashSet<Vec<String>> = fwd
-        .iter()
-        .map(|r| r[..keys].iter().map(|v| format!("{v:?}")).collect())
-        .collect();
-    for r in back.into_iter().rev() {
-        if seen.insert(r[..keys].iter().map(|v| format!("{v:?}")).collect()) {
-            fwd.push(r);
+    let _ = (|| -> Result<(), rusqlite::Error> {
+        let mut stmt = conn.prepare(&query(true))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let v = (0..n)
+                .map(|i| r.get::<_, Value>(i))
+                .collect::<Result<Vec<_>, _>>()?;
+            if seen.as_deref() == Some(key(&v).as_str()) {
+                break;
+            }
+            back.push(v);
         }
+        Ok(())
+    })();
+    for v in back.into_iter().rev() {
+        each(&v)?;
+        count += 1;
     }
-    Ok((fwd, Some(e.to_string())))
+    Ok((count, Some(e.to_string())))
 }
 
 fn text(v: &Value) -> Result<&str, String> {
@@ -699,27 +729,28 @@ pub struct Loaded {
 /// Loads every table into the in-memory state. Strict (`salvage == false`): any
 /// unreadable page, checksum mismatch or inconsistency is an error. Salvage: such rows
 /// are left out and counted in [`Loaded::loss`].
+///
+/// The history table (about 330 rows a node) is read in key order, i.e. node by node:
+/// each node's rows are made into its packed [`History`] as soon as the next node's
+/// begin, so the load holds one node's rows at a time, never the table.
 pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
     let mut loss = Loss::default();
-    // Collects a row-level problem: fatal when strict, counted when salvaging.
-    let mut bad: HashMap<&'static str, (u64, String)> = HashMap::new();
-    let mut fail = |table: &'static str, problem: String| -> Result<(), RowDamage> {
-        if !salvage {
-            return Err(RowDamage { table, problem });
-        }
-        let slot = bad.entry(table).or_insert((0, problem));
-        slot.0 += 1;
-        Ok(())
+    let mut faults = Faults {
+        salvage,
+        bad: HashMap::new(),
     };
-    let scan_noting = |t: &Table, loss: &mut Loss| -> Result<Vec<Vec<Value>>, RowDamage> {
-        let (rows, err) = scan(conn, t, salvage)?;
+    let scan_noting = |t: &Table,
+                       loss: &mut Loss,
+                       each: &mut dyn FnMut(&[Value]) -> Result<(), RowDamage>|
+     -> Result<(), RowDamage> {
+        let (rows, err) = scan_each(conn, t, salvage, each)?;
         if let Some(e) = err {
             let total: Option<i64> = conn
                 .query_row(&format!("SELECT count(*) FROM {}", t.name), [], |r| {
                     r.get(0)
                 })
                 .ok();
-            let lost = total.map(|t| (t as u64).saturating_sub(rows.len() as u64));
+            let lost = total.map(|t| (t as u64).saturating_sub(rows));
             match lost {
                 Some(l) => loss.add(t.name, l, format!("unreadable pages ({e})")),
                 None => loss.add(
@@ -731,146 +762,114 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
                 ),
             }
         }
-        Ok(rows)
+        Ok(())
     };
 
     let mut records = HashMap::new();
-    for v in scan_noting(&NODES, &mut loss)? {
-        match parse_node(&v) {
-            Ok(r) => {
-                records.insert(r.node_id.clone(), r);
-            }
-            Err(p) => fail("nodes", p)?,
+    scan_noting(&NODES, &mut loss, &mut |v| match parse_node(v) {
+        Ok(r) => {
+            records.insert(r.node_id.clone(), r);
+            Ok(())
         }
-    }
+        Err(p) => faults.fail("nodes", p),
+    })?;
     let mut revocations = Vec::new();
-    for v in scan_noting(&REVOCATIONS, &mut loss)? {
-        match parse_revocation(&v) {
-            Ok(r) => revocations.push(r),
-            Err(p) => fail("revocations", p)?,
-        }
-    }
-    let mut latest = HashMap::new();
-    for v in scan_noting(&LATEST, &mut loss)? {
-        match parse_latest(&v) {
-            Ok((id, parts)) if records.contains_key(&id) => {
-                latest.insert(id, parts);
+    scan_noting(
+        &REVOCATIONS,
+        &mut loss,
+        &mut |v| match parse_revocation(v) {
+            Ok(r) => {
+                revocations.push(r);
+                Ok(())
             }
-            Ok((id, _)) => fail(
-                "latest",
-                format!("row for node {id}, which has no nodes row"),
-            )?,
-            Err(p) => fail("latest", p)?,
+            Err(p) => faults.fail("revocations", p),
+        },
+    )?;
+    let mut latest = HashMap::new();
+    scan_noting(&LATEST, &mut loss, &mut |v| match parse_latest(v) {
+        Ok((id, parts)) if records.contains_key(&id) => {
+            latest.insert(id, parts);
+            Ok(())
         }
-    }
+        Ok((id, _)) => faults.fail(
+            "latest",
+            format!("row for node {id}, which has no nodes row"),
+        ),
+        Err(p) => faults.fail("latest", p),
+    })?;
     let mut seen: HashMap<String, Vec<(i64, String, u64)>> = HashMap::new();
-    for v in scan_noting(&DEDUPE, &mut loss)? {
+    scan_noting(&DEDUPE, &mut loss, &mut |v| {
         let parsed = (|| {
             let (node, inst, max, used) = (text(&v[0])?, text(&v[1])?, int(&v[2])?, int(&v[3])?);
             check(&dedupe_crc(node, inst, max, used), &v[4])?;
             Ok::<_, String>((node.to_string(), inst.to_string(), max as u64, used))
         })();
         match parsed {
-            Ok((node, _, _, _)) if !records.contains_key(&node) => fail(
+            Ok((node, _, _, _)) if !records.contains_key(&node) => faults.fail(
                 "dedupe",
                 format!("row for node {node}, which has no nodes row"),
-            )?,
-            Ok((node, inst, max, used)) => seen.entry(node).or_default().push((used, inst, max)),
-            Err(p) => fail("dedupe", p)?,
+            ),
+            Ok((node, inst, max, used)) => {
+                seen.entry(node).or_default().push((used, inst, max));
+                Ok(())
+            }
+            Err(p) => faults.fail("dedupe", p),
         }
-    }
-    let mut points: HashMap<String, Vec<Vec<(u64, Point)>>> = HashMap::new();
-    for v in scan_noting(&HISTORY, &mut loss)? {
-        match parse_history(&v) {
-            Ok((node, ..)) if !records.contains_key(&node) => fail(
-                "history",
-                format!("row for node {node}, which has no nodes row"),
-            )?,
-            Ok((node, tier, n, p)) => points
-                .entry(node)
-                .or_insert_with(|| vec![Vec::new(); TIERS.len()])[tier]
-                .push((n, p)),
-            Err(p) => fail("history", p)?,
-        }
-    }
+    })?;
 
     let mut state = State::default();
-    for (id, record) in records {
-        let mut e = NodeEntry::new(record);
-        if let Some(mut s) = seen.remove(&id) {
-            s.sort();
-            e.seen = s.into_iter().map(|(_, i, m)| (i, m)).collect();
-        }
-        let tiers = points.remove(&id).unwrap_or_default();
-        match latest.remove(&id) {
-            Some(p) => {
-                // A tier's points must be exactly the last ones pushed, in order: a
-                // missing one means a lost row.
-                let mut pushed = p.pushed;
-                let mut kept = Vec::new();
-                for (tier, mut pts) in tiers.into_iter().enumerate() {
-                    pts.sort_by_key(|(n, _)| *n);
-                    let want = p.pushed[tier].min(TIERS[tier].1 as u64);
-                    let first = p.pushed[tier].saturating_sub(want);
-                    let whole = pts.len() as u64 == want
-                        && pts
-                            .iter()
-                            .enumerate()
-                            .all(|(i, (n, _))| *n == first + i as u64);
-                    if !whole {
-                        fail(
-                            "history",
-                            format!(
-                                "node {id} tier {tier}: {} points where {want} were kept",
-                                pts.len()
-                            ),
-                        )?;
-                        // Salvage keeps the newest contiguous run, renumbered.
-                        let mut run: Vec<(u64, Point)> = Vec::new();
-                        for (n, pt) in pts.into_iter().rev() {
-                            let next = match run.last() {
-                                None => n < p.pushed[tier],
-                                Some((prev, _)) => n + 1 == *prev,
-                            };
-                            if next && run.len() < TIERS[tier].1 {
-                                run.push((n, pt));
-                            } else if !run.is_empty() {
-                                break;
-                            }
-                        }
-                        run.reverse();
-                        pushed[tier] = run.len() as u64;
-                        kept.push(run.into_iter().map(|(_, pt)| pt).collect());
-                    } else {
-                        kept.push(pts.into_iter().map(|(_, pt)| pt).collect());
-                    }
-                }
-                match History::restore(kept, &p.open_buckets, pushed) {
-                    Ok(h) => e.history = h,
-                    Err(err) => fail("latest", format!("node {id}: history: {err}"))?,
-                }
-                e.last_report_ms = p.last_report_ms;
-                e.latest = p.latest;
-                e.prev_cpu = p.prev_cpu;
-                e.reports_total = p.reports_total;
-                e.agent_dropped_total = p.agent_dropped_total;
-                e.latest_json = p.snapshot;
+    let mut parts = Parts {
+        records,
+        latest,
+        seen,
+    };
+    // The node whose history rows are being read, and its points per tier.
+    let mut open: Option<(String, Vec<Vec<(u64, Point)>>)> = None;
+    scan_noting(&HISTORY, &mut loss, &mut |v| {
+        let (node, tier, n, p) = match parse_history(v) {
+            Ok(row) => row,
+            Err(p) => return faults.fail("history", p),
+        };
+        match &mut open {
+            Some((id, tiers)) if *id == node => {
+                tiers[tier].push((n, p));
+                return Ok(());
             }
-            None => {
-                if tiers.iter().any(|t| !t.is_empty()) || !e.seen.is_empty() {
-                    fail(
-                        "latest",
-                        format!("node {id} has history or dedupe rows but no latest row"),
-                    )?;
-                }
-            }
+            _ => {}
         }
-        state.put_entry(e);
+        if state.nodes.contains_key(&node) {
+            // Key order puts a node's rows together; SQLite's scan cannot do otherwise.
+            return faults.fail(
+                "history",
+                format!("row for node {node} after another node's rows"),
+            );
+        }
+        if !parts.records.contains_key(&node) {
+            return faults.fail(
+                "history",
+                format!("row for node {node}, which has no nodes row"),
+            );
+        }
+        if let Some((id, tiers)) = open.take() {
+            state.put_entry(parts.entry(&id, tiers, &mut faults)?);
+        }
+        let mut tiers = vec![Vec::new(); TIERS.len()];
+        tiers[tier].push((n, p));
+        open = Some((node, tiers));
+        Ok(())
+    })?;
+    if let Some((id, tiers)) = open.take() {
+        state.put_entry(parts.entry(&id, tiers, &mut faults)?);
+    }
+    // Nodes without history rows.
+    let rest: Vec<String> = parts.records.keys().cloned().collect();
+    for id in rest {
+        state.put_entry(parts.entry(&id, Vec::new(), &mut faults)?);
     }
     for r in revocations {
         state.revoked.insert(r.node_id.clone(), r);
     }
-    for (table, (n, why)) in bad {
+    for (table, (n, why)) in faults.bad {
         loss.add(
             table,
             n,
@@ -878,6 +877,110 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
         );
     }
     Ok(Loaded { state, loss })
+}
+
+/// Row-level problems of a load: fatal when strict, counted per table when salvaging.
+struct Faults {
+    salvage: bool,
+    /// table -> (rows, the first problem)
+    bad: HashMap<&'static str, (u64, String)>,
+}
+
+impl Faults {
+    fn fail(&mut self, table: &'static str, problem: String) -> Result<(), RowDamage> {
+        if !self.salvage {
+            return Err(RowDamage { table, problem });
+        }
+        self.bad.entry(table).or_insert((0, problem)).0 += 1;
+        Ok(())
+    }
+}
+
+/// The small tables' rows, by node, waiting for the node's history.
+struct Parts {
+    records: HashMap<String, NodeRecord>,
+    latest: HashMap<String, LatestParts>,
+    seen: HashMap<String, Vec<(i64, String, u64)>>,
+}
+
+impl Parts {
+    /// Node `id`'s entry from its rows and its history points per tier (ascending `n`;
+    /// no tiers at all when it has no history rows). `id` must have a nodes row.
+    fn entry(
+        &mut self,
+        id: &str,
+        tiers: Vec<Vec<(u64, Point)>>,
+        faults: &mut Faults,
+    ) -> Result<NodeEntry, RowDamage> {
+        let record = self.records.remove(id).expect("a node with a nodes row");
+        let mut e = NodeEntry::new(record);
+        if let Some(mut s) = self.seen.remove(id) {
+            s.sort();
+            e.seen = s.into_iter().map(|(_, i, m)| (i, m)).collect();
+        }
+        let Some(p) = self.latest.remove(id) else {
+            if tiers.iter().any(|t| !t.is_empty()) || !e.seen.is_empty() {
+                faults.fail(
+                    "latest",
+                    format!("node {id} has history or dedupe rows but no latest row"),
+                )?;
+            }
+            return Ok(e);
+        };
+        // A tier's points must be exactly the last ones pushed, in order: a missing one
+        // means a lost row.
+        let mut pushed = p.pushed;
+        let mut kept = Vec::new();
+        for (tier, mut pts) in tiers.into_iter().enumerate() {
+            // Already in order when read in key order; salvage may have joined two runs.
+            pts.sort_by_key(|(n, _)| *n);
+            let want = p.pushed[tier].min(TIERS[tier].1 as u64);
+            let first = p.pushed[tier].saturating_sub(want);
+            let whole = pts.len() as u64 == want
+                && pts
+                    .iter()
+                    .enumerate()
+                    .all(|(i, (n, _))| *n == first + i as u64);
+            if whole {
+                kept.push(pts.into_iter().map(|(_, pt)| pt).collect());
+                continue;
+            }
+            faults.fail(
+                "history",
+                format!(
+                    "node {id} tier {tier}: {} points where {want} were kept",
+                    pts.len()
+                ),
+            )?;
+            // Salvage keeps the newest contiguous run, renumbered.
+            let mut run: Vec<(u64, Point)> = Vec::new();
+            for (n, pt) in pts.into_iter().rev() {
+                let next = match run.last() {
+                    None => n < p.pushed[tier],
+                    Some((prev, _)) => n + 1 == *prev,
+                };
+                if next && run.len() < TIERS[tier].1 {
+                    run.push((n, pt));
+                } else if !run.is_empty() {
+                    break;
+                }
+            }
+            run.reverse();
+            pushed[tier] = run.len() as u64;
+            kept.push(run.into_iter().map(|(_, pt)| pt).collect());
+        }
+        match History::restore(kept, &p.open_buckets, pushed) {
+            Ok(h) => e.history = h,
+            Err(err) => faults.fail("latest", format!("node {id}: history: {err}"))?,
+        }
+        e.last_report_ms = p.last_report_ms;
+        e.latest = p.latest;
+        e.prev_cpu = p.prev_cpu;
+        e.reports_total = p.reports_total;
+        e.agent_dropped_total = p.agent_dropped_total;
+        e.latest_json = p.snapshot;
+        Ok(e)
+    }
 }
 
 /// One node's entry as stored (the writer's rollback after a failed commit).
