@@ -898,4 +898,42 @@ mod tests {
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
         assert!(e.to_string().contains("--salvage"), "{e}");
     }
+
+    /// A node whose every history row is gone (deleted with the sqlite3 shell, say: the
+    /// file stays valid) has lost its history, as with one row gone: refused. A node
+    /// that never reported has no rows and loads as it was.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_node_without_any_of_its_history_rows_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        let mut ids = Vec::new();
+        for host in ["a", "b", "c"] {
+            ids.push(registered(&store, host).await);
+        }
+        for id in &ids[..2] {
+            let (b, d) = body("i", 0..40);
+            store
+                .report(id, BodyEncoding::Json, b, d)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        let before = snapshot_of(&store);
+        store.shutdown().await.unwrap();
+        drop(store);
+        let (store, _) = Store::open(cfg(tmp.path())).unwrap();
+        assert_eq!(snapshot_of(&store), before);
+        store.shutdown().await.unwrap();
+        drop(store);
+
+        let conn = rusqlite::Connection::open(schema::db_path(tmp.path())).unwrap();
+        let gone = conn
+            .execute("DELETE FROM history WHERE node_id = ?1", [&ids[1]])
+            .unwrap();
+        assert!(gone > 0);
+        drop(conn);
+        let e = Store::open(cfg(tmp.path())).err().unwrap();
+        assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
+        assert!(e.to_string().contains("table history"), "{e}");
+    }
 }

@@ -861,10 +861,12 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
     if let Some((id, tiers)) = open.take() {
         state.put_entry(parts.entry(&id, tiers, &mut faults)?);
     }
-    // Nodes without history rows.
+    // Nodes without history rows: every tier empty, which is whole only for a node
+    // that never reported.
     let rest: Vec<String> = parts.records.keys().cloned().collect();
     for id in rest {
-        state.put_entry(parts.entry(&id, Vec::new(), &mut faults)?);
+        let tiers = vec![Vec::new(); TIERS.len()];
+        state.put_entry(parts.entry(&id, tiers, &mut faults)?);
     }
     for r in revocations {
         state.revoked.insert(r.node_id.clone(), r);
@@ -904,8 +906,8 @@ struct Parts {
 }
 
 impl Parts {
-    /// Node `id`'s entry from its rows and its history points per tier (ascending `n`;
-    /// no tiers at all when it has no history rows). `id` must have a nodes row.
+    /// Node `id`'s entry from its rows and its history points per tier (ascending `n`).
+    /// `id` must have a nodes row.
     fn entry(
         &mut self,
         id: &str,
@@ -932,7 +934,7 @@ impl Parts {
         let mut pushed = p.pushed;
         let mut kept = Vec::new();
         for (tier, mut pts) in tiers.into_iter().enumerate() {
-            // Already in order when read in key order; salvage may have joined two runs.
+            // Read in key order, so already sorted: this costs a pass.
             pts.sort_by_key(|(n, _)| *n);
             let want = p.pushed[tier].min(TIERS[tier].1 as u64);
             let first = p.pushed[tier].saturating_sub(want);
