@@ -824,7 +824,7 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
         seen,
     };
     // The node whose history rows are being read, and its points per tier.
-    let mut open: Option<(String, Vec<Vec<(u64, Point)>>)> = None;
+    let mut open: Option<(String, Numbered)> = None;
     scan_noting(&HISTORY, &mut loss, &mut |v| {
         let (node, tier, n, p) = match parse_history(v) {
             Ok(row) => row,
@@ -898,6 +898,9 @@ impl Faults {
     }
 }
 
+/// A node's history points per tier, each with its number.
+type Numbered = Vec<Vec<(u64, Point)>>;
+
 /// The small tables' rows, by node, waiting for the node's history.
 struct Parts {
     records: HashMap<String, NodeRecord>,
@@ -911,7 +914,7 @@ impl Parts {
     fn entry(
         &mut self,
         id: &str,
-        tiers: Vec<Vec<(u64, Point)>>,
+        tiers: Numbered,
         faults: &mut Faults,
     ) -> Result<NodeEntry, RowDamage> {
         let record = self.records.remove(id).expect("a node with a nodes row");
