@@ -682,8 +682,8 @@ pub fn trim_history(
     Ok(())
 }
 
-fn parse_history(v: &[Value]) -> Result<(String, usize, u64, Point), String> {
-    let node_id = text(&v[0])?.to_string();
+fn parse_history(v: &[Value]) -> Result<(&str, usize, u64, Point), String> {
+    let node_id = text(&v[0])?;
     let tier = int(&v[1])?;
     let n = int(&v[2])?;
     let p = Point {
@@ -698,7 +698,7 @@ fn parse_history(v: &[Value]) -> Result<(String, usize, u64, Point), String> {
         disk_write_bytes_per_s: opt_real(&v[12])?.map(|x| x as f32),
         fs_used_ratio_max: opt_real(&v[13])?.map(|x| x as f32),
     };
-    check(&history_crc(&node_id, tier, n, &p), &v[8])?;
+    check(&history_crc(node_id, tier, n, &p), &v[8])?;
     if !(0..TIERS.len() as i64).contains(&tier) || n < 0 {
         return Err(format!("tier {tier}, point {n}"));
     }
@@ -837,14 +837,14 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
             }
             _ => {}
         }
-        if state.nodes.contains_key(&node) {
+        if state.nodes.contains_key(node) {
             // Key order puts a node's rows together; SQLite's scan cannot do otherwise.
             return faults.fail(
                 "history",
                 format!("row for node {node} after another node's rows"),
             );
         }
-        if !parts.records.contains_key(&node) {
+        if !parts.records.contains_key(node) {
             return faults.fail(
                 "history",
                 format!("row for node {node}, which has no nodes row"),
@@ -855,7 +855,7 @@ pub fn load_all(conn: &Connection, salvage: bool) -> Result<Loaded, RowDamage> {
         }
         let mut tiers = vec![Vec::new(); TIERS.len()];
         tiers[tier].push((n, p));
-        open = Some((node, tiers));
+        open = Some((node.to_string(), tiers));
         Ok(())
     })?;
     if let Some((id, tiers)) = open.take() {
