@@ -114,23 +114,7 @@ pub(crate) struct Samples<'a> {
 
 impl Samples<'_> {
     pub(crate) fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
-        self.wrote = true;
-        self.out.push_str(self.name);
-        let mut first = true;
-        for (k, v) in self.base.iter().chain(labels) {
-            self.out.push(if first { '{' } else { ',' });
-            first = false;
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            escape_label(self.out, v);
-            self.out.push('"');
-        }
-        if !first {
-            self.out.push('}');
-        }
-        self.out.push(' ');
-        write_value(self.out, value);
-        self.out.push('\n');
+        self.sample_after("", labels, value);
     }
 
     pub(crate) fn opt(&mut self, labels: &[(&str, &str)], value: Option<f64>) {
@@ -138,6 +122,64 @@ impl Samples<'_> {
             self.sample(labels, v);
         }
     }
+
+    /// Like [`sample`](Self::sample), with labels already written out by
+    /// [`write_labels`] (`written`) between the snapshot's labels and `labels`.
+    pub(crate) fn sample_after(&mut self, written: &str, labels: &[(&str, &str)], value: f64) {
+        self.wrote = true;
+        let out = &mut *self.out;
+        out.push_str(self.name);
+        let mut first = true;
+        for (k, v) in self.base {
+            push_label(out, &mut first, k, v);
+        }
+        if !written.is_empty() {
+            out.push(if first { '{' } else { ',' });
+            first = false;
+            out.push_str(written);
+        }
+        for (k, v) in labels {
+            push_label(out, &mut first, k, v);
+        }
+        if !first {
+            out.push('}');
+        }
+        out.push(' ');
+        write_value(out, value);
+        out.push('\n');
+    }
+
+    pub(crate) fn opt_after(&mut self, written: &str, labels: &[(&str, &str)], value: Option<f64>) {
+        if let Some(v) = value {
+            self.sample_after(written, labels, v);
+        }
+    }
+}
+
+/// `k="v"` pairs, escaped and comma-separated, for [`Samples::sample_after`]: labels
+/// that many samples share (a container's id, name and image) are escaped once.
+pub(crate) fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
+    let mut first = true;
+    for (k, v) in labels {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_label(out, v);
+        out.push('"');
+    }
+}
+
+/// One `k="v"`, opening the braces before the first.
+fn push_label(out: &mut String, first: &mut bool, k: &str, v: &str) {
+    out.push(if *first { '{' } else { ',' });
+    *first = false;
+    out.push_str(k);
+    out.push_str("=\"");
+    escape_label(out, v);
+    out.push('"');
 }
 
 impl Renderer<'_, '_> {
@@ -149,6 +191,18 @@ impl Renderer<'_, '_> {
         help: &str,
         mut each: impl FnMut(&Snapshot, &mut Samples<'_>),
     ) {
+        self.family_indexed(name, kind, help, |_, s, e| each(s, e));
+    }
+
+    /// Like [`family`](Self::family), also giving each snapshot's index in the
+    /// rendered list (to find what was prepared for it).
+    pub(crate) fn family_indexed(
+        &mut self,
+        name: &'static str,
+        kind: Kind,
+        help: &str,
+        mut each: impl FnMut(usize, &Snapshot, &mut Samples<'_>),
+    ) {
         let start = self.out.len();
         let _ = write!(self.out, "# HELP {name} ");
         escape_help(self.out, help);
@@ -159,14 +213,14 @@ impl Renderer<'_, '_> {
         // The leading newline ends the HELP line.
         let _ = writeln!(self.out, "\n# TYPE {name} {kind}");
         let mut any = false;
-        for ls in self.snapshots {
+        for (i, ls) in self.snapshots.iter().enumerate() {
             let mut s = Samples {
                 out: self.out,
                 name,
                 base: ls.labels,
                 wrote: false,
             };
-            each(ls.snapshot, &mut s);
+            each(i, ls.snapshot, &mut s);
             any |= s.wrote;
             // Only once the family has a sample: its header is then kept for sure, and
             // the truncation below never reaches into a flushed chunk.
@@ -185,6 +239,12 @@ impl Renderer<'_, '_> {
 }
 
 fn escape_label(out: &mut String, v: &str) {
+    // Almost every value (ids, names, images) has nothing to escape: copied whole
+    // instead of a push per char (a 20-container exposition writes ~25 KB of labels).
+    if !v.bytes().any(|c| matches!(c, b'\\' | b'"' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -196,6 +256,10 @@ fn escape_label(out: &mut String, v: &str) {
 }
 
 fn escape_help(out: &mut String, v: &str) {
+    if !v.bytes().any(|c| matches!(c, b'\\' | b'\n')) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -211,10 +275,30 @@ fn write_value(out: &mut String, v: f64) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        write_integer(out, v as i64);
     } else {
         let _ = write!(out, "{v}");
     }
+}
+
+/// `n` in decimal, as `{}` writes it, without the formatting machinery (most samples
+/// are integers: bytes, counts, ticks).
+fn write_integer(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 pub(crate) fn b(v: bool) -> f64 {
@@ -336,6 +420,46 @@ mod tests {
                 let most = parts.iter().map(String::len).max().unwrap_or(0);
                 assert!(most < 4096 + 2048, "a part of {most} bytes");
             }
+        }
+    }
+
+    #[test]
+    fn values_and_labels_are_written_as_the_formatter_would() {
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            9.0,
+            10.0,
+            1234567.0,
+            -98765.0,
+            999_999_999_999_999.0,
+            1e15,
+            -1e15,
+            2.25,
+            1e-7,
+            f64::MAX,
+        ] {
+            let mut out = String::new();
+            write_value(&mut out, v);
+            let want = if v.fract() == 0.0 && v.abs() < 1e15 {
+                format!("{}", v as i64)
+            } else {
+                format!("{v}")
+            };
+            assert_eq!(out, want, "{v}");
+        }
+        for (v, want) in [
+            ("plain-name_1.2:tag", "plain-name_1.2:tag"),
+            ("a\"b", "a\\\"b"),
+            ("back\\slash\nline", "back\\\\slash\\nline"),
+            ("", ""),
+            ("ünï", "ünï"),
+        ] {
+            let mut out = String::new();
+            escape_label(&mut out, v);
+            assert_eq!(out, want);
         }
     }
 
