@@ -19,7 +19,9 @@
 //! collector notes each folder's inode, and a folder with a new inode (or seen anew, after
 //! a cycle without it) for an id the cache already inspected puts that id on the cache's
 //! `recheck` list and rings the cache's task. Kernfs gives every cgroup its own inode
-//! number (not reused at once), so a changed inode is a new cgroup.
+//! number (not reused at once), so a changed inode is a new cgroup. The inodes come
+//! with the directory entries of the parent folders listed every cycle anyway (see
+//! below): no `stat` per container.
 //!
 //! Between two runs such a container has no cgroup at all (the engine's back-off grows
 //! to a minute): the engine lists it as `restarting`, and it is reported so, from the
@@ -150,8 +152,9 @@ struct Known {
     limits_at: Option<u64>,
     /// The cycle that last read `cgroup.procs` for `net`'s pid.
     pid_at: Option<u64>,
-    /// Inode of the cgroup folder at the last look (`None`: not looked at yet). A new
-    /// inode under the same path is a new cgroup: the container restarted.
+    /// Inode of the cgroup folder at the last look (`None`: not looked at yet), from
+    /// its parent's listing. A new inode under the same path is a new cgroup: the
+    /// container restarted.
     dir_ino: Option<u64>,
     /// The files read every cycle, kept open; they close when the container goes.
     files: Slots,
@@ -181,10 +184,11 @@ pub struct Containers {
     top: Option<PathBuf>,
     top_dirs: Vec<String>,
     scratch_dirs: Vec<String>,
-    /// Sorted container ids those folders held at the last look.
-    parent_ids: Vec<String>,
+    /// Sorted container ids those folders held at the last look, each with its
+    /// folder's inode (restart detection).
+    parent_ids: Vec<(String, u64)>,
     walked_at: Option<Instant>,
-    scratch_ids: Vec<String>,
+    scratch_ids: Vec<(String, u64)>,
     net_scratch: Vec<NetDev>,
     /// Ids this cycle found in a new cgroup folder, for the cache's `recheck`.
     restarted: Vec<String>,
@@ -331,8 +335,8 @@ impl Containers {
                     ask |= k.seen_at.elapsed() < ASK_WHILE_UNLISTED;
                     continue;
                 }
-                // One stat a container; only worth it with an engine to ask.
-                if let Some(id) = restarted(k, c) {
+                // Only worth it with an engine to ask.
+                if let Some(id) = restarted(k, &self.parent_ids, c) {
                     self.restarted.push(id);
                 }
             }
@@ -483,11 +487,14 @@ impl Containers {
             }
         }
         self.scratch_ids.sort_unstable();
-        if self.scratch_ids == self.parent_ids {
-            return false;
-        }
+        let same = self
+            .scratch_ids
+            .iter()
+            .map(|(id, _)| id)
+            .eq(self.parent_ids.iter().map(|(id, _)| id));
+        // Kept either way: the inodes are this cycle's (a restart keeps the id).
         std::mem::swap(&mut self.scratch_ids, &mut self.parent_ids);
-        true
+        !same
     }
 
     /// Walks the hierarchy: every container-like cgroup is a container (kept ones keep
@@ -613,12 +620,17 @@ fn restarting(id: &str, v: &EngineView) -> ContainerMetrics {
     }
 }
 
-/// Notes the inode of `k`'s cgroup folder; returns its id when that folder is new (first
-/// look, or another inode) while the cache already inspected the container: it
-/// restarted, and its restart count is stale. A folder that cannot be stat'ed (gone this
-/// instant) is left to the cgroup read, which reports it gone.
-fn restarted(k: &mut Known, cache: &EngineCache) -> Option<String> {
-    let ino = std::fs::symlink_metadata(k.dirs.procs_dir()).ok()?.ino();
+/// Notes the inode of `k`'s cgroup folder (from `listed`, this cycle's sorted listing of
+/// the watched folders); returns its id when that folder is new (first look, or another
+/// inode) while the cache already inspected the container: it restarted, and its
+/// restart count is stale. A folder that cannot be stat'ed (gone this instant) is left
+/// to the cgroup read, which reports it gone.
+fn restarted(k: &mut Known, listed: &[(String, u64)], cache: &EngineCache) -> Option<String> {
+    let ino = match listed.binary_search_by(|(id, _)| id.as_str().cmp(k.id.as_str())) {
+        Ok(i) => listed[i].1,
+        // Not in a watched folder's listing (none should be missing): ask the folder.
+        Err(_) => std::fs::symlink_metadata(k.dirs.procs_dir()).ok()?.ino(),
+    };
     let before = k.dir_ino.replace(ino);
     if before == Some(ino) {
         return None;

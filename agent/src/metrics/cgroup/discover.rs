@@ -6,6 +6,7 @@
 //! containers starting and stopping.
 
 use std::fs;
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 
 use super::detect::{Layout, Version};
@@ -80,11 +81,14 @@ pub fn find_all(top: &Path) -> Vec<Found> {
     found
 }
 
-/// Container ids directly inside `dir` (one `getdents`), appended to `out`.
-pub fn ids_in(dir: &Path, out: &mut Vec<String>) -> std::io::Result<()> {
+/// Container ids directly inside `dir` (one `getdents`), each with its folder's inode
+/// number, appended to `out`. The inode comes with the directory entry (no `stat`):
+/// kernfs gives every cgroup its own, so a changed one under the same name is a new
+/// cgroup (the container restarted).
+pub fn ids_in(dir: &Path, out: &mut Vec<(String, u64)>) -> std::io::Result<()> {
     for e in fs::read_dir(dir)?.filter_map(Result::ok) {
         if let Some(id) = e.file_name().to_str().and_then(container_id) {
-            out.push(id.to_string());
+            out.push((id.to_string(), e.ino()));
         }
     }
     Ok(())
