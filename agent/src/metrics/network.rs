@@ -5,7 +5,7 @@ use std::path::Path;
 
 use protocol::snapshot::NetDev;
 
-use super::pseudofile::{fields, lines, parse_u64, text, PseudoFile, ReadError};
+use super::pseudofile::{fields, find_byte, lines, parse_u64, text, PseudoFile, ReadError};
 
 pub fn collect(root: &Path, file: &mut PseudoFile, out: &mut Vec<NetDev>) -> Result<(), ReadError> {
     let bytes = file.read_in(root, "proc/net/dev")?;
@@ -17,7 +17,7 @@ pub fn collect(root: &Path, file: &mut PseudoFile, out: &mut Vec<NetDev>) -> Res
 pub fn parse(table: &[u8], with_loopback: bool, out: &mut Vec<NetDev>) {
     out.clear();
     for line in lines(table) {
-        let Some(colon) = line.iter().position(|&c| c == b':') else {
+        let Some(colon) = find_byte(line, b':') else {
             continue;
         };
         let name = super::pseudofile::trim(&line[..colon]);

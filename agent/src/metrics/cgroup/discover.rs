@@ -40,11 +40,7 @@ pub fn container_id(name: &str) -> Option<&str> {
         .strip_prefix("docker-")
         .and_then(|n| n.strip_suffix(".scope"))
         .unwrap_or(name);
-    (id.len() == 64
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
-    .then_some(id)
+    (id.len() == 64 && id.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))).then_some(id)
 }
 
 /// Every container-like cgroup under `top`, bounded in depth and count.
