@@ -9,6 +9,11 @@
 //! the last release, the collector shrinks what it keeps and asks the allocator to hand
 //! its free pages back (glibc's `malloc_trim`; the boards' static build is glibc too).
 
+/// Blocks this large or larger get their own mapping, given back when freed (glibc's
+/// `M_MMAP_THRESHOLD`).
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+const MMAP_THRESHOLD: libc::c_int = 64 * 1024;
+
 /// Fewer containers than this at the peak are not worth a release.
 const MIN_PEAK: usize = 8;
 
@@ -30,6 +35,21 @@ impl Release {
             return true;
         }
         false
+    }
+}
+
+/// Fixes the allocator's mmap threshold at [`MMAP_THRESHOLD`]. glibc starts at 128 KiB
+/// and raises it to the size of each mapped block freed (up to 32 MiB): after the first
+/// engine list or exposition of a few hundred KiB, every later buffer that size (the
+/// exposition, the container list, the snapshot's containers) is carved from the heap,
+/// and the copies left by its growth stay resident as holes. Fixed, they are mapped
+/// and unmapped whole. Measured at 200 containers (1,000 cycles, three runs each, RSS at
+/// the last): 7,792-7,996 KiB before, 7,672-7,688 KiB with 64 KiB. Idempotent.
+pub fn configure() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt has no preconditions; an unknown or refused value is ignored.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     }
 }
 

@@ -179,6 +179,7 @@ pub struct Collector {
 impl Collector {
     /// `root` is `/` on a real machine; `docker` names containers when given.
     pub fn new(root: PathBuf, docker: Option<bollard::Docker>) -> Self {
+        heap::configure();
         // SAFETY: sysconf has no preconditions.
         let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         Collector {
