@@ -478,6 +478,26 @@ wifi_secret_gone() {
   fi
   log "$c: the Wi-Fi secret left the FAT at boot 1 (armada.toml keeps ssid $WIFI_SSID, no psk/passphrase; no FAT file has it)"
 }
+
+# token_gone CASE FLAT FAT_OFFSET: after boot 1 (registered), the bootstrap token is on
+# the card no more: first boot moved it off the FAT into /etc/armada/bootstrap-token
+# (0600) and the agent deletes that copy once registered. Neither the root filesystem's
+# copy nor any FAT file may hold the token's secret (anyone holding the card could read
+# it, and it registers new nodes).
+token_gone() {
+  local c=$1 flat=$2 fat=$3 secret root f
+  secret=$(grep -v '^#' "$CL/token" | head -n1 | cut -d. -f3)
+  [ -n "$secret" ] || { fail_case "$c" "no bootstrap token secret in $CL/token" 2; return 1; }
+  root=$(sfdisk -J "$flat" | jq -r '[.partitiontable.partitions[] | select(.type == "83")][0].start * 512')
+  if ! debugfs -R "stat /etc/armada/bootstrap-token" "$flat?offset=$root" 2>&1 | grep -q 'not found'; then
+    fail_case "$c" "/etc/armada/bootstrap-token is still on the card's root filesystem after registration" 2; return 1
+  fi
+  for f in $(MTOOLS_SKIP_CHECK=1 mdir -/ -b -i "$flat@@$fat" :: 2>/dev/null); do
+    MTOOLS_SKIP_CHECK=1 mtype -i "$flat@@$fat" "$f" 2>/dev/null | grep -aqF "$secret" && {
+      fail_case "$c" "the bootstrap token's secret is in $f on the FAT after registration" 2; return 1; }
+  done
+  log "$c: the bootstrap token is gone from the card after registration (no /etc/armada/bootstrap-token on the root, in no FAT file)"
+}
 # wifi_check CASE HOST: the radio, the supplicant unit armada configures, its network.
 wifi_check() {
   local c=$1 host=$2 d=$WORK/case-$1 out
@@ -593,6 +613,7 @@ worker_case() {
     # The supplicant's secret left the FAT at boot 1: not in armada.toml, not in any file.
     wifi_secret_gone "$c" "$flat" "$fat" || return
   fi
+  token_gone "$c" "$flat" "$fat" || return
   MTOOLS_SKIP_CHECK=1 mtype -i "$flat@@$fat" ::armada.toml | sed "s/^hostname = .*/hostname = \"$new_host\"/" >"$d/armada-edited.toml" &&
     grep -q "^hostname = \"$new_host\"" "$d/armada-edited.toml" &&
     MTOOLS_SKIP_CHECK=1 mcopy -o -i "$flat@@$fat" "$d/armada-edited.toml" ::armada.toml || { fail_case "$c" "editing armada.toml on the card failed" 2; return; }

@@ -56,11 +56,8 @@ pub async fn run(cp: ControlPlane) -> String {
         s.manager = Some(reg.info.manager.clone());
     });
     cp.shared.status.clear(ErrorKind::Registration);
-    match crate::firstboot::remove_used_token(&cp.root, &cp.cfg_path) {
-        Ok(done) => done.iter().for_each(|l| tracing::info!("{l}")),
-        Err(e) => tracing::warn!("{e:#}"),
-    }
     tokio::spawn(remove_token_until_done(
+        cp.root.clone(),
         cp.cfg_path.clone(),
         cp.shared.clone(),
     ));
@@ -512,23 +509,21 @@ pub fn remove_token(path: &Path) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// Removes the token once registered, retrying slowly while the boot partition is
-/// read-only or full (the token stays readable there until then: say so).
-async fn remove_token_until_done(path: PathBuf, shared: Arc<Shared>) {
+/// Removes the used token once registered, from both places it can be (the root
+/// filesystem's copy that first boot moved off the FAT, and `armada.toml` on the boot
+/// partition), retrying slowly while either is read-only or full: the token stays
+/// readable on the card until then, so the failure is shown by `status` and `/metrics`.
+async fn remove_token_until_done(root: PathBuf, cfg_path: PathBuf, shared: Arc<Shared>) {
     let mut backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(600));
     loop {
-        match remove_token(&path) {
-            Ok(removed) => {
-                if removed {
-                    tracing::info!("removed the bootstrap token from {}", path.display());
-                }
+        match crate::firstboot::remove_used_token(&root, &cfg_path) {
+            Ok(done) => {
+                done.iter().for_each(|l| tracing::info!("{l}"));
                 shared.status.clear(ErrorKind::Token);
                 return;
             }
             Err(e) => {
-                let msg = format!(
-                    "{e:#} (the bootstrap token stays on the boot partition until this works)"
-                );
+                let msg = format!("{e:#} (the bootstrap token stays on the card until this works)");
                 let delay = backoff.next_delay();
                 tracing::error!("{msg}; retrying in {:.1}s", delay.as_secs_f64());
                 shared.status.fail(ErrorKind::Token, msg);
