@@ -272,7 +272,9 @@ impl AlertService {
                 .map(|(k, (t, _))| (k.clone(), *t))
                 .collect();
             let st = app.store.read();
-            st.nodes
+            let held = std::time::Instant::now();
+            let rows: Vec<Row> = st
+                .nodes
                 .values()
                 .map(|e| {
                     let r = &e.record;
@@ -299,7 +301,14 @@ impl AlertService {
                         json: if fresh { e.latest_json.clone() } else { None },
                     }
                 })
-                .collect()
+                .collect();
+            drop(st);
+            tracing::debug!(
+                "alerts: gather held the store's read lock {} µs over {} nodes",
+                held.elapsed().as_micros(),
+                rows.len()
+            );
+            rows
         };
         let mut inner = self.inner();
         let mut views = Vec::with_capacity(rows.len());
