@@ -251,26 +251,35 @@ impl AlertService {
     }
 
     /// Node views from the store, re-parsing only snapshots that changed.
+    ///
+    /// The store's read lock (which its one writer, so every queued report, waits
+    /// behind) is held only to compute each node's status and to take what changed since
+    /// the last pass: a node whose last report, hostname, board, role and labels are
+    /// those of its cached view takes that view back, moved, with nothing copied; only a
+    /// new or changed node has its identity copied and, when it reported, its snapshot
+    /// (an `Arc`) taken to parse outside the lock.
     pub fn gather(&self, app: &AppState, now_ms: u64) -> (Vec<NodeView>, SwarmView) {
-        // Copy out under the store's read lock; parse outside it.
         struct Row {
             id: String,
-            hostname: String,
-            board: String,
-            role: protocol::wire::Role,
-            labels: BTreeMap<String, String>,
-            status: protocol::wire::NodeStatus,
             last: Option<u64>,
+            status: protocol::wire::NodeStatus,
             dropped: u64,
+            /// The view the last pass made for this node, if any.
+            cached: Option<NodeView>,
+            /// hostname, board, role, labels: set unless `cached` holds them as they are.
+            ident: Option<Ident>,
+            /// The latest snapshot, when it is newer than `cached`.
             json: Option<Arc<str>>,
         }
+        type Ident = (
+            String,
+            String,
+            protocol::wire::Role,
+            BTreeMap<String, String>,
+        );
+        // Taken, not copied: the pass below puts back what it still has.
+        let mut cache = std::mem::take(&mut self.inner().views);
         let rows: Vec<Row> = {
-            let cached: HashMap<String, Option<u64>> = self
-                .inner()
-                .views
-                .iter()
-                .map(|(k, (t, _))| (k.clone(), *t))
-                .collect();
             let st = app.store.read();
             let held = std::time::Instant::now();
             let rows: Vec<Row> = st
@@ -282,13 +291,21 @@ impl AlertService {
                         .swarm_node_id
                         .as_deref()
                         .and_then(|s| app.swarm.node_state(s));
-                    let fresh = cached.get(&r.node_id) != Some(&e.last_report_ms);
+                    let (id, made_from, cached) = match cache.remove_entry(&r.node_id) {
+                        Some((id, (t, v))) => (id, Some(t), Some(v)),
+                        None => (r.node_id.clone(), None, None),
+                    };
+                    let fresh = made_from != Some(e.last_report_ms);
+                    let same = !fresh
+                        && cached.as_ref().is_some_and(|v| {
+                            v.hostname == r.facts.hostname
+                                && v.board == r.facts.board
+                                && v.role == r.facts.role
+                                && v.labels == r.labels
+                        });
                     Row {
-                        id: r.node_id.clone(),
-                        hostname: r.facts.hostname.clone(),
-                        board: r.facts.board.clone(),
-                        role: r.facts.role,
-                        labels: r.labels.clone(),
+                        id,
+                        last: e.last_report_ms,
                         status: node_status(
                             now_ms,
                             r.report_interval_seconds,
@@ -296,8 +313,16 @@ impl AlertService {
                             swarm_state.as_deref(),
                             app.policy,
                         ),
-                        last: e.last_report_ms,
                         dropped: e.agent_dropped_total,
+                        cached,
+                        ident: (!same).then(|| {
+                            (
+                                r.facts.hostname.clone(),
+                                r.facts.board.clone(),
+                                r.facts.role,
+                                r.labels.clone(),
+                            )
+                        }),
                         json: if fresh { e.latest_json.clone() } else { None },
                     }
                 })
@@ -310,30 +335,36 @@ impl AlertService {
             );
             rows
         };
-        let mut inner = self.inner();
+        // What is left in `cache` are nodes the store no longer has.
+        drop(cache);
         let mut views = Vec::with_capacity(rows.len());
-        let mut keep = std::collections::HashSet::new();
+        let mut kept = HashMap::with_capacity(rows.len());
         for row in rows {
-            keep.insert(row.id.clone());
-            let base = match (&row.json, inner.views.get(&row.id)) {
+            let base = match (&row.json, row.cached) {
                 (Some(j), _) => source::view_from_snapshot(j).unwrap_or_default(),
-                (None, Some((_, v))) => v.clone(),
+                (None, Some(v)) => v,
                 (None, None) => NodeView::default(),
             };
-            let v = NodeView {
-                node_id: row.id.clone(),
-                hostname: row.hostname,
-                board: row.board,
-                role: row.role,
-                labels: row.labels,
-                status: Some(row.status),
-                agent_dropped_total: row.dropped,
-                ..base
+            let mut v = match row.ident {
+                Some((hostname, board, role, labels)) => NodeView {
+                    hostname,
+                    board,
+                    role,
+                    labels,
+                    ..base
+                },
+                None => base,
             };
-            inner.views.insert(row.id, (row.last, v.clone()));
+            v.node_id.clone_from(&row.id);
+            v.status = Some(row.status);
+            v.agent_dropped_total = row.dropped;
+            kept.insert(row.id, (row.last, v.clone()));
             views.push(v);
         }
-        inner.views.retain(|k, _| keep.contains(k));
+        {
+            let mut inner = self.inner();
+            inner.views = kept;
+        }
         views.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         (
             views,
@@ -603,6 +634,18 @@ pub fn spawn(app: Arc<AppState>) -> AlertTasks {
     }
 }
 
+/// A pass that queues at least this many notifications hands freed heap back after it.
+const TRIM_AFTER_QUEUED: usize = 256;
+
+/// Hands freed heap pages back to the system.
+fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Sleeps `d`; false when the service is stopping.
 async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bool {
     if *stop.borrow() {
@@ -616,15 +659,25 @@ async fn pause(stop: &mut tokio::sync::watch::Receiver<bool>, d: Duration) -> bo
 
 async fn evaluation_loop(app: Arc<AppState>) {
     let mut stop = app.alerts.stop.subscribe();
+    let mut first = true;
     loop {
         let interval = app.alerts.config().alerts.interval;
         let a = app.clone();
         let r = tokio::task::spawn_blocking(move || {
             let now = crate::now_ms();
             let (nodes, swarm) = a.alerts.gather(&a, now);
-            a.alerts.evaluate(&nodes, &swarm, now)
+            let r = a.alerts.evaluate(&nodes, &swarm, now);
+            drop(nodes);
+            // The first pass parses every node's snapshot and, on an old store whose
+            // nodes are all silent, fires an alert for each; a pass that queues many
+            // notifications builds as much. glibc keeps that freed heap mapped.
+            if first || matches!(r, Ok(n) if n >= TRIM_AFTER_QUEUED) {
+                return_freed_memory();
+            }
+            r
         })
         .await;
+        first = false;
         match r {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!("alerts: evaluation not stored: {e}"),

@@ -4,21 +4,117 @@
 //! the snapshot's JSON by name and stays `None` while absent, so the rules over it are
 //! silent, never wrong.
 
+use serde::Deserialize;
 use serde_json::Value;
-
-use protocol::snapshot::Snapshot;
 
 use super::rules::{ContainerView, FsView, NodeView};
 
-/// The snapshot-derived half of a [`NodeView`] (the caller fills identity and status).
-pub fn view_from_snapshot(json: &str) -> Option<NodeView> {
-    let snap: Snapshot = serde_json::from_str(json).ok()?;
-    let raw: Value = serde_json::from_str(json).ok()?;
-    Some(view(&snap, &raw))
+// What the rules read of a snapshot, and nothing else: one pass over the stored JSON
+// builds only these, so a first pass over 10,000 silent nodes holds one node's few
+// fields at a time, never a whole parsed `Snapshot` or JSON tree. The names and types
+// are `protocol::snapshot`'s (the test below checks they map the same); every field
+// defaults, since the stored JSON was checked against the full type when it came in.
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Seen {
+    host: SeenHost,
+    containers: Vec<SeenContainer>,
+    health: SeenHealth,
 }
 
-pub fn view(snap: &Snapshot, raw: &Value) -> NodeView {
-    let h = &snap.health;
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenHost {
+    memory: Option<SeenMemory>,
+    filesystems: Vec<SeenFs>,
+    clock: Option<SeenClock>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenMemory {
+    total_bytes: u64,
+    available_bytes: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenFs {
+    device: String,
+    mountpoint: String,
+    size_bytes: u64,
+    free_bytes: u64,
+    avail_bytes: u64,
+    readonly: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenClock {
+    synced: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenContainer {
+    id: String,
+    name: String,
+    service: Option<String>,
+    memory: Option<SeenContainerMemory>,
+    restart_count: Option<u64>,
+    /// Not in the protocol's type: an older agent's name, read if present.
+    restarts: Option<Value>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenContainerMemory {
+    oom_kills: Option<u64>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenHealth {
+    thermal: Vec<SeenZone>,
+    hwmon: Vec<SeenSensor>,
+    under_voltage: Option<bool>,
+    throttled: Option<SeenThrottled>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenZone {
+    zone: String,
+    kind: String,
+    celsius: f64,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenSensor {
+    chip: String,
+    alarm: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct SeenThrottled {
+    under_voltage_now: bool,
+    frequency_capped_now: bool,
+    throttled_now: bool,
+    soft_temp_limit_now: bool,
+    under_voltage_since_boot: bool,
+}
+
+/// The snapshot-derived half of a [`NodeView`] (the caller fills identity and status).
+pub fn view_from_snapshot(json: &str) -> Option<NodeView> {
+    let snap: Seen = serde_json::from_str(json).ok()?;
+    Some(view(snap))
+}
+
+fn view(snap: Seen) -> NodeView {
+    let h = snap.health;
     let t = h.throttled.as_ref();
     let rpi_volt_alarm = h
         .hwmon
@@ -35,19 +131,19 @@ pub fn view(snap: &Snapshot, raw: &Value) -> NodeView {
     };
     let hottest = h
         .thermal
-        .iter()
+        .into_iter()
         .filter(|z| z.celsius.is_finite())
         .max_by(|a, b| a.celsius.total_cmp(&b.celsius));
     let filesystems = snap
         .host
         .filesystems
-        .iter()
+        .into_iter()
         .map(|f| {
             let used = f.size_bytes.saturating_sub(f.free_bytes);
             let denom = used.saturating_add(f.avail_bytes);
             FsView {
-                mountpoint: f.mountpoint.clone(),
-                device: f.device.clone(),
+                mountpoint: f.mountpoint,
+                device: f.device,
                 used_ratio: (f.size_bytes > 0 && denom > 0).then(|| used as f64 / denom as f64),
                 read_only: f.readonly,
             }
@@ -57,28 +153,17 @@ pub fn view(snap: &Snapshot, raw: &Value) -> NodeView {
         let avail = m.available_bytes?;
         (m.total_bytes > 0).then(|| avail as f64 / m.total_bytes as f64)
     });
-    let raw_containers = raw
-        .get("containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
     let containers = snap
         .containers
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let r = raw_containers.get(i);
-            ContainerView {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                service: c.service.clone(),
-                oom_kills: c.memory.as_ref().and_then(|m| m.oom_kills),
-                restart_count: r.and_then(|r| {
-                    ["restart_count", "restarts"]
-                        .iter()
-                        .find_map(|k| r.get(k).and_then(Value::as_u64))
-                }),
-            }
+        .into_iter()
+        .map(|c| ContainerView {
+            oom_kills: c.memory.as_ref().and_then(|m| m.oom_kills),
+            restart_count: c
+                .restart_count
+                .or_else(|| c.restarts.as_ref().and_then(Value::as_u64)),
+            id: c.id,
+            name: c.name,
+            service: c.service,
         })
         .collect();
     NodeView {
@@ -86,14 +171,8 @@ pub fn view(snap: &Snapshot, raw: &Value) -> NodeView {
         under_voltage_since_boot: t.map(|t| t.under_voltage_since_boot),
         throttled_now: t
             .map(|t| t.throttled_now || t.frequency_capped_now || t.soft_temp_limit_now),
-        max_temperature_celsius: hottest.map(|z| z.celsius),
-        hottest_zone: hottest.map(|z| {
-            if z.kind.is_empty() {
-                z.zone.clone()
-            } else {
-                z.kind.clone()
-            }
-        }),
+        max_temperature_celsius: hottest.as_ref().map(|z| z.celsius),
+        hottest_zone: hottest.map(|z| if z.kind.is_empty() { z.zone } else { z.kind }),
         filesystems,
         memory_available_ratio,
         containers,
@@ -105,6 +184,7 @@ pub fn view(snap: &Snapshot, raw: &Value) -> NodeView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use protocol::snapshot::Snapshot;
     use protocol::snapshot::{
         BoardHealth, ClockState, Filesystem, HwmonSensor, Memory, ThermalZone, Throttled,
     };
@@ -150,7 +230,7 @@ mod tests {
         }];
         s.host.filesystems[0].readonly = Some(true);
         s.host.clock = Some(ClockState::default());
-        let v = view(&s, &serde_json::to_value(&s).unwrap());
+        let v = view_from_snapshot(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(v.under_voltage_now, Some(true));
         assert_eq!(
             v.under_voltage_since_boot, None,
@@ -173,7 +253,7 @@ mod tests {
             frequency_capped_now: true,
             ..Default::default()
         });
-        let v = view(&s, &serde_json::to_value(&s).unwrap());
+        let v = view_from_snapshot(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(v.under_voltage_now, Some(false));
         assert_eq!(v.under_voltage_since_boot, Some(true));
         assert_eq!(v.throttled_now, Some(true));
