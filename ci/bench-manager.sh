@@ -15,6 +15,9 @@
 #   BENCH_SKIP_OLD=1                    without the old store's column (no build of it)
 # Then each manager is stopped and started again on the state dir the phases left
 # (N nodes): seconds from exec to serving, and RSS once serving.
+# A manager that knows ARMADA_STORE_STATS logs its store writer's figures (group sizes,
+# apply/rows/commit/checkpoint times) every BENCH_STORE_STATS seconds (default 10); they
+# are printed after each column's phases.
 # Prints figures; it is not a pass/fail test. Everything runs on 127.0.0.1, every phase
 # is bounded in count and time, and the managers it starts are stopped by their PID.
 # Bytes written are the manager's /proc/PID/io write_bytes over the phase (what reached
@@ -50,6 +53,7 @@ old_bin=$old_tree/target/release/armada-manager
 new_lg=target/release/examples/loadgen
 old_lg=$old_tree/target/release/examples/loadgen
 
+export ARMADA_STORE_STATS=${BENCH_STORE_STATS:-10}
 tmp=$(mktemp -d /tmp/armada-bench.XXXXXX)
 pid=
 cleanup() {
@@ -140,6 +144,7 @@ bench() {
 
   stop
   R[$label,stop]=$stopped
+  grep -E 'store (writer|checkpointer)' "$tmp/log" | sed "s/^/[$label] /" || true
   echo "-- start again on the state dir the phases left ($nodes nodes)"
   start "$label" "$bin"
   R[$label,start]=$started_s

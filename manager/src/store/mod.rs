@@ -10,6 +10,7 @@
 //!   (`user_version`), the checks made at start and the commit counter beside the file.
 //! - [`writer`]: the one writer thread: group commit, fsync before any answer, rollback
 //!   of memory when a commit fails (disk full: 503, resumes by itself).
+//! - [`writer_stats`]: group sizes and where the writer's time goes, logged.
 //! - [`queries`]: rows in and out, each with its own checksum; strict and salvage loads.
 //! - [`history`]: 4-tier downsampled history per node.
 //! - [`state`]: every decision (registration, swarm claims, dedupe, status), pure.
@@ -33,6 +34,7 @@ pub mod report;
 pub mod schema;
 pub mod state;
 pub mod writer;
+pub mod writer_stats;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -312,6 +314,7 @@ impl Store {
             failed: None,
             lock,
             packer: Default::default(),
+            stats: writer_stats::StatsLog::from_env(),
         };
         let writer = std::thread::Builder::new()
             .name("store-writer".into())

@@ -24,6 +24,7 @@ use super::queries;
 use super::report::DecodedReport;
 use super::schema::CommitsFile;
 use super::state::{JoinedRefusal, NodeRecord, RegisterDecision, ReportOutcome, Revocation, State};
+use super::writer_stats::StatsLog;
 use super::{Registration, StoreError};
 
 /// Most changes committed by one fsync.
@@ -94,6 +95,8 @@ pub struct Writer {
     pub lock: std::fs::File,
     /// One compressor for every stored snapshot (reset, not rebuilt, per snapshot).
     pub packer: queries::SnapshotPacker,
+    /// Group sizes and where the time goes, logged at close (and periodically).
+    pub stats: StatsLog,
 }
 
 impl Writer {
@@ -106,6 +109,7 @@ impl Writer {
                 let _ = self.close();
                 return;
             };
+            let t_group = Instant::now();
             let mut ops = vec![first];
             while ops.len() < MAX_GROUP {
                 match rx.try_recv() {
@@ -116,7 +120,9 @@ impl Writer {
             let mut shutdown = None;
             let mut replies: Vec<Reply> = Vec::with_capacity(ops.len());
             let mut touched: HashMap<String, Touch> = HashMap::new();
+            let size = ops.len() as u64;
             {
+                let t = Instant::now();
                 let mut st = self.state.write().unwrap_or_else(|p| p.into_inner());
                 for op in ops {
                     match op {
@@ -125,6 +131,11 @@ impl Writer {
                         op => apply_op(&mut st, op, &mut touched, &mut replies),
                     }
                 }
+                drop(st);
+                self.stats.record(|s| {
+                    s.group_size.add(size);
+                    s.apply_us.add_duration(t.elapsed());
+                });
             }
             let outcome = if touched.is_empty() {
                 Ok(())
@@ -143,14 +154,26 @@ impl Writer {
             for r in replies {
                 r(err.as_ref());
             }
+            self.stats
+                .record(|s| s.group_us.add_duration(t_group.elapsed()));
+            self.stats.maybe_log("store writer");
             if let Some(reply) = shutdown {
                 let _ = reply.send(self.close());
                 return;
             }
             if last_checkpoint.elapsed() >= self.wal_checkpoint_interval && self.failed.is_none() {
                 // A passive checkpoint never waits for readers; it keeps the WAL short.
-                if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE)") {
-                    tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display());
+                let t = Instant::now();
+                match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    r.get::<_, i64>(1)
+                }) {
+                    Ok(frames) => self.stats.record(|s| {
+                        s.checkpoint_us.add_duration(t.elapsed());
+                        s.wal_frames_max = s.wal_frames_max.max(frames.max(0) as u64);
+                    }),
+                    Err(e) => {
+                        tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display())
+                    }
                 }
                 last_checkpoint = Instant::now();
             }
@@ -169,7 +192,13 @@ impl Writer {
             self.conn
                 .prepare_cached("UPDATE meta SET value = ?1 WHERE key = 'commits'")?
                 .execute([(self.commits + 1) as i64])?;
-            self.conn.execute_batch("COMMIT")
+            let rows = t0.elapsed();
+            self.conn.execute_batch("COMMIT")?;
+            self.stats.record(|s| {
+                s.rows_us.add_duration(rows);
+                s.commit_us.add_duration(t0.elapsed() - rows);
+            });
+            Ok(())
         })();
         crate::metrics::METRICS
             .store_commit_latency
@@ -237,6 +266,7 @@ impl Writer {
     /// Checkpoints the WAL into the file and closes it; an error means the store was
     /// not closed cleanly (its WAL is replayed at the next start).
     fn close(self) -> Result<(), StoreError> {
+        self.stats.log_total("store writer");
         let path = self.path.clone();
         if let Some(message) = self.failed {
             return Err(StoreError::WriteFailed { path, message });
