@@ -81,9 +81,10 @@ struct ServeArgs {
     /// Report interval handed to nodes at registration.
     #[arg(long, default_value_t = 10)]
     report_interval: u32,
-    /// Seconds between checkpoints of the store's WAL into its file (SQLite also does
-    /// one after every 16 MiB of WAL, and the shutdown does a last one).
-    #[arg(long, default_value_t = 60)]
+    /// Least seconds between two checkpoints of the store's WAL into its file while
+    /// reports come in (a thread beside the writer runs them; the WAL is also held
+    /// under 64 MiB, and the shutdown does a last one).
+    #[arg(long, default_value_t = 1)]
     checkpoint_interval: u64,
     /// The store was found damaged: keep what is readable in a new file, move the
     /// damaged one aside, print what was lost, then serve.

@@ -330,9 +330,12 @@ async fn a_truncated_wal_or_database_is_refused_never_served_smaller() {
     let c = make_cluster(&tmp.path().join("cluster"));
     let http = client(&c);
 
-    // The WAL: kill -9 leaves the acknowledged commits in it; cut its second half.
+    // The WAL: kill -9 leaves the acknowledged commits in it (checkpoints held off,
+    // else the checkpointer copies them into the file within a second and the WAL
+    // starts over); cut its second half.
+    let wal_kept = ["--checkpoint-interval", "600"];
     let state = tmp.path().join("state-wal");
-    let m = start_manager(&c, &state, &[]).unwrap();
+    let m = start_manager(&c, &state, &wal_kept).unwrap();
     let nodes = register_nodes(&http, &m.url, &c, 8).await;
     fill(&http, &m.url, &nodes, 200).await;
     m.kill();
@@ -361,7 +364,7 @@ async fn a_truncated_wal_or_database_is_refused_never_served_smaller() {
 
     // A flipped byte mid-WAL after kill -9: SQLite would stop replaying there, silently.
     let state = tmp.path().join("state-walflip");
-    let m = start_manager(&c, &state, &[]).unwrap();
+    let m = start_manager(&c, &state, &wal_kept).unwrap();
     let nodes = register_nodes(&http, &m.url, &c, 8).await;
     fill(&http, &m.url, &nodes, 200).await;
     m.kill();

@@ -10,6 +10,7 @@
 //!   (`user_version`), the checks made at start and the commit counter beside the file.
 //! - [`writer`]: the one writer thread: group commit, fsync before any answer, rollback
 //!   of memory when a commit fails (disk full: 503, resumes by itself).
+//! - [`checkpointer`]: WAL checkpoints on a thread of their own, beside the writer.
 //! - [`writer_stats`]: group sizes and where the writer's time goes, logged.
 //! - [`queries`]: rows in and out, each with its own checksum; strict and salvage loads.
 //! - [`history`]: 4-tier downsampled history per node.
@@ -27,6 +28,7 @@
 //! `lock` is an exclusive flock: a second manager on the same folder refuses to start.
 
 pub mod backup;
+pub mod checkpointer;
 pub mod container_cpu;
 pub mod history;
 pub mod queries;
@@ -133,8 +135,8 @@ fn io_err<'a>(
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub dir: PathBuf,
-    /// How often the writer checkpoints the WAL into the file (SQLite also does it
-    /// after every 16 MiB of WAL).
+    /// Least time between two checkpoints of the WAL into the file, while commits
+    /// come in (see [`checkpointer`]).
     pub checkpoint_interval: Duration,
 }
 
@@ -142,7 +144,7 @@ impl StoreConfig {
     pub fn new(dir: PathBuf) -> Self {
         StoreConfig {
             dir,
-            checkpoint_interval: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(1),
         }
     }
 }
@@ -256,6 +258,41 @@ pub fn open_checked(
     Ok((conn, commits))
 }
 
+/// Turns the writer's own checkpoints off (SQLite's automatic one ran inside `COMMIT`,
+/// with every queued report waiting) and starts the checkpointer's thread on a second
+/// connection.
+fn start_checkpointer(
+    writer: &rusqlite::Connection,
+    path: &Path,
+    gap: Duration,
+) -> Result<writer::Checkpoints, StoreError> {
+    writer
+        .execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint=0; PRAGMA journal_size_limit={};",
+            checkpointer::WAL_RESET_BYTES
+        ))
+        .map_err(schema::sqlite_err(path, "configuring"))?;
+    let conn = schema::connect(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint=0")
+        .map_err(schema::sqlite_err(path, "configuring"))?;
+    let page_size: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(schema::sqlite_err(path, "reading the page size of"))?;
+    let checkpointer = checkpointer::Checkpointer {
+        conn,
+        path: path.to_path_buf(),
+        page_size,
+        gap,
+        stats: writer_stats::StatsLog::from_env(),
+    };
+    let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || checkpointer.run(nudges))
+        .map_err(io_err("starting the checkpoint thread for", path))?;
+    Ok(writer::Checkpoints { nudge, thread })
+}
+
 impl Store {
     /// Opens (or creates) the store in `cfg.dir`, checks and loads it, starts the writer.
     pub fn open(cfg: StoreConfig) -> Result<(Store, OpenReport), StoreError> {
@@ -302,6 +339,7 @@ impl Store {
         let commits_file = schema::CommitsFile::open(dir)?;
         commits_file.set(commits)?;
 
+        let checkpoints = start_checkpointer(&conn, &path, cfg.checkpoint_interval)?;
         let state = Arc::new(RwLock::new(loaded.state));
         let (tx, rx) = mpsc::channel(8192);
         let writer = Writer {
@@ -310,7 +348,7 @@ impl Store {
             state: state.clone(),
             commits,
             commits_file,
-            wal_checkpoint_interval: cfg.checkpoint_interval,
+            checkpoints: Some(checkpoints),
             failed: None,
             lock,
             packer: Default::default(),

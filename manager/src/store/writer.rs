@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use protocol::token::NodeCredential;
 use protocol::wire::NodeFacts;
@@ -66,6 +66,11 @@ pub enum Op {
     },
 }
 
+pub struct Checkpoints {
+    pub nudge: std::sync::mpsc::SyncSender<()>,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
 /// Answers one request once its group's fate is known.
 type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
@@ -88,7 +93,9 @@ pub struct Writer {
     pub state: Arc<RwLock<State>>,
     pub commits: u64,
     pub commits_file: CommitsFile,
-    pub wal_checkpoint_interval: Duration,
+    /// Nudges the checkpointer's thread after each commit ([`super::checkpointer`]);
+    /// dropped (and the thread joined) before the last checkpoint at close.
+    pub checkpoints: Option<Checkpoints>,
     /// Set on a write failure other than a full disk: nothing more is written.
     pub failed: Option<String>,
     /// The state folder's flock, released when the writer ends.
@@ -101,7 +108,6 @@ pub struct Writer {
 
 impl Writer {
     pub fn run(mut self, mut rx: mpsc::Receiver<Op>) {
-        let mut last_checkpoint = Instant::now();
         loop {
             // Every sender gone without a shutdown (a test dropping the store): the
             // file already holds everything acknowledged; closing checkpoints it.
@@ -161,22 +167,6 @@ impl Writer {
                 let _ = reply.send(self.close());
                 return;
             }
-            if last_checkpoint.elapsed() >= self.wal_checkpoint_interval && self.failed.is_none() {
-                // A passive checkpoint never waits for readers; it keeps the WAL short.
-                let t = Instant::now();
-                match self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    r.get::<_, i64>(1)
-                }) {
-                    Ok(frames) => self.stats.record(|s| {
-                        s.checkpoint_us.add_duration(t.elapsed());
-                        s.wal_frames_max = s.wal_frames_max.max(frames.max(0) as u64);
-                    }),
-                    Err(e) => {
-                        tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display())
-                    }
-                }
-                last_checkpoint = Instant::now();
-            }
         }
     }
 
@@ -207,6 +197,10 @@ impl Writer {
             Ok(()) => {
                 self.commits += 1;
                 crate::metrics::METRICS.store_commits.inc();
+                if let Some(c) = &self.checkpoints {
+                    // Full: a nudge is already waiting, which is as good.
+                    let _ = c.nudge.try_send(());
+                }
                 if let Err(e) = self.commits_file.set(self.commits) {
                     tracing::warn!("{e}");
                 }
@@ -265,8 +259,12 @@ impl Writer {
 
     /// Checkpoints the WAL into the file and closes it; an error means the store was
     /// not closed cleanly (its WAL is replayed at the next start).
-    fn close(self) -> Result<(), StoreError> {
+    fn close(mut self) -> Result<(), StoreError> {
         self.stats.log_total("store writer");
+        if let Some(c) = self.checkpoints.take() {
+            drop(c.nudge);
+            let _ = c.thread.join();
+        }
         let path = self.path.clone();
         if let Some(message) = self.failed {
             return Err(StoreError::WriteFailed { path, message });
