@@ -37,7 +37,14 @@ fn facts(hostname: &str) -> NodeFacts {
 /// A gzip'd batch of `batch` snapshots of `hostname`, numbered from `seq`.
 fn body(hostname: &str, seq: u64, batch: u64) -> Result<Vec<u8>> {
     let snapshots = (seq..seq + batch)
-        .map(|s| sim::snapshot(hostname, &format!("i-{hostname}"), s, 1_000_000 + s * 10_000))
+        .map(|s| {
+            sim::snapshot(
+                hostname,
+                &format!("i-{hostname}"),
+                s,
+                1_000_000 + s * 10_000,
+            )
+        })
         .collect();
     let json = serde_json::to_vec(&ReportBatch {
         protocol: protocol::PROTOCOL_VERSION,
