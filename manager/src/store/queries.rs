@@ -399,9 +399,12 @@ impl LatestRow<'_> {
     }
 }
 
+/// `packed`: the snapshot already compressed (on the request's thread), when it is
+/// `e.latest_json`'s; else it is compressed here.
 pub fn put_latest(
     conn: &Connection,
     e: &NodeEntry,
+    packed: Option<&[u8]>,
     packer: &mut SnapshotPacker,
 ) -> rusqlite::Result<()> {
     let row = LatestRow {
@@ -421,11 +424,13 @@ pub fn put_latest(
     let s = row.summary;
     // Compressing into memory does not fail; were it to, the commit fails (the writer
     // stops) rather than storing a blob that would not inflate.
-    let packed = row
-        .snapshot
-        .map(|j| packer.pack(j))
-        .transpose()
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    let packed = match (packed, row.snapshot) {
+        (Some(p), Some(_)) => Some(std::borrow::Cow::Borrowed(p)),
+        (_, json) => json
+            .map(|j| packer.pack(j).map(std::borrow::Cow::Owned))
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+    };
     conn.prepare_cached(
         "INSERT OR REPLACE INTO latest (node_id, last_report_ms, collected_at_ms, cpu_busy_ratio, memory_used_bytes, memory_total_bytes, temperature_celsius, containers, prev_cpu_busy, prev_cpu_total, reports_total, agent_dropped_total, history_pushed, open_buckets, snapshot, crc, snapshot_bytes)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
@@ -455,6 +460,14 @@ pub fn put_latest(
 /// Most bytes a stored snapshot may inflate to (ingest refuses far smaller ones; this
 /// only bounds what a damaged length could make the loader allocate).
 const MAX_SNAPSHOT_BYTES: i64 = 64 << 20;
+
+/// [`SnapshotPacker::pack`] with this thread's packer (one per thread, made on first use).
+pub fn pack_on_this_thread(json: &str) -> std::io::Result<Vec<u8>> {
+    thread_local! {
+        static PACKER: std::cell::RefCell<SnapshotPacker> = Default::default();
+    }
+    PACKER.with(|p| p.borrow_mut().pack(json))
+}
 
 /// Compresses the stored snapshots: one zlib stream state, reset for each snapshot.
 /// A fresh compressor per snapshot allocated and zeroed its ~300 KiB of tables each
@@ -708,7 +721,7 @@ fn parse_history(v: &[Value]) -> Result<(&str, usize, u64, Point), String> {
 /// Writes a whole entry (salvage and tests).
 pub fn put_entry(conn: &Connection, e: &NodeEntry) -> rusqlite::Result<()> {
     put_node(conn, &e.record)?;
-    put_latest(conn, e, &mut SnapshotPacker::default())?;
+    put_latest(conn, e, None, &mut SnapshotPacker::default())?;
     for (i, (inst, max)) in e.seen.iter().enumerate() {
         put_dedupe(conn, &e.record.node_id, inst, *max, i)?;
     }

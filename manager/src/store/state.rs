@@ -484,6 +484,7 @@ pub(crate) mod tests {
                 "{{\"seq\":{}}}",
                 seqs.last().unwrap_or(&0)
             ))),
+            last_packed: None,
         }
     }
 

@@ -80,6 +80,8 @@ struct Touch {
     record: bool,
     report: Option<Before>,
     removed: Option<NodeRecord>,
+    /// The latest snapshot's JSON and its compressed form, made on the request's thread.
+    packed: Option<(Arc<str>, Vec<u8>)>,
 }
 
 struct Before {
@@ -311,7 +313,12 @@ fn write_rows(
             queries::put_node(conn, &e.record)?;
         }
         let Some(before) = &t.report else { continue };
-        queries::put_latest(conn, e, packer)?;
+        let packed = t
+            .packed
+            .as_ref()
+            .filter(|(json, _)| e.latest_json.as_ref().is_some_and(|l| Arc::ptr_eq(l, json)))
+            .map(|(_, p)| p.as_slice());
+        queries::put_latest(conn, e, packed, packer)?;
         for (i, (inst, max)) in e.seen.iter().enumerate() {
             if before.seen.get(i).map(|(bi, bm)| (bi.as_str(), *bm)) != Some((inst.as_str(), *max))
             {
@@ -502,7 +509,7 @@ fn apply_op(
         Op::Report {
             node_id,
             received_ms,
-            decoded,
+            mut decoded,
             reply,
         } => {
             if let Some(e) = st.nodes.get(&node_id) {
@@ -515,6 +522,18 @@ fn apply_op(
                 }
             }
             let outcome = st.apply_report(&node_id, received_ms, &decoded);
+            // The report's snapshot became the node's latest: keep its compressed form
+            // for the row (a later report of the group may replace both).
+            if let (Some(e), Some(json), Some(packed)) = (
+                st.nodes.get(&node_id),
+                &decoded.last_json,
+                decoded.last_packed.take(),
+            ) {
+                if e.latest_json.as_ref().is_some_and(|l| Arc::ptr_eq(l, json)) {
+                    touched.entry(node_id.clone()).or_default().packed =
+                        Some((json.clone(), packed));
+                }
+            }
             replies.push(answer(reply, outcome));
         }
         Op::Shutdown { .. } => {}
