@@ -83,7 +83,7 @@ struct ServeArgs {
     report_interval: u32,
     /// Least seconds between two checkpoints of the store's WAL into its file while
     /// reports come in (a thread beside the writer runs them; the WAL is also held
-    /// under 64 MiB, and the shutdown does a last one).
+    /// near 32 MiB, and the shutdown does a last one).
     #[arg(long, default_value_t = 1)]
     checkpoint_interval: u64,
     /// The store was found damaged: keep what is readable in a new file, move the
