@@ -278,19 +278,25 @@ fn start_checkpointer(
     let page_size: i64 = conn
         .query_row("PRAGMA page_size", [], |r| r.get(0))
         .map_err(schema::sqlite_err(path, "reading the page size of"))?;
+    let wal_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let checkpointer = checkpointer::Checkpointer {
         conn,
         path: path.to_path_buf(),
         page_size,
         gap,
         stats: writer_stats::StatsLog::from_env(),
+        wal_over: wal_over.clone(),
     };
     let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
     let thread = std::thread::Builder::new()
         .name("store-checkpoint".into())
         .spawn(move || checkpointer.run(nudges))
         .map_err(io_err("starting the checkpoint thread for", path))?;
-    Ok(writer::Checkpoints { nudge, thread })
+    Ok(writer::Checkpoints {
+        nudge,
+        thread,
+        wal_over,
+    })
 }
 
 impl Store {

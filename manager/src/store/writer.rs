@@ -69,6 +69,9 @@ pub enum Op {
 pub struct Checkpoints {
     pub nudge: std::sync::mpsc::SyncSender<()>,
     pub thread: std::thread::JoinHandle<()>,
+    /// Raised by the checkpointer when its passes left the WAL past its bound: the
+    /// writer then runs one RESTART checkpoint itself ([`super::checkpointer`]).
+    pub wal_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Answers one request once its group's fate is known.
@@ -199,6 +202,13 @@ impl Writer {
             Ok(()) => {
                 self.commits += 1;
                 crate::metrics::METRICS.store_commits.inc();
+                let over = self
+                    .checkpoints
+                    .as_ref()
+                    .is_some_and(|c| c.wal_over.swap(false, std::sync::atomic::Ordering::AcqRel));
+                if over {
+                    self.restart_wal();
+                }
                 if let Some(c) = &self.checkpoints {
                     // Full: a nudge is already waiting, which is as good.
                     let _ = c.nudge.try_send(());
@@ -256,6 +266,25 @@ impl Writer {
             if t.removed.is_some() && st.nodes.contains_key(id) {
                 st.revoked.remove(id);
             }
+        }
+    }
+
+    /// The checkpointer's passes fell behind: copies the rest of the WAL into the file
+    /// and starts the WAL over (RESTART), on the writer's own connection between two
+    /// groups, so it never contends for the write lock. Answered busy (a reader or the
+    /// checkpointer's pass held the WAL) it is tried again after a later pass.
+    fn restart_wal(&mut self) {
+        let t = std::time::Instant::now();
+        let busy = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+        match busy {
+            Ok(0) => self.stats.record(|s| {
+                s.restarts += 1;
+                s.checkpoint_us.add_duration(t.elapsed());
+            }),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display()),
         }
     }
 
