@@ -202,13 +202,7 @@ impl Writer {
             Ok(()) => {
                 self.commits += 1;
                 crate::metrics::METRICS.store_commits.inc();
-                let over = self
-                    .checkpoints
-                    .as_ref()
-                    .is_some_and(|c| c.wal_over.swap(false, std::sync::atomic::Ordering::AcqRel));
-                if over {
-                    self.restart_wal();
-                }
+                self.bound_wal();
                 if let Some(c) = &self.checkpoints {
                     // Full: a nudge is already waiting, which is as good.
                     let _ = c.nudge.try_send(());
@@ -269,22 +263,51 @@ impl Writer {
         }
     }
 
+    /// Past [`super::checkpointer::WAL_RESET_BYTES`] of WAL file (the checkpointer's
+    /// passes fell behind the writer): the checkpointer holds its passes off and the
+    /// writer runs its RESTART after each commit until one goes through.
+    fn bound_wal(&mut self) {
+        use std::sync::atomic::Ordering;
+        let Some(over) = self.checkpoints.as_ref().map(|c| c.wal_over.clone()) else {
+            return;
+        };
+        let wal = self.path.with_file_name(format!(
+            "{}-wal",
+            self.path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if len <= super::checkpointer::WAL_RESET_BYTES as u64 {
+            return;
+        }
+        over.store(true, Ordering::Release);
+        if self.restart_wal() {
+            over.store(false, Ordering::Release);
+        }
+    }
+
     /// The checkpointer's passes fell behind: copies the rest of the WAL into the file
     /// and starts the WAL over (RESTART), on the writer's own connection between two
     /// groups, so it never contends for the write lock. Answered busy (a reader or the
-    /// checkpointer's pass held the WAL) it is tried again after a later pass.
-    fn restart_wal(&mut self) {
+    /// checkpointer's last pass still held the checkpoint lock) it is tried again after
+    /// the next commit. Returns whether it went through.
+    fn restart_wal(&mut self) -> bool {
         let t = std::time::Instant::now();
         let busy = self
             .conn
             .query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
         match busy {
-            Ok(0) => self.stats.record(|s| {
-                s.restarts += 1;
-                s.checkpoint_us.add_duration(t.elapsed());
-            }),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display()),
+            Ok(0) => {
+                self.stats.record(|s| {
+                    s.restarts += 1;
+                    s.checkpoint_us.add_duration(t.elapsed());
+                });
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!("checkpointing the WAL of {}: {e}", self.path.display());
+                false
+            }
         }
     }
 
