@@ -69,8 +69,9 @@ pub enum Op {
 pub struct Checkpoints {
     pub nudge: std::sync::mpsc::SyncSender<()>,
     pub thread: std::thread::JoinHandle<()>,
-    /// Raised by the checkpointer when its passes left the WAL past its bound: the
-    /// writer then runs one RESTART checkpoint itself ([`super::checkpointer`]).
+    /// Raised by the writer while the WAL is past its bound and the writer's RESTART
+    /// has not gone through; the checkpointer runs no pass meanwhile
+    /// ([`super::checkpointer`]).
     pub wal_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
