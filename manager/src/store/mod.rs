@@ -296,6 +296,7 @@ fn start_checkpointer(
         nudge,
         thread,
         wal_over,
+        wal_path: PathBuf::from(format!("{}-wal", path.display())),
     })
 }
 

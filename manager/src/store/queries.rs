@@ -545,6 +545,18 @@ struct LatestParts {
     snapshot: Option<Arc<str>>,
 }
 
+impl LatestParts {
+    /// The node's entry takes the row's figures (its history is restored apart).
+    fn fill(self, e: &mut NodeEntry) {
+        e.last_report_ms = self.last_report_ms;
+        e.latest = self.latest;
+        e.prev_cpu = self.prev_cpu;
+        e.reports_total = self.reports_total;
+        e.agent_dropped_total = self.agent_dropped_total;
+        e.latest_json = self.snapshot;
+    }
+}
+
 fn parse_latest(v: &[Value]) -> Result<(String, LatestParts), String> {
     let node_id = text(&v[0])?.to_string();
     let latest = match opt_int(&v[2])? {
@@ -991,12 +1003,7 @@ impl Parts {
             Ok(h) => e.history = h,
             Err(err) => faults.fail("latest", format!("node {id}: history: {err}"))?,
         }
-        e.last_report_ms = p.last_report_ms;
-        e.latest = p.latest;
-        e.prev_cpu = p.prev_cpu;
-        e.reports_total = p.reports_total;
-        e.agent_dropped_total = p.agent_dropped_total;
-        e.latest_json = p.snapshot;
+        p.fill(&mut e);
         Ok(e)
     }
 }
@@ -1027,12 +1034,7 @@ pub fn load_node(conn: &Connection, node_id: &str) -> Result<Option<NodeEntry>, 
         }
         e.history =
             History::restore(tiers, &p.open_buckets, p.pushed).map_err(|e| e.to_string())?;
-        e.last_report_ms = p.last_report_ms;
-        e.latest = p.latest;
-        e.prev_cpu = p.prev_cpu;
-        e.reports_total = p.reports_total;
-        e.agent_dropped_total = p.agent_dropped_total;
-        e.latest_json = p.snapshot;
+        p.fill(&mut e);
     }
     let mut stmt = conn
         .prepare_cached("SELECT instance, max_seq FROM dedupe WHERE node_id = ?1 ORDER BY used")

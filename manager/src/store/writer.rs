@@ -73,6 +73,8 @@ pub struct Checkpoints {
     /// has not gone through; the checkpointer runs no pass meanwhile
     /// ([`super::checkpointer`]).
     pub wal_over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The WAL file, whose size the writer looks at after each commit.
+    pub wal_path: PathBuf,
 }
 
 /// Answers one request once its group's fate is known.
@@ -269,14 +271,9 @@ impl Writer {
     /// writer runs its RESTART after each commit until one goes through.
     fn bound_wal(&mut self) {
         use std::sync::atomic::Ordering;
-        let Some(over) = self.checkpoints.as_ref().map(|c| c.wal_over.clone()) else {
-            return;
-        };
-        let wal = self.path.with_file_name(format!(
-            "{}-wal",
-            self.path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        let Some(c) = &self.checkpoints else { return };
+        let over = c.wal_over.clone();
+        let len = std::fs::metadata(&c.wal_path).map_or(0, |m| m.len());
         if len <= super::checkpointer::WAL_RESET_BYTES as u64 {
             return;
         }
