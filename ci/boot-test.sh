@@ -600,9 +600,11 @@ worker_case() {
   # power-cycles the board. One reboot shows both: the board comes back as the same
   # node (same node id and swarm node, no second registration, reports again) and
   # applies the edited hostname at that boot (armada-firstboot, every boot), which the
-  # reports and the swarm then carry. qemu is stopped by PID (its disk writes are
-  # flushed); the card so far is the image plus its qcow2 overlay, flattened first so
-  # the edit lands on what the board wrote, not under it.
+  # reports and the swarm then carry. qemu is stopped by PID, which is a power cut to the
+  # guest: qemu's own writes are flushed, but what the guest had not synced is lost (its
+  # root is mounted commit=60), so the checks below see only what the board made durable.
+  # The card so far is the image plus its qcow2 overlay, flattened first so the edit
+  # lands on what the board wrote, not under it.
   boot_stop
   local stopped_ms=$(($(date +%s%3N))) nodes_before
   nodes_before=$(api /v1/nodes | jq length)

@@ -127,7 +127,7 @@ pub fn move_secrets(root: &Path, cfg_path: &Path) -> anyhow::Result<Vec<String>>
             write_file_atomic(&to, content.as_bytes(), 0o600)?;
             done.push(format!("wrote {} (0600)", to.display()));
         }
-        fs::remove_file(&bundle_path)
+        crate::state::remove_file_durable(&bundle_path)
             .with_context(|| format!("deleting {} from the FAT", bundle_path.display()))?;
         done.push(format!("deleted {} from the FAT", bundle_path.display()));
     }
@@ -167,10 +167,8 @@ pub fn fill_token(root: &Path, cfg: &mut FirstBootConfig) -> anyhow::Result<()> 
 pub fn remove_used_token(root: &Path, cfg_path: &Path) -> anyhow::Result<Vec<String>> {
     let mut done = Vec::new();
     let p = root.join(BOOTSTRAP_TOKEN_FILE);
-    match fs::remove_file(&p) {
-        Ok(()) => done.push(format!("deleted the bootstrap token {}", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("deleting {}", p.display())),
+    if crate::state::remove_file_durable(&p).with_context(|| format!("deleting {}", p.display()))? {
+        done.push(format!("deleted the bootstrap token {}", p.display()));
     }
     if FirstBootConfig::load(cfg_path).is_ok_and(|c| !c.manager.token.is_empty()) {
         crate::join::remove_token(cfg_path)?;

@@ -239,17 +239,13 @@ fn put(
 
 fn remove(root: &Path, rel: &str, done: &mut Vec<String>) -> anyhow::Result<()> {
     let p = root.join(rel);
-    match fs::remove_file(&p) {
-        Ok(()) => {
-            done.push(format!(
-                "removed {} (no longer in armada.toml)",
-                p.display()
-            ));
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("removing {}", p.display())),
+    if crate::state::remove_file_durable(&p).with_context(|| format!("removing {}", p.display()))? {
+        done.push(format!(
+            "removed {} (no longer in armada.toml)",
+            p.display()
+        ));
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -172,6 +172,26 @@ impl StateDir {
     }
 }
 
+/// Deletes `path` and syncs its folder, so that the deletion survives a power cut
+/// (the root is mounted `commit=60`: an unsynced unlink of a secret could stay undone
+/// for a minute). `Ok(false)` when there was nothing to delete. A folder that refuses
+/// fsync (FAT) is not an error: the unlink itself is done.
+pub fn remove_file_durable(path: &Path) -> std::io::Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(true)
+}
+
 /// Replaces `path` with `bytes` (mode `mode`) through a temporary file in the same
 /// folder, fsync and rename, then fsyncs the folder.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
@@ -231,6 +251,21 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_durable_removal_says_whether_there_was_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("bootstrap-token");
+        fs::write(&p, "t\n").unwrap();
+        assert!(remove_file_durable(&p).unwrap());
+        assert!(!p.exists());
+        assert!(!remove_file_durable(&p).unwrap(), "nothing left to remove");
+        // A folder is not removed as a file: an error, not "gone".
+        let d = tmp.path().join("d");
+        fs::create_dir(&d).unwrap();
+        assert!(remove_file_durable(&d).is_err());
+        assert!(d.is_dir());
+    }
 
     fn reg() -> Registration {
         Registration {
