@@ -182,23 +182,30 @@ pub fn remove_file_durable(path: &Path) -> std::io::Result<bool> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e),
     }
-    let dir = path
-        .parent()
+    sync_dir(parent_dir(path));
+    Ok(true)
+}
+
+/// The folder `path` is in (`.` for a bare file name).
+fn parent_dir(path: &Path) -> &Path {
+    path.parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new("."))
+}
+
+/// Syncs a folder's entries (a rename or unlink in it). Some filesystems (FAT on the
+/// boot partition) refuse fsync on a folder: the change itself is done, so that is
+/// not an error.
+fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
-    Ok(true)
 }
 
 /// Replaces `path` with `bytes` (mode `mode`) through a temporary file in the same
 /// folder, fsync and rename, then fsyncs the folder.
 pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = parent_dir(path);
     let name = path
         .file_name()
         .with_context(|| format!("{} has no file name", path.display()))?;
@@ -240,11 +247,7 @@ pub fn write_file_atomic(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    // Some filesystems (FAT on the boot partition) refuse fsync on a folder: the rename
-    // itself is done, so that is not an error.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
     Ok(())
 }
 
