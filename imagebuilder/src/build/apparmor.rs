@@ -2,7 +2,9 @@
 //! quarter-minute compiling profiles (issue 12: `apparmor.service` took 12-15 s of the
 //! boot under qemu, 35 s under load, on the critical path before `sysinit.target`).
 //!
-//! Two steps on the staged rootfs:
+//! Three steps on the staged rootfs:
+//! - Docker's `docker-default` profile is rendered from the image's own dockerd into
+//!   `/etc/apparmor.d` (`docker_apparmor`), so it is compiled below with the rest.
 //! - Profiles for programs the image does not contain are removed. Debian 13's apparmor
 //!   package ships ~90 profiles for desktop programs (browsers, chat clients, sbuild, ...);
 //!   a board has none of them. A profile file is kept when its top profile has no
@@ -33,6 +35,8 @@ pub struct Report {
     pub cache_dir: String,
     /// Compiled profiles in it.
     pub cached: usize,
+    /// Docker's `docker-default`, rendered from the image's dockerd (see `docker_apparmor`).
+    pub docker_default: super::docker_apparmor::Outcome,
 }
 
 /// Where a rootfs profile's kernel feature set lives, beside the profile.
@@ -51,7 +55,13 @@ pub fn prepare(rootfs: &Path, features: Option<&Path>) -> Result<Option<Report>>
         return Ok(None);
     }
     let files = image_paths(rootfs)?;
-    let mut report = Report::default();
+    let mut report = Report {
+        docker_default: super::docker_apparmor::write(
+            rootfs,
+            &super::stage::installed_packages(rootfs),
+        )?,
+        ..Report::default()
+    };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -14,12 +14,14 @@
 //! Layout:
 //! - `rootfs`: mmdebstrap base rootfs and its cache.
 //! - `apparmor`: drop profiles of absent programs, precompile the policy cache.
+//! - `docker_apparmor`: Docker's `docker-default` profile, from the image's dockerd.
 //! - `sizes`: what fills the image (top folders, largest packages).
 //! - `stage`: overlays, binaries, cluster files, identity scrub, boot files.
 //! - `outputs`: compression, checksums, atomic commit of the outputs.
 //! - `tools`: host tools and the packages that provide them.
 
 pub mod apparmor;
+pub mod docker_apparmor;
 pub mod outputs;
 pub mod rootfs;
 pub mod sizes;
@@ -815,6 +817,18 @@ fn stage_rootfs(
                     &r.cache_dir
                 }
             ));
+            let d = &r.docker_default;
+            if !d.made_from.is_empty() {
+                ui.info(&format!(
+                    "docker-default profile rendered from {}",
+                    d.made_from
+                ));
+            } else if !d.skipped.is_empty() {
+                ui.info(&format!(
+                    "docker-default profile not shipped (dockerd compiles it at its start): {}",
+                    d.skipped
+                ));
+            }
         }
         st.done();
         r
