@@ -336,14 +336,43 @@ guest_ssh() {
   nodes_in 1 timeout 60 ssh -i "$SSH_KEY" -o BatchMode=yes -o StrictHostKeyChecking=no \
     -o UserKnownHostsFile=/dev/null -o ConnectTimeout=15 -o LogLevel=ERROR "root@$ip" "$2"
 }
+# guest_join_path CASE HOST RUN: the join path's units from the journal (a short command
+# first, so that a loaded host's ssh bound cannot cut it): when each started and was up.
+guest_join_path() {
+  local c=$1 host=$2 run=$3 out=$WORK/case-$1/guest-join$3.txt
+  guest_ssh "$host" 'journalctl -b -o short-monotonic --no-pager -u containerd -u docker -u armada-clock -u armada-clock-swarm -u armada-agent | head -n 150; echo "docker-default: file $(ls /etc/apparmor.d/docker-default 2>/dev/null || echo none), loaded: $(grep -h "^docker-default " /sys/kernel/security/apparmor/profiles || echo no), sha256 $(cat /sys/kernel/security/apparmor/policy/profiles/docker-default*/sha256 2>/dev/null || echo -)"' \
+    >"$out" 2>&1 || { log "$c: join-path journal not read (boot $run)"; return 0; }
+  log "$c: join path (boot $run, seconds since the kernel started; $out):"
+  awk '
+    { t = $0; sub(/^\[ */, "", t); sub(/\].*/, "", t); t += 0 }
+    / systemd\[1\]: Starting (containerd|docker|armada-clock|armada-clock-swarm|armada-agent)\.service/ {
+      u = $0; sub(/.*Starting /, "", u); sub(/ .*/, "", u); st[u] = t; order[++n] = u }
+    / systemd\[1\]: Started (containerd|docker|armada-agent)\.service/ || / systemd\[1\]: Finished (armada-clock|armada-clock-swarm)\.service/ {
+      u = $0; sub(/.*(Started|Finished) /, "", u); sub(/ .*/, "", u); up[u] = t }
+    /API listen on/ && !api { api = t }
+    / systemd\[1\]: Started armada-agent\.service/ && !ag { ag = t }
+    /armada-agent\[[0-9]+\]: .*registered as node/ && !r { r = t }
+    /armada-agent\[[0-9]+\]: .*swarm join via the local engine/ && !j { j = t }
+    END {
+      for (i = 1; i <= n; i++) { u = order[i]
+        printf "    %-28s starting %7.1f  up %7.1f  (+%.1f s)\n", u, st[u], up[u], up[u] - st[u] }
+      if (ag) printf "    agent started              %7.1f\n", ag
+      if (api) printf "    dockerd API listening      %7.1f\n", api
+      if (r) printf "    agent registered           %7.1f\n", r
+      if (j) printf "    agent joined (engine call) %7.1f\n", j
+    }' "$out" >&2
+  grep '^docker-default' "$out" | sed 's/^/    /' >&2
+}
+
 # guest_timing CASE HOST RUN: where the guest's boot time went, from inside it
 # (systemd-analyze, the agent's unit), saved beside the console and summarised here.
 guest_timing() {
   local c=$1 host=$2 run=$3 ip out=$WORK/case-$1/guest-timing$3.txt
+  guest_join_path "$@"
   lease_ip "$host" >/dev/null || { log "$c: no lease for $host: no in-guest timing"; return 0; }
   ip=$(lease_ip "$host")
   guest_ssh "$host" \
-    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 25; echo; echo "apparmor cache: $(ls -a /var/cache/apparmor/*/ | tr "\n" " ")"; echo; echo "== periodic jobs started this boot:"; for u in fstrim e2scrub_all e2scrub_reap dpkg-db-backup apt-daily apt-daily-upgrade man-db logrotate; do journalctl -b -q -o short-monotonic --no-pager -u $u.service | grep -m1 -E "Start(ing|ed)" | sed "s/^/$u: /"; done; echo; systemctl list-timers --all --no-pager; echo; systemd-analyze critical-chain multi-user.target; echo; journalctl -b -o short-monotonic --no-pager -u armada-firstboot -u armada-growroot -u armada-ssh-keys -u armada-clock -u armada-clock-swarm -u armada-agent -u docker -u containerd -u systemd-networkd -u systemd-networkd-wait-online | head -n 250' \
+    'systemd-analyze; echo; systemd-analyze critical-chain armada-agent.service; echo; systemd-analyze blame | head -n 25; echo; echo "apparmor cache: $(ls -a /var/cache/apparmor/*/ | tr "\n" " ")"; echo "docker-default: file $(ls /etc/apparmor.d/docker-default 2>/dev/null || echo none), loaded: $(grep -h "^docker-default " /sys/kernel/security/apparmor/profiles || echo no), sha256 $(cat /sys/kernel/security/apparmor/policy/profiles/docker-default*/sha256 2>/dev/null || echo -)"; echo; echo "== periodic jobs started this boot:"; for u in fstrim e2scrub_all e2scrub_reap dpkg-db-backup apt-daily apt-daily-upgrade man-db logrotate; do journalctl -b -q -o short-monotonic --no-pager -u $u.service | grep -m1 -E "Start(ing|ed)" | sed "s/^/$u: /"; done; echo; systemctl list-timers --all --no-pager; echo; systemd-analyze critical-chain multi-user.target; echo; journalctl -b -o short-monotonic --no-pager -u armada-firstboot -u armada-growroot -u armada-ssh-keys -u armada-clock -u armada-clock-swarm -u armada-agent -u docker -u containerd -u systemd-networkd -u systemd-networkd-wait-online | head -n 250' \
     >"$out" 2>&1 || grep -q '^Startup finished' "$out" || {
     log "$c: ssh to $ip failed (in-guest timing not read):"; tail -n 3 "$out" >&2; return 0; }
   # (A loaded host can end the long command at guest_ssh's 60 s: what was read is shown.)
@@ -351,7 +380,7 @@ guest_timing() {
   sed -n '1,/^$/p' "$out" | sed 's/^/    /' >&2
   # The agent's critical chain: the second paragraph (after systemd-analyze's summary).
   awk -v RS= 'NR == 2' "$out" | grep -v '^The time' | head -n 16 | sed 's/^/    /' >&2
-  grep -E ' (apparmor|containerd|docker|armada-firstboot|armada-growroot|armada-ssh-keys|armada-clock|armada-clock-swarm|systemd-networkd-wait-online|fstrim|e2scrub_reap|dpkg-db-backup)\.service$|^apparmor cache' "$out" | sed 's/^/    /' >&2
+  grep -E ' (apparmor|containerd|docker|armada-firstboot|armada-growroot|armada-ssh-keys|armada-clock|armada-clock-swarm|systemd-networkd-wait-online|fstrim|e2scrub_reap|dpkg-db-backup)\.service$|^apparmor cache|^docker-default' "$out" | sed 's/^/    /' >&2
   awk '/^== periodic jobs/,/^$/' "$out" | sed 's/^/    /' >&2
 }
 
