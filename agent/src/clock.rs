@@ -46,8 +46,13 @@ pub const FLOOR_FILE: &str = "clock";
 pub const FLOOR_TOUCH_EVERY: Duration = Duration::from_secs(300);
 /// The running agent's first touch, once it had a chance to step the clock.
 const FLOOR_FIRST_TOUCH: Duration = Duration::from_secs(60);
-/// Longest pause between two attempts to reach the manager.
-const RETRY_CAP: Duration = Duration::from_secs(8);
+/// First and longest pause between two attempts to reach the manager. Short: at a first
+/// boot this runs before the board has its DHCP address (network-online.target does not
+/// wait for it), each failed attempt is a quick "unreachable" on the LAN, and the agent
+/// and (after a power cut) Docker wait for this unit. With an 8 s cap the answer came
+/// ~7 s after the address under qemu's virt (issue 12). At most ~60 attempts in 40 s.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(1);
 /// Time given to one mDNS query when the manager has no address.
 const DISCOVER_WAIT: Duration = Duration::from_secs(5);
 
@@ -329,7 +334,7 @@ async fn ask_with_retry(
         .map(|m| m.to_string())
         .unwrap_or_else(|| format!("{} (mDNS)", mdns::MANAGER_NAME));
     let mut attempt = 0u32;
-    let mut backoff = Backoff::new(Duration::from_secs(1), RETRY_CAP);
+    let mut backoff = Backoff::new(RETRY_FIRST, RETRY_CAP);
     let mut last = String::from("no attempt fit in the timeout");
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -340,7 +345,12 @@ async fn ask_with_retry(
         match tokio::time::timeout(left, ask_once(target, left)).await {
             Ok(Ok(found)) => return Ok(found),
             Ok(Err(AttemptError::Final(e))) => return Err(e),
-            Ok(Err(AttemptError::Retry(why))) => last = why,
+            Ok(Err(AttemptError::Retry(why))) => {
+                if attempt == 1 {
+                    eprintln!("the manager at {name} is not reachable yet ({why}): retrying");
+                }
+                last = why
+            }
             Err(_) => last = "no answer before the timeout".into(),
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
