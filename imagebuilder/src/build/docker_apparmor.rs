@@ -3,10 +3,11 @@
 //!
 //! At every start dockerd checks whether a profile named `docker-default` is loaded and,
 //! when none is, renders its built-in template and compiles it with `apparmor_parser`
-//! (moby `daemon/apparmor_default.go`, `profiles/apparmor`): seconds under qemu, on the
-//! path to the node's join. Written to `/etc/apparmor.d/docker-default`, the profile is
-//! compiled into the image's policy cache with the others and loaded by
-//! `apparmor.service` in early boot, so dockerd finds it loaded and compiles nothing.
+//! (moby `daemon/apparmor_default.go`, `profiles/apparmor`), on the path to the node's
+//! join (1-2 s of dockerd's start under qemu's virt, on a loaded host). Written to
+//! `/etc/apparmor.d/docker-default`, the profile is compiled into the image's policy
+//! cache with the others and loaded by `apparmor.service` in early boot, so dockerd
+//! finds it loaded and compiles nothing.
 //!
 //! The template is read out of the image's `dockerd` binary (a Go string constant), not
 //! copied into this repository: the profile is the one that very dockerd would load. A
