@@ -10,7 +10,9 @@
 //! Tables: `alerts(id, state, json)`, `deliveries(seq, receiver, alert_id, json,
 //! attempts, next_attempt_ms, created_ms, last_error)`, `events(seq, at_ms, alert_id,
 //! json)` (the history, capped), `receivers(name, delivered, failed, last_error,
-//! last_error_ms, last_success_ms)`, `memory(k, json)`.
+//! last_error_ms, last_success_ms)`, `counters(kind, key, json)` (the rules' counter
+//! memory, one row per key, rewritten only when that key changed; schema version 1 kept
+//! it as one JSON row in `memory(k, json)`, moved into `counters` at open).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,12 +21,12 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::rules::CounterMemory;
+use super::rules::{CounterKind, CounterMemory};
 use super::state::{Alert, Notification, Transition};
 
 /// Events kept in the history table.
 const EVENTS_KEPT: i64 = 10_000;
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -127,10 +129,22 @@ impl AlertDb {
                  name TEXT PRIMARY KEY, delivered INTEGER NOT NULL DEFAULT 0,
                  failed INTEGER NOT NULL DEFAULT 0, last_error TEXT, last_error_ms INTEGER,
                  last_success_ms INTEGER);
-             CREATE TABLE IF NOT EXISTS memory (k TEXT PRIMARY KEY, json TEXT NOT NULL);
-             PRAGMA user_version = 1;",
+             CREATE TABLE IF NOT EXISTS counters (
+                 kind TEXT NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL,
+                 PRIMARY KEY (kind, key)) WITHOUT ROWID;",
         )
         .map_err(sql)?;
+        if version < 2 {
+            migrate_memory_to_rows(&conn).map_err(|e| match e {
+                MigrateError::Sql(source) => sql(source),
+                MigrateError::Json(e) => DbError::Data {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "counter memory (schema version 1): {e}: move the file aside to start alerts afresh"
+                    ),
+                },
+            })?;
+        }
         Ok(AlertDb {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -157,7 +171,8 @@ impl AlertDb {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn load(&self) -> Result<Loaded, DbError> {
+    /// What the file holds. `now_ms` becomes every counter's last-seen time (not stored).
+    pub fn load(&self, now_ms: u64) -> Result<Loaded, DbError> {
         let c = self.conn();
         let mut out = Loaded::default();
         let mut st = c
@@ -172,21 +187,32 @@ impl AlertDb {
                 serde_json::from_str(&json).map_err(|e| self.data(format!("alert {id}: {e}")))?;
             out.alerts.insert(id, a);
         }
-        let mem: Option<String> = c
-            .query_row("SELECT json FROM memory WHERE k = 'counters'", [], |r| {
-                r.get(0)
-            })
-            .optional()
+        let mut st = c
+            .prepare("SELECT kind, key, json FROM counters")
             .map_err(self.sql())?;
-        if let Some(m) = mem {
-            out.memory =
-                serde_json::from_str(&m).map_err(|e| self.data(format!("counter memory: {e}")))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(self.sql())?;
+        for row in rows {
+            let (kind, key, json) = row.map_err(self.sql())?;
+            let k = CounterKind::parse(&kind)
+                .ok_or_else(|| self.data(format!("counter {key}: unknown kind {kind:?}")))?;
+            out.memory
+                .load_row(k, key.clone(), &json, now_ms)
+                .map_err(|e| self.data(format!("counter {kind} {key}: {e}")))?;
         }
         Ok(out)
     }
 
-    /// Writes one evaluation: changed and removed alerts, transitions, the counter
-    /// memory, and one queued delivery per (receiver, notification).
+    /// Writes one evaluation: changed and removed alerts, transitions, the rows of the
+    /// counter memory's dirty keys (the caller clears them once this returns Ok), and
+    /// one queued delivery per (receiver, notification).
     pub fn commit_step(
         &self,
         changed: &[&Alert],
@@ -236,13 +262,22 @@ impl AlertDb {
             .map_err(self.sql())?;
         }
         if let Some(m) = memory {
-            let json = serde_json::to_string(m).map_err(|e| self.data(e.to_string()))?;
-            tx.execute(
-                "INSERT INTO memory(k, json) VALUES ('counters', ?1)
-                 ON CONFLICT(k) DO UPDATE SET json = excluded.json",
-                params![json],
-            )
-            .map_err(self.sql())?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO counters(kind, key, json) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(kind, key) DO UPDATE SET json = excluded.json",
+                )
+                .map_err(self.sql())?;
+            let mut delete = tx
+                .prepare_cached("DELETE FROM counters WHERE kind = ?1 AND key = ?2")
+                .map_err(self.sql())?;
+            for (kind, key) in &m.dirty.0 {
+                match m.row_json(*kind, key) {
+                    Some(json) => upsert.execute(params![kind.as_str(), key, json]),
+                    None => delete.execute(params![kind.as_str(), key]),
+                }
+                .map_err(self.sql())?;
+            }
         }
         tx.commit().map_err(self.sql())
     }
@@ -427,6 +462,50 @@ impl AlertDb {
     }
 }
 
+enum MigrateError {
+    Sql(rusqlite::Error),
+    Json(serde_json::Error),
+}
+
+impl From<rusqlite::Error> for MigrateError {
+    fn from(e: rusqlite::Error) -> Self {
+        MigrateError::Sql(e)
+    }
+}
+
+/// Schema version 1 -> 2: the counter memory's one JSON row (rewritten whole at every
+/// evaluation) becomes one row per key, in one transaction with the version bump.
+fn migrate_memory_to_rows(conn: &Connection) -> Result<(), MigrateError> {
+    let tx = conn.unchecked_transaction()?;
+    let has_memory: bool = tx.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name = 'memory'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if has_memory {
+        let old: Option<String> = tx
+            .query_row("SELECT json FROM memory WHERE k = 'counters'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(json) = old {
+            let mut m: CounterMemory = serde_json::from_str(&json).map_err(MigrateError::Json)?;
+            m.mark_all_dirty();
+            let mut ins =
+                tx.prepare("INSERT OR REPLACE INTO counters(kind, key, json) VALUES (?1, ?2, ?3)")?;
+            for (kind, key) in &m.dirty.0 {
+                if let Some(j) = m.row_json(*kind, key) {
+                    ins.execute(params![kind.as_str(), key, j])?;
+                }
+            }
+        }
+        tx.execute_batch("DROP TABLE memory")?;
+    }
+    tx.execute_batch("PRAGMA user_version = 2")?;
+    tx.commit()?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -480,7 +559,7 @@ mod tests {
             .unwrap();
         }
         let db = AlertDb::open(&path).unwrap();
-        let l = db.load().unwrap();
+        let l = db.load(0).unwrap();
         assert_eq!(l.alerts["a1"].state, AlertState::Resolved);
         let due = db.due(100).unwrap();
         assert_eq!(due.len(), 2, "one head per receiver");
@@ -508,6 +587,65 @@ mod tests {
         assert_eq!(s1.last_error.as_deref(), Some("HTTP 500"));
         assert_eq!(db.forget_receivers_except(&["r1".into()]).unwrap(), 1);
         assert!(db.due(1000).unwrap().iter().all(|d| d.receiver == "r1"));
+    }
+
+    #[test]
+    fn counter_rows_round_trip_and_a_version_1_file_is_moved_to_rows() {
+        use crate::alerts::rules::CounterTrack;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.sqlite");
+        let track = |last| CounterTrack {
+            last,
+            increased_at_ms: Some(7),
+            seen_at_ms: 9,
+        };
+        let mut m = CounterMemory::default();
+        m.oom.insert("n/c1".into(), track(2));
+        m.dropped.insert("n".into(), track(5));
+        m.restarts.insert("n/c1".into(), [(1, 0), (2, 1)].into());
+        // Version 1: the whole memory as one JSON row.
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "CREATE TABLE memory (k TEXT PRIMARY KEY, json TEXT NOT NULL);
+                 INSERT INTO memory VALUES ('counters', '{}');
+                 PRAGMA user_version = 1;",
+                serde_json::to_string(&m).unwrap()
+            ))
+            .unwrap();
+        }
+        let db = AlertDb::open(&path).unwrap();
+        let l = db.load(100).unwrap();
+        assert_eq!(l.memory.oom["n/c1"].last, 2);
+        assert_eq!(l.memory.oom["n/c1"].seen_at_ms, 100, "seen now, not stored");
+        assert_eq!(l.memory.dropped["n"].increased_at_ms, Some(7));
+        assert_eq!(l.memory.restarts["n/c1"], m.restarts["n/c1"]);
+        {
+            let c = db.conn();
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            let old: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE name = 'memory'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!((v, old), (2, 0));
+        }
+        // A step stores the dirty keys only: one changed, one forgotten.
+        let mut m = l.memory;
+        m.oom.get_mut("n/c1").unwrap().last = 3;
+        m.dropped.remove("n");
+        m.dirty.0.insert((CounterKind::Oom, "n/c1".into()));
+        m.dirty.0.insert((CounterKind::Dropped, "n".into()));
+        db.commit_step(&[], &[], &[], &[], Some(&m), 200).unwrap();
+        drop(db);
+        let l = AlertDb::open(&path).unwrap().load(300).unwrap();
+        assert_eq!(l.memory.oom["n/c1"].last, 3);
+        assert!(l.memory.dropped.is_empty());
+        assert_eq!(l.memory.restarts.len(), 1, "untouched row kept");
     }
 
     #[test]

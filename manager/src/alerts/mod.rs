@@ -70,11 +70,13 @@ pub struct AlertsReport {
 struct Inner {
     alerts: BTreeMap<String, Alert>,
     memory: CounterMemory,
-    /// node id -> (last_report_ms the view was made from, the view).
-    views: HashMap<String, (Option<u64>, NodeView)>,
+    /// node id -> (last_report_ms the view was made from, the view). Views are shared
+    /// (`Arc`) between this cache, the last evaluation's `nodes` and the pass under way:
+    /// at 10,000 nodes each was a full copy (~10 MB) made at every pass.
+    views: HashMap<String, (Option<u64>, Arc<NodeView>)>,
     evaluated_at_ms: Option<u64>,
     /// The nodes and swarm managers as of the last evaluation (for /metrics).
-    nodes: Vec<NodeView>,
+    nodes: Vec<Arc<NodeView>>,
     swarm: SwarmView,
 }
 
@@ -102,7 +104,7 @@ impl AlertService {
     /// Opens `state_dir/alerts.sqlite` and loads the alerts it holds.
     pub fn open(state_dir: &Path, config: ManagerConfig, now_ms: u64) -> Result<Self, AlertsError> {
         let db = AlertDb::open(&state_dir.join(DB_FILE))?;
-        let loaded = db.load()?;
+        let loaded = db.load(now_ms)?;
         let names: Vec<String> = config.receivers.iter().map(|r| r.name.clone()).collect();
         let dropped = db.forget_receivers_except(&names)?;
         if dropped > 0 {
@@ -169,18 +171,21 @@ impl AlertService {
 
     /// One evaluation over these nodes at `now_ms`: state changes and the queued
     /// notifications are durable when it returns. Returns the notifications queued.
-    pub fn evaluate(
+    pub fn evaluate<N: AsRef<NodeView> + Clone + Into<Arc<NodeView>>>(
         &self,
-        nodes: &[NodeView],
+        nodes: &[N],
         swarm: &SwarmView,
         now_ms: u64,
     ) -> Result<usize, DbError> {
         let cfg = self.config();
         let mut inner = self.inner();
-        // Work on copies: the in-memory state moves only once the store has it.
+        // The alerts are worked on as a copy: they move only once the store has them. The
+        // counter memory (tens of thousands of keys at 10,000 nodes) is not copied: it
+        // moves in place and records which keys changed; a failed write leaves them
+        // marked, so the next write that succeeds stores them as they are by then.
         let mut alerts = inner.alerts.clone();
-        let mut memory = inner.memory.clone();
-        let conditions = rules::evaluate(&cfg.alerts.rules, nodes, swarm, &mut memory, now_ms);
+        let conditions =
+            rules::evaluate(&cfg.alerts.rules, nodes, swarm, &mut inner.memory, now_ms);
         let for_of = |key: &str| {
             cfg.alerts
                 .rules
@@ -213,7 +218,7 @@ impl AlertService {
             })
             .collect();
         let changed: Vec<&Alert> = out.changed.iter().filter_map(|id| alerts.get(id)).collect();
-        let memory_changed = memory != inner.memory;
+        let memory_changed = !inner.memory.dirty.0.is_empty();
         if !changed.is_empty()
             || !out.removed.is_empty()
             || !deliveries.is_empty()
@@ -224,9 +229,10 @@ impl AlertService {
                 &out.removed,
                 &out.transitions,
                 &deliveries,
-                memory_changed.then_some(&memory),
+                memory_changed.then_some(&inner.memory),
                 now_ms,
             )?;
+            inner.memory.dirty.0.clear();
         }
         for t in &out.transitions {
             if t.to != AlertState::Pending {
@@ -240,10 +246,9 @@ impl AlertService {
             }
         }
         inner.alerts = alerts;
-        inner.memory = memory;
         inner.evaluated_at_ms = Some(now_ms);
         inner.swarm = swarm.clone();
-        inner.nodes = nodes.to_vec();
+        inner.nodes = nodes.iter().cloned().map(Into::into).collect();
         if !deliveries.is_empty() {
             self.wake.notify_one();
         }
@@ -258,14 +263,14 @@ impl AlertService {
     /// those of its cached view takes that view back, moved, with nothing copied; only a
     /// new or changed node has its identity copied and, when it reported, its snapshot
     /// (an `Arc`) taken to parse outside the lock.
-    pub fn gather(&self, app: &AppState, now_ms: u64) -> (Vec<NodeView>, SwarmView) {
+    pub fn gather(&self, app: &AppState, now_ms: u64) -> (Vec<Arc<NodeView>>, SwarmView) {
         struct Row {
             id: String,
             last: Option<u64>,
             status: protocol::wire::NodeStatus,
             dropped: u64,
             /// The view the last pass made for this node, if any.
-            cached: Option<NodeView>,
+            cached: Option<Arc<NodeView>>,
             /// hostname, board, role, labels: set unless `cached` holds them as they are.
             ident: Option<Ident>,
             /// The latest snapshot, when it is newer than `cached`.
@@ -342,24 +347,29 @@ impl AlertService {
         let mut views = Vec::with_capacity(rows.len());
         let mut kept = HashMap::with_capacity(rows.len());
         for row in rows {
-            let base = match (&row.json, row.cached) {
-                (Some(j), _) => source::view_from_snapshot(j).unwrap_or_default(),
+            let mut v = match (&row.json, row.cached) {
+                (Some(j), _) => Arc::new(source::view_from_snapshot(j).unwrap_or_default()),
                 (None, Some(v)) => v,
-                (None, None) => NodeView::default(),
+                (None, None) => Arc::new(NodeView::default()),
             };
-            let mut v = match row.ident {
-                Some((hostname, board, role, labels)) => NodeView {
-                    hostname,
-                    board,
-                    role,
-                    labels,
-                    ..base
-                },
-                None => base,
-            };
-            v.node_id.clone_from(&row.id);
-            v.status = Some(row.status);
-            v.agent_dropped_total = row.dropped;
+            // A cached view is shared with the last evaluation's nodes: it is copied
+            // (make_mut) only when something in it changes, which most passes nothing does.
+            if let Some((hostname, board, role, labels)) = row.ident {
+                let m = Arc::make_mut(&mut v);
+                m.hostname = hostname;
+                m.board = board;
+                m.role = role;
+                m.labels = labels;
+            }
+            if v.node_id != row.id
+                || v.status != Some(row.status)
+                || v.agent_dropped_total != row.dropped
+            {
+                let m = Arc::make_mut(&mut v);
+                m.node_id.clone_from(&row.id);
+                m.status = Some(row.status);
+                m.agent_dropped_total = row.dropped;
+            }
             kept.insert(row.id, (row.last, v.clone()));
             views.push(v);
         }
@@ -515,7 +525,7 @@ impl AlertService {
             }
             // What the rules saw, so Prometheus users' rules (deploy/prometheus/
             // armada-rules.yml) can say the same: per-node status, drops, managers.
-            let views: Vec<&NodeView> = inner.nodes.iter().collect();
+            let views: Vec<&NodeView> = inner.nodes.iter().map(|v| &**v).collect();
             let node = |v: &NodeView| {
                 format!(
                     "node=\"{}\",hostname=\"{}\",board=\"{}\"",
