@@ -536,7 +536,7 @@ mod tests {
 
     fn snapshot_of(store: &Store) -> Vec<state::NodeEntry> {
         let st = store.read();
-        let mut v: Vec<_> = st.nodes.values().cloned().collect();
+        let mut v: Vec<_> = st.nodes.values().map(|e| (**e).clone()).collect();
         v.sort_by(|a, b| a.record.node_id.cmp(&b.record.node_id));
         v
     }

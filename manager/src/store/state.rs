@@ -112,7 +112,9 @@ impl NodeEntry {
 
 #[derive(Default)]
 pub struct State {
-    pub nodes: HashMap<String, NodeEntry>,
+    /// Boxed: an entry is ~700 bytes, and a table sized for 10,000 nodes has 16,384
+    /// slots, doubled by copying while it grows; boxed, a slot is a pointer.
+    pub nodes: HashMap<String, Box<NodeEntry>>,
     by_hostname: HashMap<String, String>,
     /// Nodes the operator removed, by node id.
     pub revoked: HashMap<String, Revocation>,
@@ -135,7 +137,8 @@ impl State {
             entry.record.facts.hostname.clone(),
             entry.record.node_id.clone(),
         );
-        self.nodes.insert(entry.record.node_id.clone(), entry);
+        self.nodes
+            .insert(entry.record.node_id.clone(), Box::new(entry));
     }
 }
 
@@ -198,7 +201,7 @@ impl State {
             }
             None => {
                 self.nodes
-                    .insert(record.node_id.clone(), NodeEntry::new(record));
+                    .insert(record.node_id.clone(), Box::new(NodeEntry::new(record)));
             }
         }
     }
@@ -346,7 +349,7 @@ impl State {
     }
 
     pub fn node_ids_by_hostname(&self) -> Vec<&NodeEntry> {
-        let mut v: Vec<&NodeEntry> = self.nodes.values().collect();
+        let mut v: Vec<&NodeEntry> = self.nodes.values().map(|e| &**e).collect();
         v.sort_by(|a, b| a.record.facts.hostname.cmp(&b.record.facts.hostname));
         v
     }
