@@ -415,32 +415,48 @@ impl CounterTrack {
 /// Observes `value` under `key`. A counter seen for the first time is a baseline, not
 /// an increase, unless `first_counts` (a count that is recent by nature). Returns true
 /// when what is stored of it changed (a new key or a new value; only `seen_at_ms` moved
-/// is no change: it is not stored).
+/// is no change: it is not stored). The key is copied only for a new entry.
 fn observe(
     map: &mut HashMap<String, CounterTrack>,
-    key: String,
+    key: &str,
     value: u64,
     now_ms: u64,
     first_counts: bool,
-) -> Option<String> {
-    match map.get_mut(&key) {
-        Some(t) => {
-            let changed = t.last != value;
-            t.observe(value, now_ms);
-            changed.then_some(key)
-        }
-        None => {
-            map.insert(
-                key.clone(),
-                CounterTrack {
-                    last: value,
-                    increased_at_ms: (first_counts && value > 0).then_some(now_ms),
-                    seen_at_ms: now_ms,
-                },
-            );
-            Some(key)
-        }
+) -> bool {
+    if let Some(t) = map.get_mut(key) {
+        let changed = t.last != value;
+        t.observe(value, now_ms);
+        return changed;
     }
+    map.insert(
+        key.to_string(),
+        CounterTrack {
+            last: value,
+            increased_at_ms: (first_counts && value > 0).then_some(now_ms),
+            seen_at_ms: now_ms,
+        },
+    );
+    true
+}
+
+/// Adds restart count `v` to a container's samples (one per change) and drops those
+/// older than `window_ms` but the last before it. Returns true when the samples changed.
+fn observe_restarts(s: &mut VecDeque<(u64, u64)>, v: u64, now_ms: u64, window_ms: u64) -> bool {
+    let before = (s.len(), s.front().copied(), s.back().copied());
+    if s.back().map(|(_, last)| *last) != Some(v) {
+        s.push_back((now_ms, v));
+    }
+    while s.len() > 1
+        && s.get(1)
+            .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > window_ms)
+    {
+        s.pop_front();
+    }
+    // Bound the samples whatever the window: one per change.
+    while s.len() > 256 {
+        s.pop_front();
+    }
+    before != (s.len(), s.front().copied(), s.back().copied())
 }
 
 impl CounterTrack {
@@ -534,10 +550,8 @@ impl CounterMemory {
         });
     }
 
-    fn changed(&mut self, kind: CounterKind, key: Option<String>) {
-        if let Some(k) = key {
-            self.dirty.0.insert((kind, k));
-        }
+    fn changed(&mut self, kind: CounterKind, key: &str) {
+        self.dirty.0.insert((kind, key.to_string()));
     }
 
     /// The stored form of one key's value (None: the key is gone, delete its row).
@@ -642,41 +656,38 @@ pub fn evaluate<N: AsRef<NodeView>>(
     for n in nodes.iter().map(AsRef::as_ref) {
         for c in &n.containers {
             let key = format!("{}/{}", n.node_id, c.id);
+            // Old kills of a container first seen now are history, not news.
             if let Some(v) = c.oom_kills {
-                // Old kills of a container first seen now are history, not news.
-                let k = observe(&mut memory.oom, key.clone(), v, now_ms, false);
-                memory.changed(CounterKind::Oom, k);
+                if observe(&mut memory.oom, &key, v, now_ms, false) {
+                    memory.changed(CounterKind::Oom, &key);
+                }
             }
             if let Some(v) = c.restart_count {
-                let s = memory.restarts.entry(key.clone()).or_default();
-                let before = (s.len(), s.front().copied(), s.back().copied());
-                if s.back().map(|(_, last)| *last) != Some(v) {
-                    s.push_back((now_ms, v));
+                let changed = match memory.restarts.get_mut(&key) {
+                    Some(s) => observe_restarts(s, v, now_ms, restart_window),
+                    None => {
+                        let mut s = VecDeque::new();
+                        observe_restarts(&mut s, v, now_ms, restart_window);
+                        memory.restarts.insert(key.clone(), s);
+                        true
+                    }
+                };
+                if changed {
+                    memory.changed(CounterKind::Restarts, &key);
                 }
-                while s.len() > 1
-                    && s.get(1)
-                        .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > restart_window)
-                {
-                    s.pop_front();
-                }
-                // Bound the samples whatever the window: one per change.
-                while s.len() > 256 {
-                    s.pop_front();
-                }
-                let after = (s.len(), s.front().copied(), s.back().copied());
-                memory.changed(CounterKind::Restarts, (before != after).then_some(key));
             }
         }
         // An agent's drop count is since its start, and drops happen while the manager
         // is away: a first report that already counts drops is news.
-        let k = observe(
+        if observe(
             &mut memory.dropped,
-            n.node_id.clone(),
+            &n.node_id,
             n.agent_dropped_total,
             now_ms,
             true,
-        );
-        memory.changed(CounterKind::Dropped, k);
+        ) {
+            memory.changed(CounterKind::Dropped, &n.node_id);
+        }
     }
     memory.forget_old(now_ms);
 
